@@ -1,0 +1,11 @@
+"""Models: the decoder-only transformer, its KV cache, and scalar heads."""
+
+from align_jax.models.heads import ScalarHead, TransformerWithHead
+from align_jax.models.transformer import (
+    RopeScaling,
+    Transformer,
+    TransformerConfig,
+    cache_logical_axes,
+    init_cache,
+)
+from align_jax.models.init import abstract_params, init_params, param_logical_axes, param_shardings
