@@ -1,0 +1,305 @@
+"""Chat templates: turn a list of messages into token ids and a loss mask.
+
+A conversation is rendered as a sequence of pieces (turn prefixes, message
+contents, turn suffixes and special ids). Every text piece is tokenized on
+its own and the id lists are concatenated. Because token boundaries then
+always coincide with piece boundaries, the loss mask is exact: it is 1 on
+the tokens of assistant contents and of the assistant end-of-turn marker,
+and 0 everywhere else. The price is that the ids can differ from tokenizing
+the whole rendered string at once where a tokenizer would merge across a
+piece boundary (e.g. SentencePiece adds a leading space to every piece).
+For byte-level BPE vocabularies whose markers are special tokens (Llama 3,
+Qwen2) the two agree in practice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import seqio
+
+ROLES = ("system", "user", "assistant")
+
+# Kinds of rendered pieces.
+_TEXT, _BOS, _EOS = "text", "bos", "eos"
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderedChat:
+  """Token ids of a rendered conversation and its loss mask.
+
+  `loss_mask[i]` is 1 where `token_ids[i]` belongs to an assistant reply
+  (content or end-of-turn marker) and 0 elsewhere.
+  """
+
+  token_ids: np.ndarray
+  loss_mask: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.token_ids)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Piece:
+  kind: str
+  text: str
+  trained: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatTemplate:
+  """How the turns of a conversation are laid out.
+
+  Attributes:
+    system_prefix, system_suffix: text around a system message.
+    user_prefix, user_suffix: text around a user message.
+    assistant_prefix, assistant_suffix: text around an assistant message;
+      the prefix is also the generation prompt. The suffix is trained on.
+    assistant_end_eos: put the vocabulary's EOS id after every assistant
+      turn (trained on, like the suffix).
+    add_bos: start the sequence with the vocabulary's BOS id.
+    bos_per_user_turn: start every user turn with the BOS id (Llama 2).
+    merge_system_into_user: render the system message inside the first
+      user turn, right after the user prefix, for formats without a system
+      role (Llama 2, Gemma).
+    default_system: system message used when the conversation has none.
+  """
+
+  system_prefix: str = ""
+  system_suffix: str = ""
+  user_prefix: str = ""
+  user_suffix: str = ""
+  assistant_prefix: str = ""
+  assistant_suffix: str = ""
+  assistant_end_eos: bool = False
+  add_bos: bool = False
+  bos_per_user_turn: bool = False
+  merge_system_into_user: bool = False
+  default_system: str | None = None
+
+  def _pieces(
+      self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool
+  ) -> list[_Piece]:
+    """Validates `messages` and lays them out as a list of pieces."""
+    messages = _validate(messages)
+    if messages[0]["role"] != "system" and self.default_system is not None:
+      messages = [{"role": "system", "content": self.default_system}, *messages]
+    if self.merge_system_into_user and messages[0]["role"] == "system":
+      if len(messages) < 2 or messages[1]["role"] != "user":
+        raise ValueError(
+            "This template places the system message inside the first user "
+            "turn, so message 1 must have role 'user'."
+        )
+
+    pieces: list[_Piece] = []
+
+    def text(value: str, trained: bool = False) -> None:
+      if value:
+        pieces.append(_Piece(_TEXT, value, trained))
+
+    if self.add_bos:
+      pieces.append(_Piece(_BOS, "", False))
+    pending_system: str | None = None
+    for message in messages:
+      role, content = message["role"], message["content"]
+      if role == "system":
+        if self.merge_system_into_user:
+          pending_system = content
+        else:
+          text(self.system_prefix)
+          text(content)
+          text(self.system_suffix)
+      elif role == "user":
+        if self.bos_per_user_turn:
+          pieces.append(_Piece(_BOS, "", False))
+        text(self.user_prefix)
+        if pending_system is not None:
+          text(self.system_prefix)
+          text(pending_system)
+          text(self.system_suffix)
+          pending_system = None
+        text(content)
+        text(self.user_suffix)
+      else:
+        text(self.assistant_prefix)
+        text(content, trained=True)
+        text(self.assistant_suffix, trained=True)
+        if self.assistant_end_eos:
+          pieces.append(_Piece(_EOS, "", True))
+    if add_generation_prompt:
+      text(self.assistant_prefix)
+    return pieces
+
+  def render(
+      self,
+      messages: Sequence[Mapping[str, str]],
+      vocab: seqio.Vocabulary,
+      *,
+      add_generation_prompt: bool = False,
+  ) -> RenderedChat:
+    """Tokenizes a conversation and marks the assistant tokens to train on.
+
+    `messages` are `{"role": "system"|"user"|"assistant", "content": str}`
+    dicts; a system message may only come first. With
+    `add_generation_prompt`, the assistant prefix is appended so a model
+    can continue with its reply.
+
+    Raises:
+      ValueError: `messages` is empty or malformed, or the template needs a
+        BOS/EOS id the vocabulary does not have.
+    """
+    ids: list[int] = []
+    mask: list[int] = []
+    for piece in self._pieces(messages, add_generation_prompt):
+      if piece.kind == _TEXT:
+        piece_ids = [int(i) for i in vocab.encode(piece.text)]
+      elif piece.kind == _BOS:
+        piece_ids = [_special_id(vocab, "bos")]
+      else:
+        piece_ids = [_special_id(vocab, "eos")]
+      ids.extend(piece_ids)
+      mask.extend([int(piece.trained)] * len(piece_ids))
+    return RenderedChat(
+        token_ids=np.asarray(ids, dtype=np.int32),
+        loss_mask=np.asarray(mask, dtype=np.int32),
+    )
+
+  def render_text(
+      self,
+      messages: Sequence[Mapping[str, str]],
+      *,
+      add_generation_prompt: bool = False,
+      bos_text: str = "",
+      eos_text: str = "",
+  ) -> str:
+    """Renders a conversation as a string (for inspection and comparison).
+
+    BOS/EOS ids have no text of their own; `bos_text` and `eos_text` are
+    written in their place (e.g. "<s>" and "</s>").
+    """
+    special = {_BOS: bos_text, _EOS: eos_text}
+    return "".join(
+        piece.text if piece.kind == _TEXT else special[piece.kind]
+        for piece in self._pieces(messages, add_generation_prompt)
+    )
+
+
+def _validate(messages: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]]:
+  """Checks roles and contents; returns the messages as a list."""
+  messages = list(messages)
+  if not messages:
+    raise ValueError(
+        f"Cannot render an empty conversation; expected at least one message "
+        f"with a role in {ROLES}."
+    )
+  for index, message in enumerate(messages):
+    if not isinstance(message, Mapping):
+      raise ValueError(
+          f"Message {index} is a {type(message).__name__}, expected a mapping "
+          f"with 'role' (one of {ROLES}) and 'content'."
+      )
+    role = message.get("role")
+    if role not in ROLES:
+      raise ValueError(
+          f"Message {index} has role {role!r}; expected one of {ROLES}."
+      )
+    if role == "system" and index != 0:
+      raise ValueError(
+          f"Message {index} has role 'system'; a system message may only be "
+          f"message 0 (expected 'user' or 'assistant' here)."
+      )
+    if not isinstance(message.get("content"), str):
+      raise ValueError(
+          f"Message {index} (role {role!r}) needs a string 'content', got "
+          f"{type(message.get('content')).__name__}."
+      )
+  return messages
+
+
+def _special_id(vocab: seqio.Vocabulary, kind: str) -> int:
+  """Returns the vocabulary's BOS or EOS id, or raises if it has none."""
+  try:
+    value = vocab.bos_id if kind == "bos" else vocab.eos_id
+  except NotImplementedError:
+    value = None
+  if value is None or value < 0:
+    raise ValueError(
+        f"The chat template needs a {kind.upper()} id but vocabulary {vocab} "
+        f"has none."
+    )
+  return int(value)
+
+
+TEMPLATES: Mapping[str, ChatTemplate] = types.MappingProxyType(
+    {
+        # Simple text markers for small models trained from scratch; EOS ends
+        # every assistant turn.
+        "plain": ChatTemplate(
+            system_prefix="System: ",
+            system_suffix="\n",
+            user_prefix="User: ",
+            user_suffix="\n",
+            assistant_prefix="Assistant: ",
+            assistant_suffix="",
+            assistant_end_eos=True,
+        ),
+        # Llama 2 chat: <s>[INST] <<SYS>>...<</SYS>> user [/INST] reply </s>
+        "llama2": ChatTemplate(
+            system_prefix="<<SYS>>\n",
+            system_suffix="\n<</SYS>>\n\n",
+            user_prefix="[INST] ",
+            user_suffix=" [/INST] ",
+            assistant_prefix="",
+            assistant_suffix=" ",
+            assistant_end_eos=True,
+            bos_per_user_turn=True,
+            merge_system_into_user=True,
+        ),
+        # Llama 3 instruct: header-id tokens, turns end with <|eot_id|>.
+        "llama3": ChatTemplate(
+            system_prefix="<|start_header_id|>system<|end_header_id|>\n\n",
+            system_suffix="<|eot_id|>",
+            user_prefix="<|start_header_id|>user<|end_header_id|>\n\n",
+            user_suffix="<|eot_id|>",
+            assistant_prefix="<|start_header_id|>assistant<|end_header_id|>\n\n",
+            assistant_suffix="<|eot_id|>",
+            add_bos=True,
+        ),
+        # ChatML (Qwen2): <|im_start|>role\n...<|im_end|>\n
+        "chatml": ChatTemplate(
+            system_prefix="<|im_start|>system\n",
+            system_suffix="<|im_end|>\n",
+            user_prefix="<|im_start|>user\n",
+            user_suffix="<|im_end|>\n",
+            assistant_prefix="<|im_start|>assistant\n",
+            assistant_suffix="<|im_end|>\n",
+        ),
+        # Gemma: no system role, so the system text opens the first user turn.
+        "gemma": ChatTemplate(
+            system_suffix="\n\n",
+            user_prefix="<start_of_turn>user\n",
+            user_suffix="<end_of_turn>\n",
+            assistant_prefix="<start_of_turn>model\n",
+            assistant_suffix="<end_of_turn>\n",
+            add_bos=True,
+            merge_system_into_user=True,
+        ),
+    }
+)
+
+
+def get_template(name: str) -> ChatTemplate:
+  """Returns the registered chat template called `name`.
+
+  Raises:
+    ValueError: no template has that name.
+  """
+  try:
+    return TEMPLATES[name]
+  except KeyError:
+    raise ValueError(
+        f"Unknown chat template {name!r}; known templates: {sorted(TEMPLATES)}."
+    ) from None

@@ -1,0 +1,146 @@
+"""Vocabulary helpers: train a SentencePiece model and load vocabularies.
+
+All vocabularies are `seqio.Vocabulary` instances so they plug straight into
+seqio tasks and feature converters.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import seqio
+import sentencepiece as spm
+import tensorflow as tf
+
+# Special ids of models trained here. seqio pads with 0 and expects EOS at 1
+# (the T5 convention); BOS and UNK take the next two slots.
+PAD_ID = 0
+EOS_ID = 1
+BOS_ID = 2
+UNK_ID = 3
+
+# Fixed seed for SentencePiece's process-wide random generator, so training
+# is reproducible even for options that sample.
+_TRAINER_SEED = 0
+
+
+def train_sentencepiece(
+    texts: Iterable[str],
+    model_prefix: str,
+    vocab_size: int,
+    *,
+    model_type: str = "unigram",
+    seed_sentencepiece_size: int = 1_000_000,
+    character_coverage: float = 1.0,
+    user_defined_symbols: Sequence[str] = (),
+    byte_fallback: bool = True,
+    normalization_rule_name: str = "nmt_nfkc",
+    remove_extra_whitespaces: bool = True,
+    extra_options: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> seqio.SentencePieceVocabulary:
+  """Trains a SentencePiece model on `texts` and returns it as a seqio vocab.
+
+  The model is written to `<model_prefix>.model` with pad=0, eos=1, bos=2,
+  unk=3. Training runs in-process and single-threaded, so the same inputs
+  give a byte-identical model file. `extra_options` is passed verbatim to
+  `sentencepiece.SentencePieceTrainer.train` for anything not covered here.
+
+  Raises:
+    FileExistsError: the model file exists and `overwrite` is False.
+    ValueError: a user-defined symbol contains a comma (SentencePiece uses
+      commas to separate the list).
+  """
+  model_path = f"{model_prefix}.model"
+  if tf.io.gfile.exists(model_path) and not overwrite:
+    raise FileExistsError(
+        f"SentencePiece model {model_path!r} already exists; pass "
+        "overwrite=True to replace it."
+    )
+  symbols = list(user_defined_symbols)
+  for symbol in symbols:
+    if "," in symbol:
+      raise ValueError(
+          f"user_defined_symbols entry {symbol!r} contains a comma, which "
+          "SentencePiece cannot accept."
+      )
+
+  options: dict[str, Any] = dict(
+      model_type=model_type,
+      vocab_size=vocab_size,
+      seed_sentencepiece_size=seed_sentencepiece_size,
+      character_coverage=character_coverage,
+      byte_fallback=byte_fallback,
+      normalization_rule_name=normalization_rule_name,
+      remove_extra_whitespaces=remove_extra_whitespaces,
+      pad_id=PAD_ID,
+      eos_id=EOS_ID,
+      bos_id=BOS_ID,
+      unk_id=UNK_ID,
+      num_threads=1,
+      # Use every sentence (no sampling) and keep SentencePiece quiet.
+      input_sentence_size=0,
+      shuffle_input_sentence=False,
+      minloglevel=2,
+  )
+  if symbols:
+    options["user_defined_symbols"] = symbols
+  if extra_options:
+    options.update(extra_options)
+
+  spm.set_random_generator_seed(_TRAINER_SEED)
+  buffer = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(texts), model_writer=buffer, **options
+  )
+  model_bytes = buffer.getvalue()
+  if not model_bytes:
+    raise RuntimeError(
+        f"SentencePiece training for {model_path!r} produced no model."
+    )
+
+  parent = os.path.dirname(model_path)
+  if parent:
+    tf.io.gfile.makedirs(parent)
+  with tf.io.gfile.GFile(model_path, "wb") as f:
+    f.write(model_bytes)
+  # seqio caches parsed models by file name; drop the cache so a model that
+  # was just overwritten is not served stale.
+  _clear_seqio_model_cache()
+  return seqio.SentencePieceVocabulary(model_path)
+
+
+def _clear_seqio_model_cache() -> None:
+  """Forgets seqio's per-path cache of loaded SentencePiece models."""
+  loader = getattr(seqio.vocabularies, "_load_model_internal", None)
+  cache_clear = getattr(loader, "cache_clear", None)
+  if cache_clear is not None:
+    cache_clear()
+
+
+def load_vocabulary(path: str) -> seqio.Vocabulary:
+  """Loads a vocabulary from a SentencePiece `.model` file or an HF model dir.
+
+  Raises:
+    FileNotFoundError: `path` ends in `.model` but does not exist.
+    ValueError: `path` is neither a `.model` file nor a directory.
+  """
+  path = os.fspath(path)
+  if tf.io.gfile.isdir(path):
+    # Imported here so the data package does not depend on the hf package
+    # unless a directory is actually loaded.
+    from align_jax.hf.tokenizer import load_tokenizer
+
+    return load_tokenizer(path)
+  if path.endswith(".model"):
+    if not tf.io.gfile.exists(path):
+      raise FileNotFoundError(f"SentencePiece model {path!r} does not exist.")
+    return seqio.SentencePieceVocabulary(path)
+  raise ValueError(
+      f"Cannot load a vocabulary from {path!r}: expected a SentencePiece "
+      "'.model' file or a Hugging Face model directory containing "
+      "'tokenizer.json' or 'tokenizer.model'."
+  )
