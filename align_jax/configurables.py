@@ -1,0 +1,27 @@
+"""Everything gin files may bind, registered in one place.
+
+Library code carries no gin decorators; this module makes the entry points,
+configs and registries configurable under short names (`TransformerConfig`,
+`create_mesh`, `run`, ...). Importing it is enough.
+"""
+
+import gin
+
+from align_jax import main, model_summary
+from align_jax.data import chat
+from align_jax.models import transformer
+from align_jax.parallel import mesh, partitioning
+
+_MODULE = "align_jax"
+
+for _fn, _name in (
+    (main.run, "run"),
+    (transformer.TransformerConfig, "TransformerConfig"),
+    (transformer.RopeScaling, "RopeScaling"),
+    (mesh.create_mesh, "create_mesh"),
+    (chat.get_template, "get_chat_template"),
+    (model_summary.model_summary, "model_summary"),
+):
+  gin.external_configurable(_fn, _name, module=_MODULE)
+
+gin.constant("align_jax.DEFAULT_RULES", partitioning.DEFAULT_RULES)
