@@ -11,6 +11,7 @@ from align_jax import main, model_summary
 from align_jax.data import chat
 from align_jax.models import transformer
 from align_jax.parallel import mesh, partitioning
+from align_jax.sampling import generate, strategies
 
 _MODULE = "align_jax"
 
@@ -21,6 +22,8 @@ for _fn, _name in (
     (mesh.create_mesh, "create_mesh"),
     (chat.get_template, "get_chat_template"),
     (model_summary.model_summary, "model_summary"),
+    (strategies.SamplingConfig, "SamplingConfig"),
+    (generate.generate_job, "generate"),
 ):
   gin.external_configurable(_fn, _name, module=_MODULE)
 

@@ -1,4 +1,4 @@
-"""Data utilities: vocabularies and chat templates."""
+"""Data utilities: vocabularies, chat templates, jsonl files."""
 
 from align_jax.data.chat import (
     ROLES,
@@ -7,6 +7,7 @@ from align_jax.data.chat import (
     RenderedChat,
     get_template,
 )
+from align_jax.data.jsonl import JsonlError, read_jsonl, write_jsonl
 from align_jax.data.vocab import load_vocabulary, train_sentencepiece
 
 __all__ = [
@@ -15,6 +16,9 @@ __all__ = [
     "ChatTemplate",
     "RenderedChat",
     "get_template",
+    "JsonlError",
+    "read_jsonl",
+    "write_jsonl",
     "load_vocabulary",
     "train_sentencepiece",
 ]

@@ -2,7 +2,6 @@
 
 import json
 import pickle
-import random
 
 import numpy as np
 import pytest
@@ -14,35 +13,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from align_jax.hf import tokenizer as tok_lib
 
-_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>"]
-
-_WORDS = (
-    "the a cat dog bird sat ran flew on under mat tree big small red blue "
-    "über café naïve 東京 🙂 42 hello world , . !"
-).split()
-
-
-def _corpus(n: int = 300, seed: int = 0) -> list[str]:
-  rng = random.Random(seed)
-  return [
-      " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 12)))
-      for _ in range(n)
-  ]
-
-
-def _save_bpe(directory, **special_tokens) -> None:
-  """Trains a tiny byte-level BPE tokenizer and saves it like HF does."""
-  tokenizer = Tokenizer(models.BPE())
-  tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tokenizer.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(
-      vocab_size=300,
-      special_tokens=_SPECIALS,
-      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-  )
-  tokenizer.train_from_iterator(_corpus(), trainer)
-  fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, **special_tokens)
-  fast.save_pretrained(str(directory))
+from hf_fixtures import SPECIAL_TOKENS as _SPECIALS, save_bpe_tokenizer as _save_bpe, words_corpus as _corpus
 
 
 @pytest.fixture(scope="module")

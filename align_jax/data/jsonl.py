@@ -1,0 +1,53 @@
+"""jsonl files between stages: reading with line-numbered errors, writing without loss."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+
+class JsonlError(ValueError):
+  """A jsonl line that is not valid JSON or lacks what the reader expects."""
+
+
+def read_jsonl(path: str, validate: Callable[[dict[str, Any]], str | None] | None = None
+               ) -> Iterator[dict[str, Any]]:
+  """Yields one dict per non-blank line.
+
+  `validate(record)` returns None when the record is fine, or a message saying what
+  is missing or invalid; the error then names the file and line number.
+  """
+  with open(path, encoding="utf-8") as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise JsonlError(f"{path}, line {number}: not valid JSON ({e.msg})") from None
+      if not isinstance(record, dict):
+        raise JsonlError(f"{path}, line {number}: expected a JSON object, got "
+                         f"{type(record).__name__}")
+      problem = validate(record) if validate else None
+      if problem:
+        raise JsonlError(f"{path}, line {number}: {problem}")
+      yield record
+
+
+def write_jsonl(path: str, records: Iterable[Mapping[str, Any]], overwrite: bool = False) -> int:
+  """Writes records atomically (a temporary file renamed at the end); returns the count.
+
+  An existing file is never replaced unless `overwrite`.
+  """
+  if os.path.exists(path) and not overwrite:
+    raise FileExistsError(f"{path} already exists; refusing to overwrite it")
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".partial"
+  count = 0
+  with open(tmp, "w", encoding="utf-8") as f:
+    for record in records:
+      f.write(json.dumps(record, ensure_ascii=False) + "\n")
+      count += 1
+  os.replace(tmp, path)
+  return count

@@ -1,0 +1,350 @@
+"""The generation engine: compiled prefill + KV-cache decode, and scoring.
+
+One engine serves every method. Prompts are left-padded into length buckets and
+batched to a fixed batch size, so each (batch, bucket, settings) shape compiles once.
+The decode loop is a `jax.lax.while_loop` that stops as soon as every row has
+finished. Each row draws its randomness from its own key, folded from the caller's
+key and the row's global index, so a row's output depends on its prompt and key only,
+never on which other prompts share its batch or how much padding it got.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import contextlib
+import functools
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import seqio
+from jax.sharding import Mesh
+
+from align_jax.models.transformer import Transformer, cache_logical_axes, init_cache
+from align_jax.parallel.partitioning import (DEFAULT_RULES, LogicalRules, logical_sharding,
+                                             sharding_context, with_logical_constraint)
+from align_jax.sampling.strategies import SamplingConfig, process_logits, sample_tokens
+
+
+@dataclasses.dataclass
+class GenerationResult:
+  """Continuations of N prompts, n samples each.
+
+  tokens: int32 [N, n, max_new_tokens], pad after each length; a stop token (EOS)
+    that ended a row is included. lengths: [N, n]. logprobs: log-probabilities of the
+    chosen tokens under the distribution sampled from (after bias, temperature,
+    top-k/top-p; 0 past the length). model_logprobs: the same under the unmodified
+    model (temperature 1). finished: [N, n] ended by a stop token or stop string
+    (False when cut by max_new_tokens). texts: decoded continuations without the stop
+    token or stop string (when the sampler has a vocabulary).
+  """
+  tokens: np.ndarray
+  lengths: np.ndarray
+  logprobs: np.ndarray
+  model_logprobs: np.ndarray
+  finished: np.ndarray
+  texts: list[list[str]] | None = None
+
+  @property
+  def num_generated_tokens(self) -> int:
+    return int(self.lengths.sum())
+
+
+def default_length_buckets(max_length: int, smallest: int = 16) -> tuple[int, ...]:
+  buckets, size = [], smallest
+  while size < max_length:
+    buckets.append(size)
+    size *= 2
+  return tuple(buckets) + (max_length,)
+
+
+def token_logprobs(model: Transformer, params: Any, tokens: jax.Array,
+                   segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
+                   temperature: float = 1.0) -> jax.Array:
+  """log p(tokens[:, t] | tokens[:, :t]) for t >= 1, as float32 [batch, length - 1].
+
+  Logits are divided by `temperature` first, so PPO can recompute rollout
+  log-probabilities with the temperature it sampled with.
+  """
+  logits = model.apply({"params": params}, tokens, positions, segment_ids)[:, :-1]
+  if temperature != 1.0:
+    logits = logits / temperature
+  logprobs = jax.nn.log_softmax(logits, axis=-1)
+  return jnp.take_along_axis(logprobs, tokens[:, 1:, None], axis=-1)[..., 0]
+
+
+class Sampler:
+  """Generates from and scores with one model.
+
+  Args:
+    model: the `Transformer`.
+    params: its parameters (already placed/sharded).
+    vocab: a seqio vocabulary, for text prompts, decoded texts and stop strings.
+    mesh, rules: shard the batch over `data`/`fsdp` and the model as the params are.
+    batch_size: rows per compiled call (prompts x samples are split into such batches).
+    length_buckets: allowed padded prompt lengths (default: powers of two up to
+      the model's max_seq_len).
+  """
+
+  def __init__(self, model: Transformer, params: Any, *, vocab: seqio.Vocabulary | None = None,
+               mesh: Mesh | None = None, rules: LogicalRules = DEFAULT_RULES,
+               batch_size: int = 16, length_buckets: Sequence[int] | None = None):
+    self.model = model
+    self.params = params
+    self.vocab = vocab
+    self.mesh = mesh
+    self.rules = tuple(rules)
+    self.batch_size = batch_size
+    config = model.config
+    self.length_buckets = tuple(sorted(length_buckets or default_length_buckets(config.max_seq_len)))
+    vocab_pad = getattr(vocab, "pad_id", None) if vocab is not None else None
+    self.pad_id = int(next(i for i in (config.pad_id, vocab_pad, 0) if i is not None))
+    vocab_eos = getattr(vocab, "eos_id", None) if vocab is not None else None
+    self.eos_id = next((int(i) for i in (config.eos_id, vocab_eos) if i is not None), None)
+    self._single_token_stops: dict[tuple[str, ...], tuple[int, ...]] = {}
+    self._generate_jit = jax.jit(self._generate_batch, static_argnames=("sampling", "stop_ids"))
+    self._score_jit = jax.jit(functools.partial(token_logprobs, model),
+                              static_argnames=("temperature",))
+
+  # ------------------------------------------------------------------------------
+  # Generation
+
+  def generate(self, prompts: Sequence[str] | Sequence[Sequence[int]], sampling: SamplingConfig,
+               key: jax.Array, progress: Callable[[int, int], None] | None = None
+               ) -> GenerationResult:
+    """Continues every prompt `sampling.num_samples` times.
+
+    Prompts are texts (encoded with the vocabulary, no BOS added: render chat
+    templates or add BOS before calling) or lists of token ids. `progress(rows_done,
+    tokens_done)` is called after each compiled batch.
+    """
+    prompt_tokens = self._encode_prompts(prompts)
+    n, max_new = sampling.num_samples, sampling.max_new_tokens
+    for i, p in enumerate(prompt_tokens):
+      if not p:
+        raise ValueError(f"prompt {i} is empty; a prompt needs at least one token (e.g. BOS)")
+      if len(p) + max_new > self.model.config.max_seq_len:
+        raise ValueError(f"prompt {i} has {len(p)} tokens; with max_new_tokens={max_new} it "
+                         f"exceeds the model's max_seq_len={self.model.config.max_seq_len}")
+    stop_ids = self._stop_ids(sampling)
+
+    rows = [(i, s) for i in range(len(prompt_tokens)) for s in range(n)]
+    order = sorted(range(len(rows)), key=lambda r: len(prompt_tokens[rows[r][0]]))
+    shape = (len(prompt_tokens), n, max_new)
+    tokens = np.full(shape, self.pad_id, np.int32)
+    logprobs = np.zeros(shape, np.float32)
+    model_logprobs = np.zeros(shape, np.float32)
+    lengths = np.zeros(shape[:2], np.int32)
+    finished = np.zeros(shape[:2], bool)
+    tokens_done = 0
+    for start in range(0, len(order), self.batch_size):
+      chunk = [rows[r] for r in order[start:start + self.batch_size]]
+      batch_prompts = [prompt_tokens[i] for i, _ in chunk]
+      row_ids = [i * n + s for i, s in chunk]
+      out = self._run_batch(batch_prompts, row_ids, sampling, stop_ids, key)
+      for j, (i, s) in enumerate(chunk):
+        tokens[i, s], logprobs[i, s], model_logprobs[i, s] = out[0][j], out[1][j], out[2][j]
+        lengths[i, s], finished[i, s] = out[3][j], out[4][j]
+      tokens_done += int(out[3][:len(chunk)].sum())
+      if progress is not None:
+        progress(start + len(chunk), tokens_done)
+
+    result = GenerationResult(tokens, lengths, logprobs, model_logprobs, finished)
+    if self.vocab is not None:
+      self._decode_and_stop(result, sampling.stop_strings, self._hard_stop_ids(sampling))
+    return result
+
+  def _run_batch(self, prompts: list[list[int]], row_ids: list[int], sampling: SamplingConfig,
+                 stop_ids: tuple[int, ...], key: jax.Array):
+    real = len(prompts)
+    longest = max(len(p) for p in prompts)
+    bucket = next((b for b in self.length_buckets if b >= longest), longest)
+    batch = np.full((self.batch_size, bucket), self.pad_id, np.int32)
+    pad_counts = np.full((self.batch_size,), bucket - 1, np.int32)
+    active = np.zeros((self.batch_size,), bool)
+    for j, p in enumerate(prompts):
+      batch[j, bucket - len(p):] = p
+      pad_counts[j] = bucket - len(p)
+      active[j] = True
+    ids = np.zeros((self.batch_size,), np.uint32)
+    ids[:real] = row_ids
+    row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.asarray(ids))
+    args = [batch, pad_counts, active]
+    if self.mesh is not None:
+      args = [jax.device_put(a, logical_sharding(("act_batch",) + (None,) * (a.ndim - 1),
+                                                 self.rules, self.mesh, a.shape)) for a in args]
+    with self._context():
+      out = self._generate_jit(self.params, *args, row_keys, sampling=sampling,
+                               stop_ids=stop_ids)
+    return [np.asarray(x) for x in jax.device_get(out)]
+
+  def _context(self):
+    if self.mesh is None:
+      return contextlib.nullcontext()
+    return sharding_context(self.mesh, self.rules)
+
+  def _generate_batch(self, params, prompt, pad_counts, active, row_keys, *,
+                      sampling: SamplingConfig, stop_ids: tuple[int, ...]):
+    model, config = self.model, self.model.config
+    batch, prompt_len = prompt.shape
+    max_new = sampling.max_new_tokens
+    cache = init_cache(config, batch, prompt_len + max_new)
+    cache = jax.tree.map(with_logical_constraint, cache, cache_logical_axes(config),
+                         is_leaf=lambda x: isinstance(x, jax.Array))
+    slots = jnp.arange(prompt_len, dtype=jnp.int32)[None, :]
+    segment_ids = (slots >= pad_counts[:, None]).astype(jnp.int32)
+    positions = jnp.maximum(slots - pad_counts[:, None], 0)
+    hidden, cache = model.apply({"params": params}, prompt, positions, segment_ids, cache=cache,
+                                output="hidden")
+    logits = model.apply({"params": params}, hidden[:, -1:],
+                         method=Transformer.logits_from_hidden)[:, 0]
+    stop_mask = jnp.zeros((config.vocab_size,), bool)
+    if stop_ids:
+      stop_mask = stop_mask.at[jnp.asarray(stop_ids)].set(True)
+
+    def cond(state):
+      return (state["step"] < max_new) & ~jnp.all(state["finished"])
+
+    def body(state):
+      step, logits = state["step"], state["logits"]
+      processed = process_logits(logits, step, sampling, stop_mask)
+      keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, step)
+      token = sample_tokens(keys, processed, sampling.greedy)
+      pick = lambda lp: jnp.take_along_axis(lp, token[:, None], axis=-1)[:, 0]
+      live = ~state["finished"]
+      token = jnp.where(live, token, self.pad_id)
+      sample_lp = jnp.where(live, pick(jax.nn.log_softmax(processed, axis=-1)), 0.0)
+      model_lp = jnp.where(live, pick(jax.nn.log_softmax(logits, axis=-1)), 0.0)
+      next_logits, cache = model.apply(
+          {"params": params}, token[:, None], state["positions"][:, None],
+          jnp.ones((batch, 1), jnp.int32), cache=state["cache"])
+      return {
+          "step": step + 1, "cache": cache, "logits": next_logits[:, 0],
+          "positions": state["positions"] + 1,
+          "tokens": state["tokens"].at[:, step].set(token),
+          "logprobs": state["logprobs"].at[:, step].set(sample_lp),
+          "model_logprobs": state["model_logprobs"].at[:, step].set(model_lp),
+          "lengths": state["lengths"] + live.astype(jnp.int32),
+          "finished": state["finished"] | (live & stop_mask[token]),
+      }
+
+    state = {
+        "step": jnp.zeros((), jnp.int32), "cache": cache, "logits": logits,
+        "positions": (prompt_len - pad_counts).astype(jnp.int32),
+        "tokens": jnp.full((batch, max_new), self.pad_id, jnp.int32),
+        "logprobs": jnp.zeros((batch, max_new), jnp.float32),
+        "model_logprobs": jnp.zeros((batch, max_new), jnp.float32),
+        "lengths": jnp.zeros((batch,), jnp.int32), "finished": ~active,
+    }
+    state = jax.lax.while_loop(cond, body, state)
+    return (state["tokens"], state["logprobs"], state["model_logprobs"], state["lengths"],
+            state["finished"] & active)
+
+  def _hard_stop_ids(self, sampling: SamplingConfig) -> set[int]:
+    """EOS and the configured stop tokens: they end a row and are left out of its text."""
+    ids = set(sampling.stop_token_ids)
+    if self.eos_id is not None:
+      ids.add(self.eos_id)
+    return ids
+
+  def _stop_ids(self, sampling: SamplingConfig) -> tuple[int, ...]:
+    """Tokens that end a row in the decode loop: hard stops and stop-string tokens."""
+    ids = self._hard_stop_ids(sampling)
+    if sampling.stop_strings:
+      ids.update(self._tokens_containing(sampling.stop_strings))
+    return tuple(sorted(ids))
+
+  def _tokens_containing(self, stop_strings: tuple[str, ...]) -> tuple[int, ...]:
+    """Single tokens whose text holds a stop string: generation may stop right there."""
+    if self.vocab is None:
+      raise ValueError("stop_strings need a vocabulary; pass vocab= to the Sampler")
+    if stop_strings not in self._single_token_stops:
+      found = []
+      for token in range(self.vocab.vocab_size):
+        try:
+          piece = self.vocab.decode([token])
+        except Exception:  # noqa: BLE001  (ids a vocabulary cannot decode on their own)
+          continue
+        if any(s in piece for s in stop_strings):
+          found.append(token)
+      self._single_token_stops[stop_strings] = tuple(found)
+    return self._single_token_stops[stop_strings]
+
+  def _decode_and_stop(self, result: GenerationResult, stop_strings: tuple[str, ...],
+                       stop_set: set[int]) -> None:
+    """Decodes texts; cuts rows at their first stop string (text, tokens, logprobs)."""
+    texts = []
+    for i in range(result.tokens.shape[0]):
+      row_texts = []
+      for s in range(result.tokens.shape[1]):
+        length = int(result.lengths[i, s])
+        ids = result.tokens[i, s, :length].tolist()
+        body = ids[:-1] if ids and ids[-1] in stop_set and result.finished[i, s] else ids
+        text = self.vocab.decode(body)
+        cut = min((text.find(x) for x in stop_strings if x in text), default=-1)
+        if cut >= 0:
+          text = text[:cut]
+          keep = next(k for k in range(1, len(body) + 1)
+                      if any(x in self.vocab.decode(body[:k]) for x in stop_strings))
+          result.tokens[i, s, keep:] = self.pad_id
+          result.logprobs[i, s, keep:] = 0.0
+          result.model_logprobs[i, s, keep:] = 0.0
+          result.lengths[i, s] = keep
+          result.finished[i, s] = True
+        row_texts.append(text)
+      texts.append(row_texts)
+    result.texts = texts
+
+  def _encode_prompts(self, prompts) -> list[list[int]]:
+    encoded = []
+    for i, p in enumerate(prompts):
+      if isinstance(p, str):
+        if self.vocab is None:
+          raise ValueError(f"prompt {i} is text but the Sampler has no vocabulary")
+        encoded.append(list(self.vocab.encode(p)))
+      else:
+        encoded.append([int(t) for t in p])
+    return encoded
+
+  # ------------------------------------------------------------------------------
+  # Scoring
+
+  def score(self, prompts: Sequence[Sequence[int]] | Sequence[str],
+            continuations: Sequence[Sequence[int]] | Sequence[str],
+            temperature: float = 1.0) -> list[np.ndarray]:
+    """Per-token log-probabilities of each continuation after its prompt (float32 [len])."""
+    if len(prompts) != len(continuations):
+      raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+    prompt_tokens = self._encode_prompts(prompts)
+    cont_tokens = self._encode_prompts(continuations)
+    results: list[np.ndarray | None] = [None] * len(prompt_tokens)
+    totals = [len(p) + len(c) for p, c in zip(prompt_tokens, cont_tokens)]
+    for i, (p, c) in enumerate(zip(prompt_tokens, cont_tokens)):
+      if not p:
+        raise ValueError(f"prompt {i} is empty; scoring needs at least one context token")
+      if totals[i] > self.model.config.max_seq_len:
+        raise ValueError(f"prompt {i} + continuation have {totals[i]} tokens, more than "
+                         f"max_seq_len={self.model.config.max_seq_len}")
+    order = sorted(range(len(totals)), key=totals.__getitem__)
+    for start in range(0, len(order), self.batch_size):
+      chunk = order[start:start + self.batch_size]
+      longest = max(totals[i] for i in chunk)
+      bucket = next((b for b in self.length_buckets if b >= longest), longest)
+      tokens = np.full((self.batch_size, bucket), self.pad_id, np.int32)
+      segments = np.zeros((self.batch_size, bucket), np.int32)
+      for j, i in enumerate(chunk):
+        row = prompt_tokens[i] + cont_tokens[i]
+        tokens[j, :len(row)] = row
+        segments[j, :len(row)] = 1
+      args = [tokens, segments]
+      if self.mesh is not None:
+        args = [jax.device_put(a, logical_sharding(("act_batch", None), self.rules, self.mesh,
+                                                   a.shape)) for a in args]
+      with self._context():
+        scores = np.asarray(self._score_jit(self.params, *args, temperature=float(temperature)))
+      for j, i in enumerate(chunk):
+        p_len = len(prompt_tokens[i])
+        results[i] = scores[j, p_len - 1:p_len - 1 + len(cont_tokens[i])]
+    return results  # type: ignore[return-value]
+

@@ -1,0 +1,36 @@
+"""Shared test fixtures: a tiny byte-level BPE tokenizer saved the way transformers saves one."""
+
+import random
+
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>"]
+
+WORDS = (
+    "the a cat dog bird sat ran flew on under mat tree big small red blue "
+    "über café naïve 東京 🙂 42 hello world , . !"
+).split()
+
+
+def words_corpus(n: int = 300, seed: int = 0) -> list[str]:
+  rng = random.Random(seed)
+  return [
+      " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12)))
+      for _ in range(n)
+  ]
+
+
+def save_bpe_tokenizer(directory, vocab_size: int = 300, **special_tokens) -> None:
+  """Trains a tiny byte-level BPE tokenizer and saves it like HF does."""
+  tokenizer = Tokenizer(models.BPE())
+  tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tokenizer.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(
+      vocab_size=vocab_size,
+      special_tokens=SPECIAL_TOKENS,
+      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+  )
+  tokenizer.train_from_iterator(words_corpus(), trainer)
+  fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, **special_tokens)
+  fast.save_pretrained(str(directory))
