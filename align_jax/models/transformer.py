@@ -211,9 +211,13 @@ class Attention(nn.Module):
     k = with_logical_constraint(k, ("act_batch", "act_length", "act_kv_heads", None))
     v = with_logical_constraint(v, ("act_batch", "act_length", "act_kv_heads", None))
 
+    # Keys and values are attended in [batch, kv_heads, length, head_dim] layout, the
+    # layout of the KV cache, so decoding reads the cache without transposing it.
+    k = jnp.swapaxes(k, 1, 2)
+    v = jnp.swapaxes(v, 1, 2)
     new_cache = None
     if layer_cache is not None:
-      start = (0, cache_index, 0, 0)
+      start = (0, 0, cache_index, 0)
       keys = jax.lax.dynamic_update_slice(layer_cache["k"], k.astype(layer_cache["k"].dtype), start)
       values = jax.lax.dynamic_update_slice(layer_cache["v"], v.astype(layer_cache["v"].dtype), start)
       new_cache = {"k": keys, "v": values}
@@ -221,12 +225,13 @@ class Attention(nn.Module):
 
     batch, length = q.shape[:2]
     groups = cfg.num_heads // cfg.num_kv_heads
-    q = q.reshape(batch, length, cfg.num_kv_heads, groups, cfg.head_dim)
-    logits = jnp.einsum("btkgh,bskh->bkgts", q, k, preferred_element_type=jnp.float32)
+    q = jnp.transpose(q.reshape(batch, length, cfg.num_kv_heads, groups, cfg.head_dim),
+                      (0, 2, 3, 1, 4))  # [batch, kv_heads, groups, length, head_dim]
+    logits = jnp.einsum("bkgth,bksh->bkgts", q, k, preferred_element_type=jnp.float32)
     logits = logits * (cfg.head_dim ** -0.5)
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
-    out = jnp.einsum("bkgts,bskh->btkgh", probs, v).reshape(
+    out = jnp.einsum("bkgts,bksh->btkgh", probs, v).reshape(
         batch, length, cfg.num_heads, cfg.head_dim)
     out = with_logical_constraint(out, ("act_batch", "act_length", "act_heads", None))
     o_kernel = self.param("o_kernel", _init(cfg, ("heads", "head_dim", "embed")),
@@ -387,7 +392,7 @@ def init_cache(config: TransformerConfig, batch_size: int, max_length: int,
                dtype: Any = None) -> Cache:
   """An empty KV cache holding `max_length` slots per row."""
   dtype = as_dtype(dtype or config.dtype)
-  kv_shape = (batch_size, max_length, config.num_kv_heads, config.head_dim)
+  kv_shape = (batch_size, config.num_kv_heads, max_length, config.head_dim)
   if config.scan_layers:
     stacked = (config.num_layers,) + kv_shape
     layers: Any = {"k": jnp.zeros(stacked, dtype), "v": jnp.zeros(stacked, dtype)}
@@ -404,7 +409,7 @@ def init_cache(config: TransformerConfig, batch_size: int, max_length: int,
 
 def cache_logical_axes(config: TransformerConfig) -> Cache:
   """Logical axis names of every cache leaf, in `init_cache`'s structure."""
-  kv = ("cache_batch", "cache_length", "cache_kv_heads", "cache_head_dim")
+  kv = ("cache_batch", "cache_kv_heads", "cache_length", "cache_head_dim")
   if config.scan_layers:
     layers: Any = {"k": ("layers",) + kv, "v": ("layers",) + kv}
   else:

@@ -1,0 +1,55 @@
+"""Helpers shared by the benchmarks: timing, memory, a same-weights transformers twin."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from typing import Any, Callable
+
+import jax
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+  start = time.perf_counter()
+  out = fn()
+  out = jax.block_until_ready(out)
+  return time.perf_counter() - start, out
+
+
+def summary(seconds: list[float]) -> dict[str, float]:
+  return {"median_s": statistics.median(seconds), "min_s": min(seconds), "runs": len(seconds)}
+
+
+def peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine() -> dict[str, Any]:
+  return {"platform": jax.default_backend(), "devices": jax.device_count(),
+          "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine()}
+
+
+def llama_twin(d_model: int, layers: int, vocab: int, mlp_dim: int, heads: int, kv_heads: int,
+               max_len: int, seed: int = 0, dtype: str = "float32"):
+  """A random transformers Llama and the same weights imported into align_jax.
+
+  Returns (torch_model, align_jax_config, align_jax_params).
+  """
+  import torch
+  import transformers
+
+  from align_jax.hf import load_checkpoint
+  hf_config = transformers.LlamaConfig(
+      vocab_size=vocab, hidden_size=d_model, intermediate_size=mlp_dim, num_hidden_layers=layers,
+      num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=max_len,
+      bos_token_id=1, eos_token_id=2, pad_token_id=0)
+  torch.manual_seed(seed)
+  model = transformers.LlamaForCausalLM(hf_config).eval()
+  with tempfile.TemporaryDirectory() as directory:
+    model.save_pretrained(directory)
+    config, params = load_checkpoint(directory, dtype=dtype, param_dtype=dtype)
+  return model, config, params
