@@ -281,6 +281,9 @@ def load_checkpoint(path: str, mesh: Mesh | None = None, rules: LogicalRules = D
       _set(params, param_path,
            jax.make_array_from_callback(array.shape, sharding, lambda index, a=array: a[index]))
     del host, array
+  if config.lora_rank > 0:  # adapters are not in a Hugging Face checkpoint: start them fresh
+    from align_jax.models.lora import init_lora_params, merge_params
+    params = merge_params(params, init_lora_params(model, jax.random.key(0), mesh, rules))
   return config, params
 
 
@@ -296,10 +299,12 @@ def save_checkpoint(path: str, config: TransformerConfig, params: Any, *,
                     overwrite: bool = False) -> list[str]:
   """Writes params as a Hugging Face checkpoint directory (config.json + safetensors).
 
-  Refuses to write into a directory that already holds a checkpoint unless
-  `overwrite`. In a multi-host run every host must call it; process 0 writes.
+  Low-rank adapters are merged into their kernels first. Refuses to write into a
+  directory that already holds a checkpoint unless `overwrite`. In a multi-host run every host must call it; process 0 writes.
   Returns the written file names.
   """
+  from align_jax.models.lora import merge_lora
+  config, params = merge_lora(config, params)  # transformers sees plain (merged) weights
   dtype = dtype or config.param_dtype
   np_dtype = safetensors_io.dtype_of(dtype)
   if jax.process_index() == 0:

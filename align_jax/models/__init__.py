@@ -9,3 +9,5 @@ from align_jax.models.transformer import (
     init_cache,
 )
 from align_jax.models.init import abstract_params, init_params, param_logical_axes, param_shardings
+from align_jax.models.lora import init_lora_params, merge_lora, merge_params, split_params
+from align_jax.models.transformer import LORA_TARGETS, is_lora_path

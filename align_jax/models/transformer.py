@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import flax.linen as nn
 import jax
@@ -42,6 +42,14 @@ class RopeScaling:
   original_max_position_embeddings: int = 8192
 
 
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
+
+
+def is_lora_path(path: Sequence[str]) -> bool:
+  """Whether a parameter path names a low-rank adapter leaf."""
+  return "_lora_" in str(path[-1])
+
+
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
   """Shapes and family switches of a decoder-only language model."""
@@ -71,11 +79,18 @@ class TransformerConfig:
   scan_layers: bool = False
   remat_policy: Literal["none", "full", "dots", "dots_no_batch"] = "none"
   initializer_range: float = 0.02
+  lora_rank: int = 0                # > 0 adds low-rank adapters to `lora_targets`
+  lora_alpha: float = 16.0
+  lora_targets: tuple[str, ...] = ("q", "k", "v", "o")
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
       raise ValueError(f"num_heads={self.num_heads} is not a multiple of "
                        f"num_kv_heads={self.num_kv_heads}")
+    unknown = set(self.lora_targets) - set(LORA_TARGETS)
+    if unknown:
+      raise ValueError(f"unknown lora_targets {sorted(unknown)}; expected a subset of {LORA_TARGETS}")
+    object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
     if self.head_dim % 2:
       raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings")
     as_dtype(self.dtype), as_dtype(self.param_dtype)
@@ -166,6 +181,29 @@ def _init(config: TransformerConfig, names: tuple[str, ...], stddev: float | Non
       nn.initializers.normal(stddev or config.initializer_range), names)
 
 
+def _lora_delta(module: nn.Module, name: str, x: Array, x_spec: str,
+                in_shape: tuple[int, ...], in_names: tuple[str, ...],
+                out_shape: tuple[int, ...], out_names: tuple[str, ...]) -> Array | None:
+  """Low-rank update (x A) B * alpha / r of projection `name`, or None without LoRA.
+
+  A starts random and B at zero, so an adapted model starts equal to its base.
+  """
+  cfg: TransformerConfig = module.config
+  if cfg.lora_rank <= 0 or name not in cfg.lora_targets:
+    return None
+  rank, pdtype = cfg.lora_rank, as_dtype(cfg.param_dtype)
+  a = module.param(f"{name}_lora_a", nn.with_logical_partitioning(
+      nn.initializers.normal(1.0 / math.sqrt(math.prod(in_shape))), in_names + ("lora_rank",)),
+      in_shape + (rank,), pdtype)
+  b = module.param(f"{name}_lora_b", nn.with_logical_partitioning(
+      nn.initializers.zeros, ("lora_rank",) + out_names), (rank,) + out_shape, pdtype)
+  in_letters = x_spec[2:]
+  out_letters = "".join("uvwxyz"[i] for i in range(len(out_shape)))
+  low = jnp.einsum(f"{x_spec},{in_letters}r->btr", x, a.astype(x.dtype))
+  delta = jnp.einsum(f"btr,r{out_letters}->bt{out_letters}", low, b.astype(x.dtype))
+  return delta * (cfg.lora_alpha / rank)
+
+
 # ---------------------------------------------------------------------------------
 # Layers
 
@@ -192,6 +230,10 @@ class Attention(nn.Module):
     kernel = self.param(f"{name}_kernel", _init(cfg, ("embed", head_axis, "head_dim")),
                         (cfg.d_model, heads, cfg.head_dim), as_dtype(cfg.param_dtype))
     y = jnp.einsum("btd,dnh->btnh", x, kernel.astype(x.dtype))
+    delta = _lora_delta(self, name, x, "btd", (cfg.d_model,), ("embed",), (heads, cfg.head_dim),
+                        (head_axis, "head_dim"))
+    if delta is not None:
+      y = y + delta
     if cfg.qkv_bias:
       bias = self.param(f"{name}_bias",
                         nn.with_logical_partitioning(nn.initializers.zeros, (head_axis, "head_dim")),
@@ -237,6 +279,10 @@ class Attention(nn.Module):
     o_kernel = self.param("o_kernel", _init(cfg, ("heads", "head_dim", "embed")),
                           (cfg.num_heads, cfg.head_dim, cfg.d_model), as_dtype(cfg.param_dtype))
     y = jnp.einsum("btnh,nhd->btd", out, o_kernel.astype(dtype))
+    delta = _lora_delta(self, "o", out, "btnh", (cfg.num_heads, cfg.head_dim), ("heads", "head_dim"),
+                        (cfg.d_model,), ("embed",))
+    if delta is not None:
+      y = y + delta
     return y, new_cache
 
 
@@ -250,9 +296,16 @@ class MLP(nn.Module):
     gate = self.param("gate_kernel", _init(cfg, ("embed", "mlp")), (cfg.d_model, cfg.mlp_dim), pdtype)
     up = self.param("up_kernel", _init(cfg, ("embed", "mlp")), (cfg.d_model, cfg.mlp_dim), pdtype)
     down = self.param("down_kernel", _init(cfg, ("mlp", "embed")), (cfg.mlp_dim, cfg.d_model), pdtype)
-    h = _activation(cfg.activation)(x @ gate.astype(dtype)) * (x @ up.astype(dtype))
+    def project(name, inputs, kernel, in_axis, out_axis):
+      y = inputs @ kernel.astype(dtype)
+      delta = _lora_delta(self, name, inputs, "btd", (kernel.shape[0],), (in_axis,),
+                          (kernel.shape[1],), (out_axis,))
+      return y if delta is None else y + delta
+
+    h = (_activation(cfg.activation)(project("gate", x, gate, "embed", "mlp"))
+         * project("up", x, up, "embed", "mlp"))
     h = with_logical_constraint(h, ("act_batch", "act_length", "act_mlp"))
-    return h @ down.astype(dtype)
+    return project("down", h, down, "mlp", "embed")
 
 
 class DecoderLayer(nn.Module):

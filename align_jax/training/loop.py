@@ -1,0 +1,232 @@
+"""The one training loop every trainer uses.
+
+`train_loop` owns what is the same for SFT, reward models and PPO: resuming from the
+latest checkpoint (state, PRNG key and data position), the jitted sharded step,
+metrics (metrics.jsonl, TensorBoard, a progress bar), periodic evaluation, hooks,
+asynchronous checkpoints, and the NaN guard. A trainer supplies a pure
+`step_fn(state, batch, frozen) -> (state, metrics)` and its data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm import tqdm
+
+from align_jax.parallel.partitioning import (LogicalRules, logical_sharding, sharding_context)
+from align_jax.training.checkpoints import Checkpointer
+from align_jax.training.metrics import MetricsWriter
+
+
+@flax.struct.dataclass
+class TrainState:
+  """What a training step updates: trainable parameters, optimizer state, step, key."""
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array  # raw key data (uint32), so checkpoints stay plain arrays
+
+
+class BatchSource(Protocol):
+  """An iterator of batches (dicts of numpy arrays) that knows how many it has yielded."""
+  position: int
+
+  def __iter__(self) -> Iterator[Mapping[str, np.ndarray]]: ...
+
+  def __next__(self) -> Mapping[str, np.ndarray]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+  """Loop cadence. Checkpoints go to WORKDIR/checkpoints (the best to checkpoints_best)."""
+  total_steps: int = 1000
+  checkpoint_every: int = 200
+  keep_checkpoints: int = 3
+  async_checkpoints: bool = True
+  eval_every: int = 0                  # 0: evaluate only at the end (if an eval_fn is given)
+  keep_best_by: str | None = None      # an eval metric name, e.g. 'eval/loss'
+  best_mode: str = "min"
+  log_every: int = 1
+  progress_bar: bool = True
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or infinite; the run stopped without saving that state."""
+
+
+@dataclasses.dataclass
+class Hook:
+  every: int
+  fn: Callable[[int, TrainState, Mapping[str, float]], None]
+
+
+def init_train_state(params: Any, optimizer: optax.GradientTransformation, seed: int,
+                     params_shardings: Any | None = None, mesh: Mesh | None = None) -> TrainState:
+  """A fresh state; the optimizer state is created sharded like the parameters."""
+  def init(params):
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=optimizer.init(params),
+                      rng=jax.random.key_data(jax.random.key(seed)))
+  if mesh is None:
+    return jax.jit(init)(params)
+  return jax.jit(init, out_shardings=state_shardings(optimizer, params, params_shardings, mesh)
+                 )(params)
+
+
+def state_shardings(optimizer: optax.GradientTransformation, params: Any, params_shardings: Any,
+                    mesh: Mesh) -> TrainState:
+  """Shardings of a TrainState: optimizer moments follow their parameters."""
+  replicated = NamedSharding(mesh, PartitionSpec())
+  abstract_opt = jax.eval_shape(optimizer.init, params)
+  opt = optax.tree_map_params(optimizer, lambda _, s: s, abstract_opt, params_shardings,
+                              transform_non_params=lambda _: replicated)
+  return TrainState(step=replicated, params=params_shardings, opt_state=opt, rng=replicated)
+
+
+def _batch_shardings(batch: Mapping[str, np.ndarray], mesh: Mesh, rules: LogicalRules):
+  return {k: logical_sharding(("act_batch",) + (None,) * (np.ndim(v) - 1), rules, mesh,
+                              (np.shape(v)[0] * jax.process_count(),) + np.shape(v)[1:])
+          for k, v in batch.items()}
+
+
+def _global_batch(batch: Mapping[str, np.ndarray], shardings) -> dict[str, jax.Array]:
+  return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v))
+          for k, v in batch.items()}
+
+
+def default_batch_tokens(batch: Mapping[str, np.ndarray]) -> int:
+  """Tokens processed in a batch: non-padding positions (segment ids > 0) where known."""
+  for key in ("segment_ids", "chosen_segment_ids"):
+    if key in batch:
+      total = int((np.asarray(batch[key]) > 0).sum())
+      return total * (2 if key.startswith("chosen") else 1)
+  first = next(iter(batch.values()))
+  return int(np.prod(np.shape(first)))
+
+
+def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], TrainState],
+               make_batches: Callable[[int], BatchSource], config: LoopConfig, mesh: Mesh,
+               rules: LogicalRules, shardings: TrainState, frozen: Any = None,
+               eval_fn: Callable[[TrainState, Any], Mapping[str, float]] | None = None,
+               hooks: Sequence[Hook] = (), record: Mapping[str, Any] | None = None,
+               batch_tokens: Callable[[Mapping[str, np.ndarray]], int] = default_batch_tokens,
+               ) -> tuple[TrainState, dict[str, float]]:
+  """Trains to `config.total_steps`, resuming from WORKDIR/checkpoints if present.
+
+  init_state: builds a fresh TrainState (only called when there is no checkpoint).
+  make_batches(position): a batch source positioned after `position` batches.
+  shardings: the TrainState's shardings (see `state_shardings`).
+  frozen: parameters the step reads but does not train (a LoRA base, a reference).
+  record: JSON facts stored with every checkpoint and checked on resume
+    (`model_config`, `vocabulary`).
+  Returns the final state and the last metrics.
+  """
+  record = dict(record or {})
+  writer = MetricsWriter(workdir)
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints,
+                              save_every=config.checkpoint_every,
+                              async_save=config.async_checkpoints)
+  best = None
+  if config.keep_best_by:
+    best = Checkpointer(os.path.join(workdir, "checkpoints_best"), keep=1, async_save=False)
+
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                            jax.eval_shape(init_state), shardings)
+    state, saved = checkpointer.restore(latest, abstract, expected=record)
+    position = int(saved["data_position"])
+    writer.event(latest, event="resumed", data_position=position)
+    logging.info("resumed from %s at step %d (data position %d)", checkpointer.directory,
+                 latest, position)
+    print(f"[align_jax] resuming from step {latest}", flush=True)
+  else:
+    state = init_state()
+    position = 0
+  start_step = int(jax.device_get(state.step))
+  batches = make_batches(position)
+
+  step_jit = None
+  metrics: dict[str, float] = {}
+  best_value = None
+  last_good = latest
+  bar = tqdm(total=config.total_steps, initial=start_step, desc="train", unit="step",
+             dynamic_ncols=True, disable=not config.progress_bar or jax.process_index() != 0)
+  tokens_window, time_window = 0, time.perf_counter()
+
+  def evaluate(step: int) -> None:
+    nonlocal best_value
+    with sharding_context(mesh, rules):
+      results = {k: float(v) for k, v in eval_fn(state, frozen).items()}
+    writer.write(step, results)
+    metrics.update(results)
+    if best is not None:
+      if config.keep_best_by not in results:
+        raise KeyError(f"keep_best_by={config.keep_best_by!r} is not among the eval metrics "
+                       f"{sorted(results)}")
+      value = results[config.keep_best_by]
+      better = best_value is None or (value < best_value if config.best_mode == "min"
+                                      else value > best_value)
+      if better:
+        best_value = value
+        best.save(step, state, {**record, "step": step, "data_position": batches.position,
+                                config.keep_best_by: value})
+
+  try:
+    with sharding_context(mesh, rules):
+      for step in range(start_step + 1, config.total_steps + 1):
+        batch = next(batches)
+        if step_jit is None:
+          batch_shardings = _batch_shardings(batch, mesh, rules)
+          step_jit = jax.jit(step_fn, in_shardings=(shardings, batch_shardings, None),
+                             out_shardings=(shardings, None), donate_argnums=(0,))
+        state, step_metrics = step_jit(state, _global_batch(batch, batch_shardings), frozen)
+        step_metrics = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+        loss = step_metrics.get("loss", 0.0)
+        if not math.isfinite(loss):
+          checkpointer.wait()
+          kept = (f"the last good checkpoint (step {last_good}) is kept in "
+                  f"{checkpointer.directory}" if last_good is not None else
+                  "no checkpoint had been saved yet")
+          raise NonFiniteLossError(f"loss is {loss} at step {step}; stopping without saving "
+                                   f"this state; {kept}")
+        tokens_window += batch_tokens(batch)
+        if step % config.log_every == 0 or step == config.total_steps:
+          elapsed = time.perf_counter() - time_window
+          step_metrics["tokens_per_s"] = tokens_window / max(elapsed, 1e-9)
+          tokens_window, time_window = 0, time.perf_counter()
+          step_metrics.update({f"data/{k}": v for k, v in getattr(batches, "stats", {}).items()})
+          writer.write(step, step_metrics)
+          bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{step_metrics['tokens_per_s']:.0f}")
+        metrics.update(step_metrics)
+        bar.update(1)
+        for hook in hooks:
+          if step % hook.every == 0:
+            hook.fn(step, state, step_metrics)
+        if eval_fn is not None and config.eval_every and step % config.eval_every == 0:
+          evaluate(step)
+        if step % config.checkpoint_every == 0 or step == config.total_steps:
+          checkpointer.save(step, state, {**record, "step": step,
+                                          "data_position": batches.position},
+                            force=step == config.total_steps)
+          last_good = step
+    if eval_fn is not None and (not config.eval_every or config.total_steps % config.eval_every):
+      evaluate(config.total_steps)
+  finally:
+    bar.close()
+    writer.close()
+    checkpointer.close()
+    if best is not None:
+      best.close()
+  return state, metrics
