@@ -1,0 +1,146 @@
+"""Training throughput of align_jax vs transformers (PyTorch, AdamW) on the same config.
+
+For each config: tokens/s of a full training step (forward, backward, AdamW update)
+at the same batch and sequence length, repeats interleaved between the two; and the
+achieved FLOP/s (6 x matmul parameters + attention, per token) as a fraction of the
+measured fp32 matmul peak of this machine (the faster of XLA and PyTorch on a
+square matmul).
+
+  python -m align_jax.benchmarks.training [--configs tiny,d512] [--steps 4 --repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from align_jax.benchmarks.common import llama_twin, machine, peak_rss_mb
+from align_jax.models import Transformer
+from align_jax.parallel import DEFAULT_RULES, create_mesh
+from align_jax.training import (OptimizerConfig, init_train_state, make_lm_step, make_optimizer)
+
+CONFIGS = {
+    "tiny": dict(d_model=64, layers=2, vocab=512, heads=4, kv_heads=2, mlp_dim=192,
+                 batch=8, seq=256),
+    "d512": dict(d_model=512, layers=8, vocab=32000, heads=8, kv_heads=8, mlp_dim=1376,
+                 batch=8, seq=256),
+}
+
+
+def matmul_peak(size: int = 2048, repeats: int = 5) -> dict[str, float]:
+  import torch
+  flops = 2 * size ** 3
+  a = jnp.ones((size, size), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  start = time.perf_counter()
+  for _ in range(repeats):
+    f(a).block_until_ready()
+  xla = flops * repeats / (time.perf_counter() - start)
+  t = torch.ones(size, size)
+  t @ t
+  start = time.perf_counter()
+  for _ in range(repeats):
+    t @ t
+  torch_peak = flops * repeats / (time.perf_counter() - start)
+  return {"xla_gflops": xla / 1e9, "torch_gflops": torch_peak / 1e9,
+          "peak_gflops": max(xla, torch_peak) / 1e9}
+
+
+def flops_per_token(config, seq: int) -> float:
+  d, layers = config.d_model, config.num_layers
+  matmul_params = layers * (d * config.head_dim * (2 * config.num_heads + 2 * config.num_kv_heads)
+                            + 3 * d * config.mlp_dim) + d * config.vocab_size
+  attention = 12 * layers * config.num_heads * config.head_dim * seq / 2  # causal half
+  return 6 * matmul_params + attention
+
+
+def bench_config(name: str, spec: dict, steps: int, repeats: int) -> dict:
+  import torch
+  hf_model, config, params = llama_twin(spec["d_model"], spec["layers"], spec["vocab"],
+                                        spec["mlp_dim"], spec["heads"], spec["kv_heads"],
+                                        spec["seq"] + 1)
+  hf_model.train()
+  batch, seq = spec["batch"], spec["seq"]
+  rng = np.random.RandomState(0)
+  tokens = rng.randint(3, spec["vocab"], (batch, seq + 1)).astype(np.int32)
+
+  mesh = create_mesh((1, 1, 1))
+  opt_config = OptimizerConfig(learning_rate=1e-4, warmup_steps=0, total_steps=1000,
+                               max_grad_norm=1.0, b2=0.999)
+  optimizer = make_optimizer(opt_config)
+  model = Transformer(config)
+  state = init_train_state(params, optimizer, 0)
+  step = jax.jit(make_lm_step(model, optimizer, opt_config), donate_argnums=(0,))
+  jbatch = {"input_tokens": jnp.asarray(tokens[:, :-1]), "target_tokens": jnp.asarray(tokens[:, 1:]),
+            "loss_weights": jnp.ones((batch, seq), jnp.float32),
+            "positions": jnp.broadcast_to(jnp.arange(seq, dtype=jnp.int32), (batch, seq)),
+            "segment_ids": jnp.ones((batch, seq), jnp.int32)}
+  start = time.perf_counter()
+  state, m = step(state, jbatch, None)
+  jax.block_until_ready(m)
+  compile_s = time.perf_counter() - start
+
+  torch_opt = torch.optim.AdamW(hf_model.parameters(), lr=1e-4, weight_decay=0.0)
+  input_ids = torch.tensor(tokens[:, :-1], dtype=torch.long)
+  labels = torch.tensor(tokens[:, 1:], dtype=torch.long)
+
+  def torch_step():
+    torch_opt.zero_grad(set_to_none=True)
+    logits = hf_model(input_ids).logits
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                             labels.reshape(-1))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(hf_model.parameters(), 1.0)
+    torch_opt.step()
+    return float(loss)
+
+  torch_step()  # warm-up
+  ours, theirs = [], []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(steps):
+      state, m = step(state, jbatch, None)
+    jax.block_until_ready(m)
+    ours.append((time.perf_counter() - start) / steps)
+    start = time.perf_counter()
+    for _ in range(steps):
+      torch_step()
+    theirs.append((time.perf_counter() - start) / steps)
+  tokens_per_step = batch * seq
+  ours_tps = tokens_per_step / float(np.median(ours))
+  theirs_tps = tokens_per_step / float(np.median(theirs))
+  fpt = flops_per_token(config, seq)
+  return {"config": spec | {"params": config.num_params}, "compile_s": compile_s,
+          "align_jax_tokens_per_s": ours_tps, "transformers_tokens_per_s": theirs_tps,
+          "ratio_vs_transformers": ours_tps / theirs_tps,
+          "flops_per_token": fpt, "align_jax_gflops": ours_tps * fpt / 1e9,
+          "transformers_gflops": theirs_tps * fpt / 1e9}
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--configs", default="tiny,d512")
+  parser.add_argument("--steps", type=int, default=4)
+  parser.add_argument("--repeats", type=int, default=3)
+  args = parser.parse_args(argv)
+  peak = matmul_peak()
+  results = {}
+  for name in args.configs.split(","):
+    result = bench_config(name, CONFIGS[name], args.steps, args.repeats)
+    result["align_jax_fraction_of_peak"] = result["align_jax_gflops"] / peak["peak_gflops"]
+    result["transformers_fraction_of_peak"] = result["transformers_gflops"] / peak["peak_gflops"]
+    results[name] = result
+  report = {"benchmark": "training", "machine": machine(), "matmul_peak": peak,
+            "results": results, "peak_rss_mb": peak_rss_mb()}
+  print(json.dumps(report))
+  return report
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,87 @@
+"""Pipelines of named, resumable stages.
+
+A method is a list of stages (generate data -> train -> generate -> train -> evaluate).
+Stage `name` works in `WORKDIR/<name>/` and, when it returns, leaves
+`WORKDIR/<name>/COMPLETED.json` holding its result and settings. Rerunning the same
+command skips completed stages (their recorded results feed later stages) and reruns
+an interrupted one, which resumes from its own checkpoints. A completed stage whose
+settings changed is not silently reused: the run stops and says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+COMPLETION_FILE = "COMPLETED.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """One step of a pipeline.
+
+  fn(stage_dir, results) -> result: `results` maps earlier stage names to their
+  results; the result must be JSON-serialisable (paths, numbers, small tables).
+  settings: what this stage's output depends on (recorded and compared on reruns).
+  """
+  name: str
+  fn: Callable[[str, Mapping[str, Any]], Any]
+  settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _jsonable(value: Any) -> Any:
+  return json.loads(json.dumps(value, default=str))
+
+
+class Pipeline:
+  def __init__(self, workdir: str, stages: Sequence[Stage]):
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+      raise ValueError(f"stage names must be unique, got {names}")
+    self.workdir = workdir
+    self.stages = list(stages)
+
+  def completion(self, name: str) -> dict[str, Any] | None:
+    path = os.path.join(self.workdir, name, COMPLETION_FILE)
+    if not os.path.exists(path):
+      return None
+    with open(path) as f:
+      return json.load(f)
+
+  def run(self, only: Sequence[str] | None = None) -> dict[str, Any]:
+    """Runs every stage not yet completed; returns all stages' results."""
+    results: dict[str, Any] = {}
+    for stage in self.stages:
+      stage_dir = os.path.join(self.workdir, stage.name)
+      done = self.completion(stage.name)
+      settings = _jsonable(dict(stage.settings))
+      if done is not None:
+        if done.get("settings") != settings:
+          raise ValueError(
+              f"stage {stage.name!r} in {stage_dir} was completed with other settings "
+              f"({done.get('settings')} vs now {settings}); use a new WORKDIR or remove "
+              f"{os.path.join(stage_dir, COMPLETION_FILE)} to redo it")
+        logging.info("stage %s: completed earlier, skipping", stage.name)
+        print(f"[align_jax] stage {stage.name}: already completed, skipping", flush=True)
+        results[stage.name] = done["result"]
+        continue
+      if only is not None and stage.name not in only:
+        continue
+      os.makedirs(stage_dir, exist_ok=True)
+      print(f"[align_jax] stage {stage.name}: running in {stage_dir}", flush=True)
+      start = time.perf_counter()
+      result = _jsonable(stage.fn(stage_dir, dict(results)))
+      seconds = time.perf_counter() - start
+      record = {"stage": stage.name, "result": result, "settings": settings,
+                "seconds": seconds, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+      tmp = os.path.join(stage_dir, COMPLETION_FILE + ".partial")
+      with open(tmp, "w") as f:
+        json.dump(record, f, indent=2)
+      os.replace(tmp, os.path.join(stage_dir, COMPLETION_FILE))
+      print(f"[align_jax] stage {stage.name}: done in {seconds:.1f}s", flush=True)
+      results[stage.name] = result
+    return results
