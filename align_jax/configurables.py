@@ -7,11 +7,13 @@ configs and registries configurable under short names (`TransformerConfig`,
 
 import gin
 
-from align_jax import main, model_summary
+from align_jax import main, model_summary, quickstart
 from align_jax.data import chat
 from align_jax.models import transformer
 from align_jax.parallel import mesh, partitioning
 from align_jax.sampling import generate, strategies
+from align_jax.training import lm_trainer, loop, optimizer
+from align_jax.worlds import encyclopedia
 
 _MODULE = "align_jax"
 
@@ -24,6 +26,13 @@ for _fn, _name in (
     (model_summary.model_summary, "model_summary"),
     (strategies.SamplingConfig, "SamplingConfig"),
     (generate.generate_job, "generate"),
+    (lm_trainer.train_lm, "train_lm"),
+    (lm_trainer.DataConfig, "DataConfig"),
+    (optimizer.OptimizerConfig, "OptimizerConfig"),
+    (loop.LoopConfig, "LoopConfig"),
+    (encyclopedia.EncyclopediaConfig, "EncyclopediaConfig"),
+    (quickstart.TrainingSchedule, "TrainingSchedule"),
+    (quickstart.encyclopedia_qa, "encyclopedia_qa"),
 ):
   gin.external_configurable(_fn, _name, module=_MODULE)
 

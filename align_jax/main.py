@@ -162,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> object:
   args = parse_flags(sys.argv[1:] if argv is None else argv)
   logging.basicConfig(level=args.log_level.upper(),
                       format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  if args.log_level.upper() != "DEBUG":
+    # orbax and TensorFlow log every checkpoint operation through absl at INFO.
+    logging.getLogger("absl").setLevel(logging.WARNING)
   gin.clear_config()
   try:
     parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths)

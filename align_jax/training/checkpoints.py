@@ -13,7 +13,6 @@ import os
 from typing import Any, Mapping
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -45,7 +44,10 @@ def check_compatible(saved: Mapping[str, Any], expected: Mapping[str, Any], wher
 
 
 # Settings that change how a model runs, not what its parameters mean.
-_IGNORED_CONFIG_KEYS = {"dtype", "scan_layers", "remat_policy", "max_seq_len"}
+# (LoRA settings other than the rank only matter once adapters exist; the shape check
+# catches adapters that do not fit.)
+_IGNORED_CONFIG_KEYS = {"dtype", "scan_layers", "remat_policy", "max_seq_len", "lora_alpha",
+                        "lora_targets"}
 
 
 def config_record(config: Any) -> dict[str, Any]:
@@ -148,23 +150,16 @@ def restore_params(directory: str, abstract_params: Any, expected: Mapping[str, 
     where = os.path.join(checkpointer.directory, str(step))
     if expected is not None:
       check_compatible(record, expected, where)
-    manager = checkpointer._manager  # noqa: SLF001  (same module family)
-    metadata = manager.item_metadata(step)
-    stored_params = metadata["state"]["params"]
-    Checkpointer._check_shapes(stored_params, abstract_params, where)
-    abstract_state = jax.tree.map(
-        lambda x: x, {"params": abstract_params})
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(
-            item=abstract_state,
-            restore_args=jax.tree.map(lambda x: ocp.ArrayRestoreArgs(
-                sharding=getattr(x, "sharding", None), global_shape=x.shape, dtype=x.dtype),
-                abstract_state),
-            partial_restore=True)))
-    return restored["state"]["params"], record
+    metadata = checkpointer._manager.item_metadata(step)  # noqa: SLF001
+    Checkpointer._check_shapes(metadata["state"]["params"], abstract_params, where)
+    # Read only the parameters of the stored state, each into its target sharding.
+    target = {"params": abstract_params}
+    restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(
+        sharding=x.sharding, global_shape=x.shape, dtype=x.dtype), target)
+    with ocp.PyTreeCheckpointer() as reader:
+      restored = reader.restore(os.path.join(where, "state"), args=ocp.args.PyTreeRestore(
+          item=target, restore_args=restore_args, partial_restore=True))
+    return restored["params"], record
   finally:
     checkpointer.close()
 
-
-def host_value(x: Any) -> Any:
-  return np.asarray(jax.device_get(x))

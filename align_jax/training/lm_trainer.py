@@ -1,0 +1,219 @@
+"""The language-model trainer: pretraining and supervised fine-tuning.
+
+`train_lm` is what `gin/runs/pretrain.gin` and `gin/runs/sft.gin` run (and what the
+pipelines call for their training stages): data from jsonl files or a registered
+seqio task, a model initialised randomly, from a Hugging Face checkpoint or from
+another align_jax run, full or LoRA fine-tuning, then `train_loop`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import shutil
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from align_jax.data import tasks as task_lib
+from align_jax.data.pipeline import BatchIterator
+from align_jax.data.vocab import load_vocabulary
+from align_jax.models import (Transformer, TransformerConfig, abstract_params, init_params,
+                              is_lora_path, param_shardings, split_params)
+from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
+from align_jax.training.checkpoints import config_record, restore_params
+from align_jax.training.loop import LoopConfig, init_train_state, state_shardings, train_loop
+from align_jax.training.losses import lm_loss_sums
+from align_jax.training.optimizer import OptimizerConfig, make_optimizer
+from align_jax.training.sft import make_lm_step
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where training batches come from and how they are shaped.
+
+  kind: 'lm' (records {"text"}) or 'sft' ({"prompt", "response"} or {"messages"}).
+  train_files / eval_files: jsonl files (see `align_jax.data.tasks` for schemas);
+    or `task`: the name of an already registered seqio task (train split 'train',
+    eval split `eval_split`).
+  batch_size: global rows per step; seq_len: tokens per row (packed when `pack`).
+  truncate: 'right', 'left' or 'drop' for sequences longer than a row.
+  """
+  kind: str = "lm"
+  train_files: tuple[str, ...] = ()
+  eval_files: tuple[str, ...] = ()
+  task: str | None = None
+  eval_split: str = "validation"
+  chat_template: str | None = "plain"
+  batch_size: int = 32
+  seq_len: int = 256
+  pack: bool = True
+  truncate: str = "right"
+  seed: int = 0
+  eval_batches: int = 8
+
+  def __post_init__(self):
+    if self.kind not in ("lm", "sft"):
+      raise ValueError(f"DataConfig.kind must be 'lm' or 'sft', got {self.kind!r}")
+    if bool(self.train_files) == bool(self.task):  # checked before normalising the tuples
+      raise ValueError("DataConfig needs exactly one of train_files (jsonl) or task (a "
+                       "registered seqio task name)")
+    for name in ("train_files", "eval_files"):  # one path, or several
+      value = getattr(self, name)
+      object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+
+
+def vocabulary_record(vocab) -> dict[str, Any]:
+  """Facts that identify a vocabulary, stored with checkpoints and checked on load."""
+  raw = getattr(vocab, "sp_model", None)
+  fingerprint = (hashlib.sha256(raw).hexdigest() if isinstance(raw, bytes)
+                 else getattr(vocab, "_fingerprint", None))
+  return {"vocab_size": int(vocab.vocab_size), "eos_id": int(vocab.eos_id),
+          "fingerprint": fingerprint}
+
+
+def _register_tasks(name: str, data: DataConfig, vocab) -> tuple[str, str | None, str]:
+  """(task name, eval split or None, train split)."""
+  if data.task:
+    return data.task, (data.eval_split if data.eval_files or data.eval_split else None), "train"
+  files = {"train": list(data.train_files)}
+  if data.eval_files:
+    files["validation"] = list(data.eval_files)
+  template = data.chat_template if data.kind == "sft" else None
+  task_lib.register_jsonl_task(name, files, vocab, kind=data.kind, chat_template=template)
+  return name, ("validation" if data.eval_files else None), "train"
+
+
+def _is_hf_dir(path: str) -> bool:
+  return os.path.exists(os.path.join(path, "config.json"))
+
+
+def _checkpoints_dir(path: str) -> str:
+  """A previous run's WORKDIR or its checkpoints folder."""
+  candidate = os.path.join(path, "checkpoints")
+  return candidate if os.path.isdir(candidate) else path
+
+
+def load_initial_params(init_from: str | None, config: TransformerConfig, mesh: Mesh,
+                        rules: LogicalRules, seed: int, vocab_record: dict | None = None
+                        ) -> tuple[TransformerConfig, Any]:
+  """Parameters to start from: random, a Hugging Face directory, or an align_jax run."""
+  if init_from is None:
+    return config, init_params(Transformer(config), jax.random.key(seed), mesh, rules)
+  if _is_hf_dir(init_from):
+    from align_jax.hf import load_checkpoint
+    keep = {k: getattr(config, k) for k in ("dtype", "param_dtype", "scan_layers",
+                                              "remat_policy", "lora_rank", "lora_alpha",
+                                              "lora_targets")}
+    return load_checkpoint(init_from, mesh, rules, **keep)
+  base_config = dataclasses.replace(config, lora_rank=0)
+  base_model = Transformer(base_config)
+  shardings = param_shardings(base_model, mesh, rules)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract_params(base_model), shardings)
+  expected = {"model_config": config_record(base_config)}
+  if vocab_record is not None:
+    expected["vocabulary"] = vocab_record
+  params, _ = restore_params(_checkpoints_dir(init_from), abstract, expected)
+  if config.lora_rank > 0:
+    from align_jax.models import init_lora_params, merge_params
+    params = merge_params(params, init_lora_params(Transformer(config), jax.random.key(seed),
+                                                   mesh, rules))
+  return config, params
+
+
+def train_lm(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary: str,
+             optimizer: OptimizerConfig = OptimizerConfig(), loop: LoopConfig = LoopConfig(), *,
+             init_from: str | None = None, mesh: Mesh | None = None,
+             rules: LogicalRules = DEFAULT_RULES, num_micro_batches: int = 1, seed: int = 0,
+             export_hf: bool = False) -> dict[str, Any]:
+  """Trains a language model in WORKDIR (resuming if it holds checkpoints).
+
+  vocabulary: a sentencepiece .model file or a Hugging Face model directory.
+  init_from: None (random), a Hugging Face model directory, or an align_jax WORKDIR
+    (its latest checkpoint's parameters; the optimizer starts fresh).
+  With `model.lora_rank > 0` only the adapters train; the rest stays frozen.
+  Returns a summary: final metrics, the checkpoint folder, the export folder.
+  """
+  mesh = mesh or create_mesh()
+  vocab = load_vocabulary(vocabulary)
+  vocab_record = vocabulary_record(vocab)
+  if vocab.vocab_size > model.vocab_size:
+    raise ValueError(f"vocabulary {vocabulary} has {vocab.vocab_size} tokens but the model's "
+                     f"vocab_size is {model.vocab_size}; raise TransformerConfig.vocab_size")
+  task_name = "align_jax_" + hashlib.sha1(os.path.abspath(workdir).encode()).hexdigest()[:12]
+  task, eval_split, train_split = _register_tasks(task_name, data, vocab)
+
+  init_vocab = vocab_record if init_from and not _is_hf_dir(init_from) else None
+  config, params = load_initial_params(init_from, model, mesh, rules, seed, init_vocab)
+  model_module = Transformer(config)
+  all_shardings = param_shardings(model_module, mesh, rules)
+  if config.lora_rank > 0:
+    trainable, frozen = split_params(params, is_lora_path)
+    trainable_shardings = split_params(all_shardings, is_lora_path)[0]
+  else:
+    trainable, frozen, trainable_shardings = params, None, all_shardings
+  del params
+
+  opt = make_optimizer(optimizer)
+  shardings = state_shardings(opt, trainable, trainable_shardings, mesh)
+  make_batches = functools.partial(
+      BatchIterator, task, kind=data.kind, batch_size=data.batch_size, seq_len=data.seq_len,
+      split=train_split, seed=data.seed, pack=data.pack, truncate=data.truncate)
+
+  eval_fn = None
+  if eval_split is not None:
+    @jax.jit
+    def eval_sums(params, frozen, batch):
+      from align_jax.models import merge_params
+      full = merge_params(params, frozen) if frozen else params
+      total, weight, aux = lm_loss_sums(model_module, full, batch)
+      return total, weight, aux["correct"]
+
+    def eval_fn(state, frozen):
+      batches = BatchIterator(task, kind=data.kind, batch_size=data.batch_size,
+                              seq_len=data.seq_len, split=eval_split, seed=0, pack=data.pack,
+                              truncate=data.truncate, num_epochs=1, shuffle=False)
+      total = weight = correct = 0.0
+      for i, batch in enumerate(batches):
+        if i >= data.eval_batches:
+          break
+        t, w, c = jax.device_get(eval_sums(state.params, frozen,
+                                           {k: np.asarray(v) for k, v in batch.items()}))
+        total, weight, correct = total + t, weight + w, correct + c
+      return {"eval/loss": total / max(weight, 1.0), "eval/accuracy": correct / max(weight, 1.0)}
+
+  record = {"model_config": config_record(config), "vocabulary": vocab_record}
+  state, metrics = train_loop(
+      workdir=workdir, step_fn=make_lm_step(model_module, opt, optimizer, num_micro_batches),
+      init_state=lambda: init_train_state(trainable, opt, seed, trainable_shardings, mesh),
+      make_batches=lambda position: make_batches(start_position=position), config=loop,
+      mesh=mesh, rules=rules, shardings=shardings, frozen=frozen, eval_fn=eval_fn,
+      record=record)
+
+  summary = {"steps": int(jax.device_get(state.step)),
+             "checkpoints": os.path.join(workdir, "checkpoints"),
+             "final_metrics": {k: float(v) for k, v in metrics.items()},
+             "model_config": config_record(config)}
+  if export_hf:
+    from align_jax.hf import save_checkpoint
+    from align_jax.models import merge_params
+    export_dir = os.path.join(workdir, "hf_export")
+    full = merge_params(state.params, frozen) if frozen else state.params
+    save_checkpoint(export_dir, config, full, overwrite=False)
+    if os.path.isdir(vocabulary):
+      for name in os.listdir(vocabulary):
+        if name.startswith("tokenizer") or name in ("special_tokens_map.json",):
+          shutil.copy(os.path.join(vocabulary, name), export_dir)
+    elif vocabulary.endswith(".model"):
+      shutil.copy(vocabulary, os.path.join(export_dir, "tokenizer.model"))
+    summary["hf_export"] = export_dir
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "train_summary.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+  return summary

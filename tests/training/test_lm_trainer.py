@@ -1,0 +1,102 @@
+"""Pretrain and SFT runs from their gin files: from scratch, from a run, from Hugging Face."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from align_jax import main as entry
+from align_jax.data.vocab import train_sentencepiece
+from align_jax.training import read_metrics
+from hf_fixtures import save_bpe_tokenizer, words_corpus
+
+MODEL = ["--gin_file=gin/models/tiny.gin", "--gin.VOCAB_SIZE=320",
+         "--gin.TransformerConfig.num_layers=1", "--gin.TransformerConfig.d_model=32",
+         "--gin.TransformerConfig.mlp_dim=64", "--gin.TransformerConfig.head_dim=8"]
+SMALL = ["--gin.DataConfig.batch_size=8", "--gin.DataConfig.seq_len=64",
+         "--gin.OptimizerConfig.learning_rate=3e-3", "--gin.OptimizerConfig.warmup_steps=2",
+         "--gin.LoopConfig.progress_bar=False"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+  root = tmp_path_factory.mktemp("lm_data")
+  texts = words_corpus(300)
+  train_sentencepiece(texts, str(root / "spm"), 300)
+  (root / "text.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+  (root / "sft.jsonl").write_text("".join(
+      json.dumps({"prompt": "repeat: " + t, "response": t}) + "\n" for t in texts[:80]))
+  return root
+
+
+def _losses(workdir):
+  return [r["loss"] for r in read_metrics(str(workdir / "metrics.jsonl")) if "loss" in r]
+
+
+def test_pretrain_then_sft_from_the_pretrain_run(data, tmp_path):
+  pre = tmp_path / "pre"
+  entry.main(MODEL + SMALL + [
+      "--gin_file=gin/runs/pretrain.gin", f"--gin.WORKDIR='{pre}'",
+      f"--gin.TRAIN_DATA='{data / 'text.jsonl'}'", f"--gin.EVAL_DATA='{data / 'text.jsonl'}'",
+      f"--gin.VOCABULARY='{data / 'spm.model'}'", "--gin.STEPS=40",
+      "--gin.LoopConfig.checkpoint_every=20", "--gin.LoopConfig.eval_every=20"])
+  losses = _losses(pre)
+  assert len(losses) == 40 and np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5
+  records = read_metrics(str(pre / "metrics.jsonl"))
+  assert [r["step"] for r in records if "eval/loss" in r] == [20, 40]
+  assert (pre / "config.gin").exists() and list((pre / "tensorboard").iterdir())
+  assert sorted(p.name for p in (pre / "checkpoints").iterdir() if p.name.isdigit()) == ["20", "40"]
+
+  sft = tmp_path / "sft"
+  summary = entry.main(MODEL + SMALL + [
+      "--gin_file=gin/runs/sft.gin", f"--gin.WORKDIR='{sft}'",
+      f"--gin.TRAIN_DATA='{data / 'sft.jsonl'}'", f"--gin.VOCABULARY='{data / 'spm.model'}'",
+      f"--gin.INIT_FROM='{pre}'", "--gin.STEPS=10", "--gin.DataConfig.seq_len=128"])
+  first_sft_loss = _losses(sft)[0]
+  # Starting from the pretrained weights, not from scratch (log(320) = 5.8).
+  assert first_sft_loss < 5.0
+  assert summary["steps"] == 10
+
+
+def test_sft_from_a_different_vocabulary_is_refused(data, tmp_path):
+  pre = tmp_path / "pre"
+  entry.main(MODEL + SMALL + [
+      "--gin_file=gin/runs/pretrain.gin", f"--gin.WORKDIR='{pre}'",
+      f"--gin.TRAIN_DATA='{data / 'text.jsonl'}'", f"--gin.VOCABULARY='{data / 'spm.model'}'",
+      "--gin.STEPS=2"])
+  other = tmp_path / "other_spm"
+  train_sentencepiece(words_corpus(300, seed=5)[::-1] + ["extra words here"], str(other), 300)
+  with pytest.raises(ValueError, match=r"vocabulary.fingerprint: checkpoint has"):
+    entry.main(MODEL + SMALL + [
+        "--gin_file=gin/runs/sft.gin", f"--gin.WORKDIR='{tmp_path / 'sft'}'",
+        f"--gin.TRAIN_DATA='{data / 'sft.jsonl'}'", f"--gin.VOCABULARY='{other}.model'",
+        f"--gin.INIT_FROM='{pre}'", "--gin.STEPS=2"])
+
+
+def test_lora_sft_from_a_hugging_face_checkpoint_exports_for_transformers(tmp_path):
+  hf_dir = tmp_path / "hf"
+  save_bpe_tokenizer(hf_dir, vocab_size=300, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+  config = transformers.LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64,
+                                    num_hidden_layers=1, num_attention_heads=2,
+                                    num_key_value_heads=1, max_position_embeddings=256,
+                                    bos_token_id=1, eos_token_id=2, pad_token_id=0)
+  torch.manual_seed(0)
+  transformers.LlamaForCausalLM(config).save_pretrained(hf_dir)
+  sft_data = tmp_path / "sft.jsonl"
+  sft_data.write_text("".join(json.dumps({"prompt": f"say {w}", "response": w}) + "\n"
+                              for w in ["cat", "dog", "tree", "red", "blue", "big"] * 4))
+  work = tmp_path / "sft"
+  entry.main(MODEL + SMALL + [
+      "--gin_file=gin/runs/sft.gin", f"--gin.WORKDIR='{work}'", f"--gin.TRAIN_DATA='{sft_data}'",
+      f"--gin.VOCABULARY='{hf_dir}'", f"--gin.INIT_FROM='{hf_dir}'", "--gin.STEPS=6",
+      "--gin.TransformerConfig.lora_rank=4", "--gin.train_lm.export_hf=True"])
+  exported = transformers.AutoModelForCausalLM.from_pretrained(str(work / "hf_export")).eval()
+  original = transformers.LlamaForCausalLM.from_pretrained(str(hf_dir)).eval()
+  tokens = torch.tensor([[1, 20, 30, 40]])
+  with torch.no_grad():
+    gap = (exported(tokens).logits - original(tokens).logits).abs().max().item()
+  assert gap > 1e-5  # the merged adapters changed the model
+  tokenizer = transformers.AutoTokenizer.from_pretrained(str(work / "hf_export"))
+  assert tokenizer("cat", add_special_tokens=False).input_ids
