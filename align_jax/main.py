@@ -124,6 +124,25 @@ def _required_origin(message: str, files: Sequence[str]) -> str:
   return f"{key} is %gin.REQUIRED but nothing sets it ({message})"
 
 
+def _tolerate_namespace_packages_in_gin_includes() -> None:
+  """gin treats `include 'models/x.gin'` as a lookup of a Python package `models` too;
+  when a namespace package of that name is importable (e.g. a `models/` folder in the
+  current directory) its lookup raises TypeError instead of reporting "not found".
+  Make that lookup report "not found", so the search paths are used."""
+  from gin import config as gin_config
+  from gin import resource_reader
+
+  def exists(path: str) -> bool:
+    try:
+      return resource_reader.system_path_file_exists(path)
+    except TypeError:
+      return False
+
+  gin_config._FILE_READERS[:] = [  # noqa: SLF001
+      (reader, exists if check is resource_reader.system_path_file_exists else check)
+      for reader, check in gin_config._FILE_READERS]  # noqa: SLF001
+
+
 def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
               search_paths: Sequence[str] = ()) -> list[str]:
   """Registers the configurables, parses files then bindings, and validates.
@@ -132,6 +151,7 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
   flag) for unknown configurables, misspelt parameters and unset REQUIRED values.
   """
   from align_jax import configurables  # noqa: F401  (registers everything gin can bind)
+  _tolerate_namespace_packages_in_gin_includes()
 
   paths = [p for group in search_paths for p in group.split(",") if p]
   for root in paths + [str(p) for p in gin_dirs()]:

@@ -41,13 +41,16 @@ def test_pretrain_then_sft_from_the_pretrain_run(data, tmp_path):
       "--gin_file=gin/runs/pretrain.gin", f"--gin.WORKDIR='{pre}'",
       f"--gin.TRAIN_DATA='{data / 'text.jsonl'}'", f"--gin.EVAL_DATA='{data / 'text.jsonl'}'",
       f"--gin.VOCABULARY='{data / 'spm.model'}'", "--gin.STEPS=40",
-      "--gin.LoopConfig.checkpoint_every=20", "--gin.LoopConfig.eval_every=20"])
+      "--gin.LoopConfig.checkpoint_every=20", "--gin.LoopConfig.eval_every=20",
+      "--gin.LoopConfig.keep_best_by='eval/loss'"])
   losses = _losses(pre)
   assert len(losses) == 40 and np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5
   records = read_metrics(str(pre / "metrics.jsonl"))
   assert [r["step"] for r in records if "eval/loss" in r] == [20, 40]
   assert (pre / "config.gin").exists() and list((pre / "tensorboard").iterdir())
   assert sorted(p.name for p in (pre / "checkpoints").iterdir() if p.name.isdigit()) == ["20", "40"]
+  # The best checkpoint by eval loss is kept apart (eval loss fell, so it is step 40).
+  assert [p.name for p in (pre / "checkpoints_best").iterdir() if p.name.isdigit()] == ["40"]
 
   sft = tmp_path / "sft"
   summary = entry.main(MODEL + SMALL + [
