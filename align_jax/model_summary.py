@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from align_jax.models import Transformer, TransformerConfig, init_cache, init_params, param_shardings
+from align_jax.models import Transformer, TransformerConfig, init_cache, init_params
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, sharding_context
 
 

@@ -1,8 +1,5 @@
 """The quickstart pipeline end to end (a smaller world and schedule than the default)."""
 
-import json
-import os
-
 import pytest
 
 from align_jax import main as entry

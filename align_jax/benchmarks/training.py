@@ -21,7 +21,6 @@ import numpy as np
 
 from align_jax.benchmarks.common import llama_twin, machine, peak_rss_mb
 from align_jax.models import Transformer
-from align_jax.parallel import DEFAULT_RULES, create_mesh
 from align_jax.training import (OptimizerConfig, init_train_state, make_lm_step, make_optimizer)
 
 CONFIGS = {
@@ -70,7 +69,6 @@ def bench_config(name: str, spec: dict, steps: int, repeats: int) -> dict:
   rng = np.random.RandomState(0)
   tokens = rng.randint(3, spec["vocab"], (batch, seq + 1)).astype(np.int32)
 
-  mesh = create_mesh((1, 1, 1))
   opt_config = OptimizerConfig(learning_rate=1e-4, warmup_steps=0, total_steps=1000,
                                max_grad_norm=1.0, b2=0.999)
   optimizer = make_optimizer(opt_config)

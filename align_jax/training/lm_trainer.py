@@ -24,7 +24,7 @@ from align_jax.data import tasks as task_lib
 from align_jax.data.pipeline import BatchIterator
 from align_jax.data.vocab import load_vocabulary
 from align_jax.models import (Transformer, TransformerConfig, abstract_params, init_params,
-                              is_lora_path, param_shardings, split_params)
+                              is_lora_path, merge_params, param_shardings, split_params)
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
 from align_jax.training.checkpoints import config_record, restore_params
 from align_jax.training.loop import LoopConfig, init_train_state, state_shardings, train_loop
@@ -121,10 +121,34 @@ def load_initial_params(init_from: str | None, config: TransformerConfig, mesh: 
     expected["vocabulary"] = vocab_record
   params, _ = restore_params(_checkpoints_dir(init_from), abstract, expected)
   if config.lora_rank > 0:
-    from align_jax.models import init_lora_params, merge_params
+    from align_jax.models import init_lora_params
     params = merge_params(params, init_lora_params(Transformer(config), jax.random.key(seed),
                                                    mesh, rules))
   return config, params
+
+
+def _lm_eval_fn(model_module: Transformer, task: str, data: DataConfig, eval_split: str):
+  """Mean loss and accuracy over the first `data.eval_batches` batches of `eval_split`."""
+  @jax.jit
+  def eval_sums(params, frozen, batch):
+    full = merge_params(params, frozen) if frozen else params
+    total, weight, aux = lm_loss_sums(model_module, full, batch)
+    return total, weight, aux["correct"]
+
+  def eval_fn(state, frozen):
+    batches = BatchIterator(task, kind=data.kind, batch_size=data.batch_size,
+                            seq_len=data.seq_len, split=eval_split, seed=0, pack=data.pack,
+                            truncate=data.truncate, num_epochs=1, shuffle=False)
+    total = weight = correct = 0.0
+    for i, batch in enumerate(batches):
+      if i >= data.eval_batches:
+        break
+      t, w, c = jax.device_get(eval_sums(state.params, frozen,
+                                         {k: np.asarray(v) for k, v in batch.items()}))
+      total, weight, correct = total + t, weight + w, correct + c
+    return {"eval/loss": total / max(weight, 1.0), "eval/accuracy": correct / max(weight, 1.0)}
+
+  return eval_fn
 
 
 def train_lm(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary: str,
@@ -166,27 +190,8 @@ def train_lm(workdir: str, model: TransformerConfig, data: DataConfig, vocabular
       BatchIterator, task, kind=data.kind, batch_size=data.batch_size, seq_len=data.seq_len,
       split=train_split, seed=data.seed, pack=data.pack, truncate=data.truncate)
 
-  eval_fn = None
-  if eval_split is not None:
-    @jax.jit
-    def eval_sums(params, frozen, batch):
-      from align_jax.models import merge_params
-      full = merge_params(params, frozen) if frozen else params
-      total, weight, aux = lm_loss_sums(model_module, full, batch)
-      return total, weight, aux["correct"]
-
-    def eval_fn(state, frozen):
-      batches = BatchIterator(task, kind=data.kind, batch_size=data.batch_size,
-                              seq_len=data.seq_len, split=eval_split, seed=0, pack=data.pack,
-                              truncate=data.truncate, num_epochs=1, shuffle=False)
-      total = weight = correct = 0.0
-      for i, batch in enumerate(batches):
-        if i >= data.eval_batches:
-          break
-        t, w, c = jax.device_get(eval_sums(state.params, frozen,
-                                           {k: np.asarray(v) for k, v in batch.items()}))
-        total, weight, correct = total + t, weight + w, correct + c
-      return {"eval/loss": total / max(weight, 1.0), "eval/accuracy": correct / max(weight, 1.0)}
+  eval_fn = (_lm_eval_fn(model_module, task, data, eval_split) if eval_split is not None
+             else None)
 
   record = {"model_config": config_record(config), "vocabulary": vocab_record}
   state, metrics = train_loop(
@@ -202,7 +207,6 @@ def train_lm(workdir: str, model: TransformerConfig, data: DataConfig, vocabular
              "model_config": config_record(config)}
   if export_hf:
     from align_jax.hf import save_checkpoint
-    from align_jax.models import merge_params
     export_dir = os.path.join(workdir, "hf_export")
     full = merge_params(state.params, frozen) if frozen else state.params
     save_checkpoint(export_dir, config, full, overwrite=False)

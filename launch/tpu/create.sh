@@ -28,14 +28,8 @@
 #   launch/tpu/create.sh --spot
 set -euo pipefail
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
-die() { echo "create.sh: error: $*" >&2; exit 1; }
-need_env() {
-  local name
-  for name in "$@"; do
-    [[ -n "${!name:-}" ]] || die "environment variable $name is not set (see --help)"
-  done
-}
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 accelerator_type="${ACCELERATOR_TYPE:-}"
 runtime_version="${RUNTIME_VERSION:-}"
@@ -66,7 +60,7 @@ done
 need_env PROJECT_ID ZONE TPU_NAME
 [[ -n "$accelerator_type" ]] || die "set ACCELERATOR_TYPE or pass --accelerator-type (e.g. v4-8)"
 [[ "$timeout_s" =~ ^[0-9]+$ ]] || die "--timeout must be a whole number of seconds"
-command -v gcloud >/dev/null || die "gcloud is not installed or not on PATH"
+need_gcloud
 
 if [[ -z "$runtime_version" ]]; then
   # Default TPU VM images per generation; pass --runtime-version to pick another.

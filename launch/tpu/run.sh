@@ -36,8 +36,8 @@
 #     --gin.run.workdir="'gs://my-bucket/runs/sft1'"
 set -euo pipefail
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
-die() { echo "run.sh: error: $*" >&2; exit 1; }
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 valid_name() { [[ "$1" =~ ^[A-Za-z0-9._-]+$ ]] || die "run name '$1' may only hold letters, digits, '.', '_' and '-'"; }
 
 run_name="$(date '+%Y%m%d-%H%M%S')"
@@ -65,29 +65,12 @@ while (($#)); do
   esac
 done
 
-for name in PROJECT_ID ZONE TPU_NAME; do
-  [[ -n "${!name:-}" ]] || die "environment variable $name is not set (see --help)"
-done
-command -v gcloud >/dev/null || die "gcloud is not installed or not on PATH"
+need_env PROJECT_ID ZONE TPU_NAME
+need_gcloud
 valid_name "$run_name"
 
-# Remote paths, quoted for the remote shell; relative ones are under the worker's $HOME.
-remote_path() {
-  case "$1" in
-    ""|/|.|..|\~|\~/|*/..) die "refusing to use '$1' as a remote path" ;;
-    /*) printf '%q' "$1" ;;
-    *) printf '%s/%q' '~' "$1" ;;  # the remote shell expands the tilde
-  esac
-}
-remote_dir="$(remote_path "${REMOTE_DIR:-align_jax}")"
-remote_venv="$(remote_path "${REMOTE_VENV:-align_jax_venv}")"
+workers_init
 log_root="$(remote_path "${LOG_DIR:-align_jax_logs}")"
-read -r -a ssh_flags <<< "${TPU_SSH_FLAGS:-}"
-
-on_all_workers() {
-  gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --project="$PROJECT_ID" \
-    --worker=all ${ssh_flags[@]+"${ssh_flags[@]}"} --command="$1"
-}
 
 # Follows one run's log on every worker until its program ends; fails if any worker failed.
 follow() {

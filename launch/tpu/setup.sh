@@ -34,8 +34,8 @@
 #   -h, --help               show this help
 set -euo pipefail
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
-die() { echo "setup.sh: error: $*" >&2; exit 1; }
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 git_url="${ALIGN_JAX_GIT_URL:-}"
 git_ref=""
@@ -54,24 +54,11 @@ while (($#)); do
   esac
 done
 
-for name in PROJECT_ID ZONE TPU_NAME; do
-  [[ -n "${!name:-}" ]] || die "environment variable $name is not set (see --help)"
-done
-command -v gcloud >/dev/null || die "gcloud is not installed or not on PATH"
+need_env PROJECT_ID ZONE TPU_NAME
+need_gcloud
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-# Remote paths, quoted for the remote shell; relative ones are under the worker's $HOME.
-remote_path() {
-  case "$1" in
-    ""|/|.|..|\~|\~/|*/..) die "refusing to use '$1' as a remote path" ;;
-    /*) printf '%q' "$1" ;;
-    *) printf '%s/%q' '~' "$1" ;;  # the remote shell expands the tilde
-  esac
-}
-remote_dir="$(remote_path "${REMOTE_DIR:-align_jax}")"
-remote_venv="$(remote_path "${REMOTE_VENV:-align_jax_venv}")"
-read -r -a ssh_flags <<< "${TPU_SSH_FLAGS:-}"
-gcloud_target=(--zone="$ZONE" --project="$PROJECT_ID" --worker=all ${ssh_flags[@]+"${ssh_flags[@]}"})
+workers_init
 
 # The jax version pinned in setup.py, so the TPU build matches what tests ran with.
 jax_version="${JAX_VERSION:-}"
@@ -104,7 +91,7 @@ else
   tarball="$tmp/align_jax.tar.gz"
   git -C "$repo_root" archive --format=tar.gz -o "$tarball" "$ref"
   echo "Copying $(du -h "$tarball" | cut -f1) archive of $ref to all workers"
-  gcloud compute tpus tpu-vm scp "$tarball" "$TPU_NAME:align_jax.tar.gz" "${gcloud_target[@]}"
+  gcloud compute tpus tpu-vm scp "$tarball" "$TPU_NAME:align_jax.tar.gz" "${worker_flags[@]}"
   fetch_code="rm -rf $remote_dir && mkdir -p $remote_dir && tar -xzf ~/align_jax.tar.gz -C $remote_dir && rm -f ~/align_jax.tar.gz"
 fi
 
@@ -135,11 +122,11 @@ python -m pip install --quiet -e $remote_dir "jax[tpu]==$jax_version"
 echo "\$(hostname): installed align_jax with \$(python -c 'import jax; print("jax", jax.__version__)')"
 REMOTE
 )
-gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${gcloud_target[@]}" --command="$remote_script"
+on_all_workers "$remote_script"
 
 if ((check)); then
   # All workers must start JAX together on a multi-host slice, so this runs everywhere at once.
   check_script="source $remote_venv/bin/activate && timeout 600 python -c 'import jax; print(jax.process_index(), \"sees\", jax.local_device_count(), \"local /\", jax.device_count(), \"global TPU devices\")'"
-  gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${gcloud_target[@]}" --command="$check_script"
+  on_all_workers "$check_script"
 fi
 echo "Done. Next: launch/tpu/run.sh -- --gin_file=..."

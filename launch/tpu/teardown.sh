@@ -14,8 +14,8 @@
 #   -h, --help   show this help
 set -euo pipefail
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
-die() { echo "teardown.sh: error: $*" >&2; exit 1; }
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 assume_yes=0
 async_flag=()
@@ -28,10 +28,8 @@ while (($#)); do
   esac
 done
 
-for name in PROJECT_ID ZONE TPU_NAME; do
-  [[ -n "${!name:-}" ]] || die "environment variable $name is not set (see --help)"
-done
-command -v gcloud >/dev/null || die "gcloud is not installed or not on PATH"
+need_env PROJECT_ID ZONE TPU_NAME
+need_gcloud
 
 if ((!assume_yes)); then
   [[ -t 0 ]] || die "not a terminal; pass --yes to delete without confirmation"

@@ -9,11 +9,10 @@ import seqio
 import sentencepiece as spm
 import tensorflow as tf
 import transformers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from align_jax.hf import tokenizer as tok_lib
 
-from hf_fixtures import SPECIAL_TOKENS as _SPECIALS, save_bpe_tokenizer as _save_bpe, words_corpus as _corpus
+from hf_fixtures import save_bpe_tokenizer as _save_bpe, words_corpus as _corpus
 
 
 @pytest.fixture(scope="module")

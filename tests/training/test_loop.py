@@ -17,7 +17,7 @@ from align_jax.models import (Transformer, init_params, is_lora_path, merge_para
                               param_shardings, split_params)
 from align_jax.parallel import DEFAULT_RULES, create_mesh
 from align_jax.training import (Checkpointer, LoopConfig, NonFiniteLossError, OptimizerConfig,
-                                TrainState, accumulate_gradients, config_record, init_train_state,
+                                TrainState, accumulate_gradients, init_train_state,
                                 lm_loss_sums, make_lm_step, make_optimizer, read_metrics,
                                 state_shardings, train_loop)
 from training_fixtures import CONFIG, SyntheticBatches, run_training
