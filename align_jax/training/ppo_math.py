@@ -1,0 +1,170 @@
+"""The arithmetic of PPO for language models, as small pure functions.
+
+Everything works on [batch, length] arrays of response tokens with a `mask` that is 1
+on real response tokens (up to and including the first EOS) and 0 on padding. These
+are the pieces whose subtle bugs users of RLHF libraries report most: statistics that
+count padding, a score that lands on a pad token, an exploding k3 estimator, a KL
+controller moving the wrong way, advantages that leak across the mask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def masked_sum(x: Array, mask: Array, axis=None) -> Array:
+  """Sum over positions where mask is 1; whatever the padding holds (even inf) is ignored."""
+  return jnp.sum(jnp.where(mask > 0, x, 0.0), axis=axis)
+
+
+def masked_mean(x: Array, mask: Array, axis=None) -> Array:
+  """Mean over positions where mask is 1 (0 when there are none)."""
+  return masked_sum(x, mask, axis) / jnp.maximum(jnp.sum(mask, axis=axis), 1.0)
+
+
+def masked_var(x: Array, mask: Array, unbiased: bool = True) -> Array:
+  """Variance over the masked positions (Bessel-corrected by default)."""
+  mean = masked_mean(x, mask)
+  count = jnp.sum(mask)
+  var = masked_sum((x - mean) ** 2, mask) / jnp.maximum(count, 1.0)
+  if unbiased:
+    var = var * count / jnp.maximum(count - 1.0, 1.0)
+  return var
+
+
+def masked_whiten(x: Array, mask: Array, shift_mean: bool = True, eps: float = 1e-8) -> Array:
+  """(x - mean) / std over the masked positions of the whole batch; 0 outside the mask."""
+  mean = masked_mean(x, mask)
+  whitened = (x - mean) * jax.lax.rsqrt(masked_var(x, mask) + eps)
+  if not shift_mean:
+    whitened = whitened + mean
+  return jnp.where(mask > 0, whitened, 0.0)
+
+
+def kl_penalty(logprobs: Array, ref_logprobs: Array, estimator: str = "k1",
+               clamp: float = 20.0) -> Array:
+  """Per-token KL estimate of policy vs reference from sampled-token log-probabilities.
+
+  k1: log p - log q (unbiased, can be negative per token).
+  k3: exp(-x) - 1 + x with x = log p - log q, clamped before exp (always >= 0).
+  """
+  log_ratio = logprobs - ref_logprobs
+  if estimator == "k1":
+    return log_ratio
+  if estimator == "k3":
+    x = jnp.clip(log_ratio, -clamp, clamp)
+    return jnp.exp(-x) - 1.0 + x
+  raise ValueError(f"unknown KL estimator {estimator!r}; expected 'k1' or 'k3'")
+
+
+def last_token_index(mask: Array) -> Array:
+  """Index of the last 1 in each row of a [batch, length] mask (0 for empty rows)."""
+  length = mask.shape[-1]
+  positions = jnp.arange(length)
+  return jnp.max(jnp.where(mask > 0, positions, 0), axis=-1)
+
+
+def token_rewards(scores: Array, kl: Array, mask: Array, beta: float | Array) -> Array:
+  """Per-token rewards: -beta * KL on every response token, plus each sequence's
+  score on its last response token (the EOS, or the last token when it has none)."""
+  rewards = -beta * kl * mask
+  last = last_token_index(mask)
+  placed = jax.nn.one_hot(last, mask.shape[-1], dtype=rewards.dtype) * scores[:, None]
+  return rewards + placed * (jnp.sum(mask, axis=-1, keepdims=True) > 0)
+
+
+def missing_eos_penalty(scores: Array, has_eos: Array, penalty: float) -> Array:
+  """Replaces the score of every response without EOS by a fixed penalty."""
+  return jnp.where(has_eos, scores, penalty)
+
+
+def gae(rewards: Array, values: Array, mask: Array, gamma: float = 1.0,
+        lam: float = 0.95) -> tuple[Array, Array]:
+  """Generalised advantage estimates and returns over the masked positions.
+
+  Positions outside the mask contribute nothing and get advantage 0; the value after
+  the last real token is taken as 0 (episodes end with the response).
+  """
+  rewards, values = rewards * mask, values * mask
+
+  def step(carry, inputs):
+    next_value, next_advantage = carry
+    reward, value, m = inputs
+    delta = reward + gamma * next_value - value
+    advantage = (delta + gamma * lam * next_advantage) * m
+    # Outside the mask, pass the running quantities through unchanged.
+    new_value = jnp.where(m > 0, value, next_value)
+    new_advantage = jnp.where(m > 0, advantage, next_advantage)
+    return (new_value, new_advantage), advantage
+
+  batch = rewards.shape[0]
+  init = (jnp.zeros((batch,), rewards.dtype), jnp.zeros((batch,), rewards.dtype))
+  xs = (rewards.T[::-1], values.T[::-1], mask.T[::-1].astype(rewards.dtype))
+  _, advantages = jax.lax.scan(step, init, xs)
+  advantages = advantages[::-1].T
+  returns = (advantages + values) * mask
+  return advantages, returns
+
+
+def policy_loss(logprobs: Array, old_logprobs: Array, advantages: Array, mask: Array,
+                clip: float = 0.2) -> tuple[Array, dict[str, Array]]:
+  """Clipped surrogate loss (masked mean) and its diagnostics."""
+  log_ratio = (logprobs - old_logprobs) * mask
+  ratio = jnp.exp(log_ratio)
+  unclipped = -advantages * ratio
+  clipped = -advantages * jnp.clip(ratio, 1.0 - clip, 1.0 + clip)
+  loss = masked_mean(jnp.maximum(unclipped, clipped), mask)
+  stats = {
+      "policy/clip_fraction": masked_mean((clipped > unclipped).astype(jnp.float32), mask),
+      "policy/approx_kl": masked_mean(0.5 * log_ratio ** 2, mask),
+      "policy/ratio_mean": masked_mean(ratio, mask),
+      "policy/ratio_max": jnp.max(jnp.where(mask > 0, ratio, 0.0)),
+  }
+  return loss, stats
+
+
+def value_loss(values: Array, old_values: Array, returns: Array, mask: Array,
+               clip: float | None = 0.2) -> tuple[Array, dict[str, Array]]:
+  """Squared error to the returns, optionally clipped around the old values (x 0.5)."""
+  error = (values - returns) ** 2
+  if clip is not None:
+    clipped_values = old_values + jnp.clip(values - old_values, -clip, clip)
+    clipped_error = (clipped_values - returns) ** 2
+    stats = {"value/clip_fraction": masked_mean((clipped_error > error).astype(jnp.float32),
+                                                mask)}
+    error = jnp.maximum(error, clipped_error)
+  else:
+    stats = {}
+  return 0.5 * masked_mean(error, mask), stats
+
+
+def explained_variance(values: Array, returns: Array, mask: Array) -> Array:
+  """1 - Var(returns - values) / Var(returns) over the masked positions."""
+  return 1.0 - masked_var(returns - values, mask) / jnp.maximum(masked_var(returns, mask), 1e-8)
+
+
+@dataclasses.dataclass
+class AdaptiveKLController:
+  """beta *= 1 + clip(KL / target - 1, -0.2, 0.2) * n_episodes / horizon."""
+  beta: float
+  target: float
+  horizon: int = 10_000
+
+  def update(self, kl: float, n_episodes: int) -> float:
+    error = min(max(kl / self.target - 1.0, -0.2), 0.2)
+    self.beta *= 1.0 + error * n_episodes / self.horizon
+    return self.beta
+
+
+@dataclasses.dataclass
+class FixedKLController:
+  beta: float
+
+  def update(self, kl: float, n_episodes: int) -> float:
+    del kl, n_episodes
+    return self.beta

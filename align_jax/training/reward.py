@@ -1,0 +1,66 @@
+"""Reward-model losses: pairwise (Bradley-Terry), per-step (process) and outcome BCE.
+
+The model is a `TransformerWithHead` (per-token scores). A sequence's reward is the
+score at its last real token; a process reward model is trained on the scores at
+given positions (e.g. step separators). Losses return (sum, weight, aux sums) like
+every other loss, so they accumulate over micro-batches exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from align_jax.training.ppo_math import last_token_index
+
+
+def unshift(batch: Mapping[str, jax.Array], prefix: str = "") -> tuple[jax.Array, jax.Array]:
+  """Whole sequences (tokens, segment ids) from a shifted one-sequence-per-row batch."""
+  inputs, targets = batch[prefix + "input_tokens"], batch[prefix + "target_tokens"]
+  segments = batch[prefix + "segment_ids"]
+  tokens = jnp.concatenate([inputs[:, :1], targets], axis=1)
+  segment_ids = jnp.concatenate([segments[:, :1], segments], axis=1)
+  return tokens, segment_ids
+
+
+def sequence_scores(model, params: Any, tokens: jax.Array, segment_ids: jax.Array) -> jax.Array:
+  """Each row's score at its last real token (segment id > 0), float32 [batch]."""
+  scores = model.apply({"params": params}, tokens, None, segment_ids)
+  last = last_token_index(segment_ids > 0)
+  return jnp.take_along_axis(scores, last[:, None], axis=1)[:, 0]
+
+
+def pairwise_loss_sums(model, params: Any, batch: Mapping[str, jax.Array]):
+  """-log sigmoid(r_chosen - r_rejected) summed over real pairs, with accuracy/margin sums."""
+  chosen = sequence_scores(model, params, *unshift(batch, "chosen_"))
+  rejected = sequence_scores(model, params, *unshift(batch, "rejected_"))
+  real = (batch["chosen_segment_ids"][:, 0] > 0).astype(jnp.float32)
+  margin = chosen - rejected
+  loss = -jax.nn.log_sigmoid(margin)
+  return (loss * real).sum(), real.sum(), {
+      "correct": ((margin > 0).astype(jnp.float32) * real).sum(),
+      "margin": (margin * real).sum()}
+
+
+def process_loss_sums(model, params: Any, batch: Mapping[str, jax.Array]):
+  """Binary cross-entropy of per-token scores at labelled positions.
+
+  batch: `tokens`, `segment_ids`, `labels` (0/1 floats) and `label_mask` (1 where a
+  label applies: step separators for a PRM, the last token for an outcome model).
+  """
+  scores = model.apply({"params": params}, batch["tokens"], None, batch["segment_ids"])
+  labels, mask = batch["labels"].astype(jnp.float32), batch["label_mask"].astype(jnp.float32)
+  bce = -(labels * jax.nn.log_sigmoid(scores) + (1 - labels) * jax.nn.log_sigmoid(-scores))
+  correct = ((scores > 0) == (labels > 0.5)).astype(jnp.float32)
+  return (bce * mask).sum(), mask.sum(), {"correct": (correct * mask).sum()}
+
+
+def fit_normalization(scores: np.ndarray) -> dict[str, float]:
+  """Gain and bias that map scores of reference-policy samples to mean 0, std 1."""
+  scores = np.asarray(scores, np.float64)
+  std = float(scores.std())
+  gain = 1.0 / std if std > 0 else 1.0
+  return {"gain": gain, "bias": -float(scores.mean()) * gain}
