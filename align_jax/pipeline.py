@@ -17,6 +17,8 @@ import os
 import time
 from typing import Any, Callable, Mapping, Sequence
 
+import jax
+
 COMPLETION_FILE = "COMPLETED.json"
 
 
@@ -31,6 +33,17 @@ class Stage:
   name: str
   fn: Callable[[str, Mapping[str, Any]], Any]
   settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _sync_hosts(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
+def is_writer() -> bool:
+  """Whether this process writes shared files (process 0 of a multi-host run)."""
+  return jax.process_index() == 0
 
 
 def _jsonable(value: Any) -> Any:
@@ -58,13 +71,14 @@ class Pipeline:
     for stage in self.stages:
       stage_dir = os.path.join(self.workdir, stage.name)
       done = self.completion(stage.name)
-      settings = _jsonable(dict(stage.settings))
+      # A stage's output depends on its settings and on what the stages before it made.
+      settings = _jsonable({**dict(stage.settings), "upstream": dict(results)})
       if done is not None:
         if done.get("settings") != settings:
           raise ValueError(
-              f"stage {stage.name!r} in {stage_dir} was completed with other settings "
-              f"({done.get('settings')} vs now {settings}); use a new WORKDIR or remove "
-              f"{os.path.join(stage_dir, COMPLETION_FILE)} to redo it")
+              f"stage {stage.name!r} in {stage_dir} was completed with other settings or "
+              f"other upstream results ({done.get('settings')} vs now {settings}); use a new "
+              f"WORKDIR, or remove the folder {stage_dir} (and those of later stages) to redo it")
         logging.info("stage %s: completed earlier, skipping", stage.name)
         print(f"[align_jax] stage {stage.name}: already completed, skipping", flush=True)
         results[stage.name] = done["result"]
@@ -75,13 +89,16 @@ class Pipeline:
       print(f"[align_jax] stage {stage.name}: running in {stage_dir}", flush=True)
       start = time.perf_counter()
       result = _jsonable(stage.fn(stage_dir, dict(results)))
+      _sync_hosts(f"stage {stage.name} outputs")
       seconds = time.perf_counter() - start
       record = {"stage": stage.name, "result": result, "settings": settings,
                 "seconds": seconds, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-      tmp = os.path.join(stage_dir, COMPLETION_FILE + ".partial")
-      with open(tmp, "w") as f:
-        json.dump(record, f, indent=2)
-      os.replace(tmp, os.path.join(stage_dir, COMPLETION_FILE))
+      if jax.process_index() == 0:  # one writer; every host reads after the barrier
+        tmp = os.path.join(stage_dir, COMPLETION_FILE + ".partial")
+        with open(tmp, "w") as f:
+          json.dump(record, f, indent=2)
+        os.replace(tmp, os.path.join(stage_dir, COMPLETION_FILE))
+      _sync_hosts(f"stage {stage.name}")
       print(f"[align_jax] stage {stage.name}: done in {seconds:.1f}s", flush=True)
       results[stage.name] = result
     return results

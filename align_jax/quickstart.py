@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from typing import Any, Mapping
 
@@ -27,7 +28,7 @@ from align_jax.data.vocab import load_vocabulary, train_sentencepiece
 from align_jax.eval.qa import exact_match, f1_score
 from align_jax.models import Transformer, TransformerConfig, abstract_params, param_shardings
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
-from align_jax.pipeline import Pipeline, Stage
+from align_jax.pipeline import Pipeline, Stage, is_writer
 from align_jax.reports import markdown_table, plot_curves, write_report
 from align_jax.sampling import Sampler, SamplingConfig
 from align_jax.training.checkpoints import config_record, restore_params
@@ -63,8 +64,17 @@ def _files_exist(directory: str, names) -> bool:
 def world_stage(world_config: EncyclopediaConfig, chat_template: str, qa_in_pretraining: bool):
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     world = build_world(world_config)
-    if not _files_exist(stage_dir, ("articles.jsonl", "qa_train.jsonl", "qa_heldout.jsonl")):
-      world.to_jsonl(stage_dir)
+    names = ("articles.jsonl", "qa_train.jsonl", "qa_heldout.jsonl")
+    if is_writer() and not _files_exist(stage_dir, names):
+      # The world is deterministic: write it aside, then add only the files still missing
+      # (an interrupted earlier attempt may have left some of them).
+      staging = os.path.join(stage_dir, "staging")
+      shutil.rmtree(staging, ignore_errors=True)
+      world.to_jsonl(staging)
+      for name in names:
+        if not os.path.exists(os.path.join(stage_dir, name)):
+          os.replace(os.path.join(staging, name), os.path.join(stage_dir, name))
+      shutil.rmtree(staging)
     template = get_template(chat_template)
     train_qa = world.qa(split="train")
 
@@ -84,7 +94,7 @@ def world_stage(world_config: EncyclopediaConfig, chat_template: str, qa_in_pret
                                + [{"text": qa_text(q)} for q in world.qa()]),
     }
     for name, records in files.items():
-      if not os.path.exists(os.path.join(stage_dir, name)):
+      if is_writer() and not os.path.exists(os.path.join(stage_dir, name)):
         write_jsonl(os.path.join(stage_dir, name), records)
     return {"dir": stage_dir, "stats": world.stats(),
             **{name.split(".")[0]: os.path.join(stage_dir, name) for name in files}}
@@ -94,12 +104,11 @@ def world_stage(world_config: EncyclopediaConfig, chat_template: str, qa_in_pret
 def vocabulary_stage(vocab_size: int):
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     prefix = os.path.join(stage_dir, "spm")
-    if not os.path.exists(prefix + ".model"):
+    if is_writer() and not os.path.exists(prefix + ".model"):
       texts = [r["text"] for r in read_jsonl(results["world"]["vocab_corpus"])]
       train_sentencepiece(texts, prefix, vocab_size,
                           extra_options={"hard_vocab_limit": False})
-    vocab = load_vocabulary(prefix + ".model")
-    return {"model": prefix + ".model", "vocab_size": int(vocab.vocab_size)}
+    return {"model": prefix + ".model"}
   return run
 
 
@@ -161,7 +170,7 @@ def eval_stage(model: TransformerConfig, chat_template: str, stages: tuple[str, 
         predictions = answer_questions(sampler, vocab, template,
                                        [r["question"] for r in records], max_new_tokens)
         out_path = os.path.join(stage_dir, f"{stage}_{split}.jsonl")
-        if not os.path.exists(out_path):
+        if is_writer() and not os.path.exists(out_path):
           write_jsonl(out_path, [{**r, "prediction": p, "em": exact_match(p, r["answers"])}
                                  for r, p in zip(records, predictions)])
         for hops in (1, 2):

@@ -51,3 +51,13 @@ def test_report_with_plot(tmp_path):
   assert table.splitlines()[2] == "| train | 0.500 |"
   report = write_report(str(tmp_path / "report.md"), "Run", [("Loss", "![loss](loss.png)")])
   assert "## Loss" in open(report).read()
+
+
+def test_a_stage_is_not_reused_when_what_came_before_it_changed(tmp_path):
+  Pipeline(str(tmp_path), [Stage("make", lambda d, r: {"rows": 3}),
+                           Stage("use", lambda d, r: r["make"]["rows"])]).run()
+  import shutil
+  shutil.rmtree(tmp_path / "make")  # redo the first stage, which now makes something else
+  with pytest.raises(ValueError, match=r"stage 'use' .* other upstream results"):
+    Pipeline(str(tmp_path), [Stage("make", lambda d, r: {"rows": 4}),
+                             Stage("use", lambda d, r: r["make"]["rows"])]).run()

@@ -99,7 +99,9 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json", **overrides)
       embed_scale=model_type == "gemma", sliding_window=sliding_window,
       max_seq_len=hf.get("max_position_embeddings", 2048), family=model_type,
       bos_id=token_id("bos_token_id"), eos_id=token_id("eos_token_id"),
-      pad_id=token_id("pad_token_id"))
+      pad_id=token_id("pad_token_id"),
+      extra_eos_ids=tuple(hf["eos_token_id"][1:]) if isinstance(hf.get("eos_token_id"), list)
+      else ())
   values.update(overrides)
   return TransformerConfig(**values)
 
@@ -115,7 +117,9 @@ def config_to_hf(config: TransformerConfig, dtype: str = "float32") -> dict[str,
       "head_dim": config.head_dim, "rms_norm_eps": config.norm_eps,
       "rope_theta": config.rope_theta, "max_position_embeddings": config.max_seq_len,
       "tie_word_embeddings": config.tie_embeddings, "torch_dtype": dtype,
-      "bos_token_id": config.bos_id, "eos_token_id": config.eos_id,
+      "bos_token_id": config.bos_id,
+      "eos_token_id": ([config.eos_id, *config.extra_eos_ids] if config.extra_eos_ids
+                       else config.eos_id),
       "pad_token_id": config.pad_id, "attention_dropout": 0.0, "use_cache": True,
   }
   act = {"silu": "silu", "gelu_tanh": "gelu_pytorch_tanh", "gelu": "gelu"}[config.activation]
@@ -314,6 +318,10 @@ def save_checkpoint(path: str, config: TransformerConfig, params: Any, *,
       raise FileExistsError(f"{path} already holds a checkpoint ({', '.join(existing)}); "
                             "choose a new directory or pass overwrite=True")
     os.makedirs(path, exist_ok=True)
+    if overwrite:  # no shard or index of the old checkpoint may survive next to the new one
+      for name in os.listdir(path):
+        if name.endswith((".safetensors", ".partial")) or name == safetensors_io.INDEX_FILE:
+          os.remove(os.path.join(path, name))
 
   entries, sources = [], {}
   for param_path, tensors in _grouped(config):

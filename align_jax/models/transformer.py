@@ -74,6 +74,7 @@ class TransformerConfig:
   bos_id: int | None = None
   eos_id: int | None = None
   pad_id: int | None = None
+  extra_eos_ids: tuple[int, ...] = ()  # further end-of-turn ids (e.g. Llama 3's <|eot_id|>)
   dtype: str = "float32"            # compute dtype
   param_dtype: str = "float32"
   scan_layers: bool = False
@@ -91,6 +92,7 @@ class TransformerConfig:
     if unknown:
       raise ValueError(f"unknown lora_targets {sorted(unknown)}; expected a subset of {LORA_TARGETS}")
     object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+    object.__setattr__(self, "extra_eos_ids", tuple(int(i) for i in self.extra_eos_ids))
     if self.head_dim % 2:
       raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings")
     as_dtype(self.dtype), as_dtype(self.param_dtype)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import seqio
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from align_jax.models.transformer import Transformer, cache_logical_axes, init_cache
 from align_jax.parallel.partitioning import (DEFAULT_RULES, LogicalRules, logical_sharding,
@@ -103,9 +103,12 @@ class Sampler:
     vocab_eos = getattr(vocab, "eos_id", None) if vocab is not None else None
     self.eos_id = next((int(i) for i in (config.eos_id, vocab_eos) if i is not None), None)
     self._single_token_stops: dict[tuple[str, ...], tuple[int, ...]] = {}
-    self._generate_jit = jax.jit(self._generate_batch, static_argnames=("sampling", "stop_ids"))
+    # Outputs are small; replicate them so every host can read them (multi-host meshes).
+    replicated = {} if mesh is None else {"out_shardings": NamedSharding(mesh, PartitionSpec())}
+    self._generate_jit = jax.jit(self._generate_batch, static_argnames=("sampling", "stop_ids"),
+                                 **replicated)
     self._score_jit = jax.jit(functools.partial(token_logprobs, model),
-                              static_argnames=("temperature",))
+                              static_argnames=("temperature",), **replicated)
 
   # ------------------------------------------------------------------------------
   # Generation
@@ -242,11 +245,12 @@ class Sampler:
             state["finished"] & active)
 
   def _hard_stop_ids(self, sampling: SamplingConfig) -> set[int]:
-    """EOS and the configured stop tokens: they end a row and are left out of its text."""
-    ids = set(sampling.stop_token_ids)
-    if self.eos_id is not None:
-      ids.add(self.eos_id)
-    return ids
+    """EOS ids (the model's and the vocabulary's) and the configured stop tokens: they
+    end a row and are left out of its text."""
+    ids = set(sampling.stop_token_ids) | set(self.model.config.extra_eos_ids)
+    ids.update(i for i in (self.eos_id, getattr(self.vocab, "eos_id", None)) if i is not None)
+    ids.update(getattr(self.vocab, "stop_ids", ()) or ())
+    return {int(i) for i in ids}
 
   def _stop_ids(self, sampling: SamplingConfig) -> tuple[int, ...]:
     """Tokens that end a row in the decode loop: hard stops and stop-string tokens."""

@@ -27,7 +27,8 @@ from align_jax.models import (Transformer, TransformerConfig, abstract_params, i
                               is_lora_path, merge_params, param_shardings, split_params)
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
 from align_jax.training.checkpoints import config_record, restore_params
-from align_jax.training.loop import LoopConfig, init_train_state, state_shardings, train_loop
+from align_jax.training.loop import (LoopConfig, batch_shardings, global_batch, init_train_state,
+                                     state_shardings, train_loop)
 from align_jax.training.losses import lm_loss_sums
 from align_jax.training.optimizer import OptimizerConfig, make_optimizer
 from align_jax.training.sft import make_lm_step
@@ -80,7 +81,11 @@ def vocabulary_record(vocab) -> dict[str, Any]:
 def _register_tasks(name: str, data: DataConfig, vocab) -> tuple[str, str | None, str]:
   """(task name, eval split or None, train split)."""
   if data.task:
-    return data.task, (data.eval_split if data.eval_files or data.eval_split else None), "train"
+    import seqio
+    splits = seqio.get_mixture_or_task(data.task).splits
+    if "train" not in splits:
+      raise ValueError(f"seqio task {data.task!r} has no 'train' split (splits: {list(splits)})")
+    return data.task, (data.eval_split if data.eval_split in splits else None), "train"
   files = {"train": list(data.train_files)}
   if data.eval_files:
     files["validation"] = list(data.eval_files)
@@ -127,8 +132,13 @@ def load_initial_params(init_from: str | None, config: TransformerConfig, mesh: 
   return config, params
 
 
-def _lm_eval_fn(model_module: Transformer, task: str, data: DataConfig, eval_split: str):
-  """Mean loss and accuracy over the first `data.eval_batches` batches of `eval_split`."""
+def _lm_eval_fn(model_module: Transformer, task: str, data: DataConfig, eval_split: str,
+                mesh: Mesh, rules: LogicalRules):
+  """Mean loss and accuracy over the first `data.eval_batches` batches of `eval_split`.
+
+  Every host makes the same number of calls: a host whose shard runs out feeds
+  batches with zero loss weights, so the sums stay exact and no collective hangs.
+  """
   @jax.jit
   def eval_sums(params, frozen, batch):
     full = merge_params(params, frozen) if frozen else params
@@ -140,11 +150,14 @@ def _lm_eval_fn(model_module: Transformer, task: str, data: DataConfig, eval_spl
                             seq_len=data.seq_len, split=eval_split, seed=0, pack=data.pack,
                             truncate=data.truncate, num_epochs=1, shuffle=False)
     total = weight = correct = 0.0
-    for i, batch in enumerate(batches):
-      if i >= data.eval_batches:
-        break
-      t, w, c = jax.device_get(eval_sums(state.params, frozen,
-                                         {k: np.asarray(v) for k, v in batch.items()}))
+    template = None
+    for _ in range(data.eval_batches):
+      batch = next(batches, None)
+      if batch is None:
+        batch = {k: np.zeros_like(v) for k, v in template.items()}
+      template = template or batch
+      shardings = batch_shardings(batch, mesh, rules)
+      t, w, c = jax.device_get(eval_sums(state.params, frozen, global_batch(batch, shardings)))
       total, weight, correct = total + t, weight + w, correct + c
     return {"eval/loss": total / max(weight, 1.0), "eval/accuracy": correct / max(weight, 1.0)}
 
@@ -190,8 +203,8 @@ def train_lm(workdir: str, model: TransformerConfig, data: DataConfig, vocabular
       BatchIterator, task, kind=data.kind, batch_size=data.batch_size, seq_len=data.seq_len,
       split=train_split, seed=data.seed, pack=data.pack, truncate=data.truncate)
 
-  eval_fn = (_lm_eval_fn(model_module, task, data, eval_split) if eval_split is not None
-             else None)
+  eval_fn = (_lm_eval_fn(model_module, task, data, eval_split, mesh, rules)
+             if eval_split is not None else None)
 
   record = {"model_config": config_record(config), "vocabulary": vocab_record}
   state, metrics = train_loop(
@@ -207,15 +220,22 @@ def train_lm(workdir: str, model: TransformerConfig, data: DataConfig, vocabular
              "model_config": config_record(config)}
   if export_hf:
     from align_jax.hf import save_checkpoint
+    # Written beside the final folder, then swapped in: a rerun re-exports the same
+    # final state instead of failing, and an interrupted export leaves no half folder.
     export_dir = os.path.join(workdir, "hf_export")
+    staging = export_dir + ".partial"
     full = merge_params(state.params, frozen) if frozen else state.params
-    save_checkpoint(export_dir, config, full, overwrite=False)
-    if os.path.isdir(vocabulary):
-      for name in os.listdir(vocabulary):
-        if name.startswith("tokenizer") or name in ("special_tokens_map.json",):
-          shutil.copy(os.path.join(vocabulary, name), export_dir)
-    elif vocabulary.endswith(".model"):
-      shutil.copy(vocabulary, os.path.join(export_dir, "tokenizer.model"))
+    save_checkpoint(staging, config, full, overwrite=True)
+    if jax.process_index() == 0:
+      if os.path.isdir(vocabulary):
+        for name in os.listdir(vocabulary):
+          if name.startswith("tokenizer") or name in ("special_tokens_map.json",):
+            shutil.copy(os.path.join(vocabulary, name), staging)
+      elif vocabulary.endswith(".model"):
+        shutil.copy(vocabulary, os.path.join(staging, "tokenizer.model"))
+      if os.path.isdir(export_dir):
+        shutil.rmtree(export_dir)  # an export of this same run's final state
+      os.replace(staging, export_dir)
     summary["hf_export"] = export_dir
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "train_summary.json"), "w") as f:

@@ -94,14 +94,33 @@ def state_shardings(optimizer: optax.GradientTransformation, params: Any, params
   return TrainState(step=replicated, params=params_shardings, opt_state=opt, rng=replicated)
 
 
-def _batch_shardings(batch: Mapping[str, np.ndarray], mesh: Mesh, rules: LogicalRules):
-  return {k: logical_sharding(("act_batch",) + (None,) * (np.ndim(v) - 1), rules, mesh,
-                              (np.shape(v)[0] * jax.process_count(),) + np.shape(v)[1:])
-          for k, v in batch.items()}
+def batch_shardings(batch: Mapping[str, np.ndarray], mesh: Mesh, rules: LogicalRules):
+  """Shardings of a global batch built from every host's rows of `batch`.
+
+  With several hosts the batch axis must really be split across them, or each host's
+  different rows would be taken for copies of one array.
+  """
+  shardings = {}
+  for k, v in batch.items():
+    global_shape = (np.shape(v)[0] * jax.process_count(),) + np.shape(v)[1:]
+    sharding = logical_sharding(("act_batch",) + (None,) * (np.ndim(v) - 1), rules, mesh,
+                                global_shape)
+    first = sharding.spec[0] if len(sharding.spec) else None
+    axes = () if first is None else ((first,) if isinstance(first, str) else tuple(first))
+    split = math.prod(mesh.shape[a] for a in axes)
+    if split % jax.process_count():
+      raise ValueError(f"batch feature {k!r}: the global batch of {global_shape[0]} rows "
+                       f"cannot be split over the mesh's data/fsdp axes "
+                       f"{dict(mesh.shape)}; choose a batch size divisible by data*fsdp")
+    shardings[k] = sharding
+  return shardings
 
 
-def _global_batch(batch: Mapping[str, np.ndarray], shardings) -> dict[str, jax.Array]:
-  return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v))
+def global_batch(batch: Mapping[str, np.ndarray], shardings) -> dict[str, jax.Array]:
+  """One global array per feature from this host's rows."""
+  return {k: jax.make_array_from_process_local_data(
+              shardings[k], np.asarray(v),
+              (np.shape(v)[0] * jax.process_count(),) + np.shape(v)[1:])
           for k, v in batch.items()}
 
 
@@ -160,6 +179,8 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
   step_jit = None
   metrics: dict[str, float] = {}
   best_value = None
+  if best is not None and best.latest_step() is not None:  # a resumed run keeps its best
+    best_value = float(best.read_record(best.latest_step())[config.keep_best_by])
   last_good = latest
   bar = tqdm(total=config.total_steps, initial=start_step, desc="train", unit="step",
              dynamic_ncols=True, disable=not config.progress_bar or jax.process_index() != 0)
@@ -188,10 +209,10 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
       for step in range(start_step + 1, config.total_steps + 1):
         batch = next(batches)
         if step_jit is None:
-          batch_shardings = _batch_shardings(batch, mesh, rules)
-          step_jit = jax.jit(step_fn, in_shardings=(shardings, batch_shardings, None),
+          features_shardings = batch_shardings(batch, mesh, rules)
+          step_jit = jax.jit(step_fn, in_shardings=(shardings, features_shardings, None),
                              out_shardings=(shardings, None), donate_argnums=(0,))
-        state, step_metrics = step_jit(state, _global_batch(batch, batch_shardings), frozen)
+        state, step_metrics = step_jit(state, global_batch(batch, features_shardings), frozen)
         step_metrics = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
         loss = step_metrics.get("loss", 0.0)
         if not math.isfinite(loss):
@@ -201,7 +222,7 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
                   "no checkpoint had been saved yet")
           raise NonFiniteLossError(f"loss is {loss} at step {step}; stopping without saving "
                                    f"this state; {kept}")
-        tokens_window += batch_tokens(batch)
+        tokens_window += batch_tokens(batch) * jax.process_count()  # hosts hold equal shares
         if step % config.log_every == 0 or step == config.total_steps:
           elapsed = time.perf_counter() - time_window
           step_metrics["tokens_per_s"] = tokens_window / max(elapsed, 1e-9)

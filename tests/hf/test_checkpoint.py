@@ -101,6 +101,11 @@ def test_export_refuses_to_overwrite(tmp_path, tiny_config):
   with pytest.raises(FileExistsError, match="already holds a checkpoint"):
     save_checkpoint(str(tmp_path / "x"), tiny_config, params)
   assert (tmp_path / "x" / "model.safetensors").read_bytes() == before
+  # Overwriting a sharded export with a single file leaves no stale shard or index behind.
+  save_checkpoint(str(tmp_path / "y"), tiny_config, params, max_shard_bytes=20_000)
+  assert (tmp_path / "y" / "model.safetensors.index.json").exists()
+  save_checkpoint(str(tmp_path / "y"), tiny_config, params, overwrite=True)
+  assert sorted(p.name for p in (tmp_path / "y").iterdir()) == ["config.json", "model.safetensors"]
 
 
 def test_shape_mismatch_is_named(tmp_path):
