@@ -25,6 +25,7 @@ INSTALL_REQUIRES = [
     "tqdm==4.70.1",
     "tensorboardX==2.6.5",
     "matplotlib==3.11.2",
+    "langdetect==1.0.9",
 ]
 
 TEST_REQUIRES = [

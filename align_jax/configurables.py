@@ -11,6 +11,7 @@ from align_jax import main, model_summary, quickstart
 from align_jax.data import chat
 from align_jax.models import transformer
 from align_jax.parallel import mesh, partitioning
+from align_jax.rewards import terms as reward_terms
 from align_jax.sampling import generate, strategies
 from align_jax.training import lm_trainer, loop, optimizer
 from align_jax.worlds import encyclopedia
@@ -33,6 +34,11 @@ for _fn, _name in (
     (encyclopedia.EncyclopediaConfig, "EncyclopediaConfig"),
     (quickstart.TrainingSchedule, "TrainingSchedule"),
     (quickstart.encyclopedia_qa, "encyclopedia_qa"),
+    (reward_terms.CompositeReward, "CompositeReward"),
+    (reward_terms.length_term, "length_term"),
+    (reward_terms.missing_eos_term, "missing_eos_term"),
+    (reward_terms.correctness_term, "correctness_term"),
+    (reward_terms.language_match_term, "language_match_term"),
 ):
   gin.external_configurable(_fn, _name, module=_MODULE)
 
