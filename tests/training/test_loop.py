@@ -167,3 +167,31 @@ def test_sigkill_and_restart_reproduces_the_uninterrupted_run(tmp_path):
   assert sorted(a) == sorted(b) == list(range(1, steps + 1))
   for step in range(events[0]["step"] + 1, steps + 1):
     assert abs(a[step] - b[step]) <= 1e-6, (step, a[step], b[step])
+
+
+def test_best_checkpoint_survives_a_resume_with_worse_evaluations(tmp_path):
+  mesh = create_mesh((1, 1, 1))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+  def step_fn(state, batch, frozen):
+    return state.replace(step=state.step + 1, params=state.params + 1.0), {"loss": 1.0}
+
+  def init():
+    return TrainState(step=jnp.zeros((), jnp.int32), params=jnp.zeros(()), opt_state=(),
+                      rng=jax.random.key_data(jax.random.key(0)))
+  eval_loss = {2: 1.0, 4: 0.5, 6: 0.9}  # best at step 4; step 6 (after the resume) is worse
+
+  def run(total):
+    train_loop(workdir=str(tmp_path), step_fn=step_fn, init_state=init,
+               make_batches=SyntheticBatches,
+               config=LoopConfig(total_steps=total, checkpoint_every=2, eval_every=2,
+                                 keep_best_by="eval/loss", progress_bar=False),
+               mesh=mesh, rules=DEFAULT_RULES,
+               shardings=TrainState(step=replicated, params=replicated, opt_state=(),
+                                    rng=replicated),
+               eval_fn=lambda state, frozen: {"eval/loss": eval_loss[int(state.step)]})
+  run(4)
+  run(6)
+  best = Checkpointer(str(tmp_path / "checkpoints_best"))
+  assert best.all_steps() == [4] and best.read_record(4)["eval/loss"] == 0.5
+  best.close()
