@@ -2,6 +2,7 @@
 
 import random
 
+import sentencepiece as spm
 import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -34,3 +35,11 @@ def save_bpe_tokenizer(directory, vocab_size: int = 300, **special_tokens) -> No
   tokenizer.train_from_iterator(words_corpus(), trainer)
   fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, **special_tokens)
   fast.save_pretrained(str(directory))
+
+
+def train_llama2_style_sentencepiece(model_prefix) -> None:
+  """A sentencepiece model with Llama 2's special ids (unk 0, bos 1, eos 2, no pad)."""
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(words_corpus()), model_prefix=str(model_prefix), vocab_size=300,
+      unk_id=0, bos_id=1, eos_id=2, pad_id=-1, byte_fallback=True, num_threads=1,
+      minloglevel=2)

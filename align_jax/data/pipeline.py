@@ -220,12 +220,8 @@ class _Batcher:
       mask = np.ones_like(ids)
     else:
       mask = arrays["loss_mask"]
-    if len(ids) < 2:
-      pending["too_short"] += 1
-      return None
-    cut = _truncate(ids, mask, self.seq_len + 1, self.truncate)
+    cut = self._fit(ids, mask, pending)
     if cut is None:
-      pending["dropped"] += 1
       return None
     truncated = len(cut[0]) < len(ids)
     ids, mask = cut
@@ -242,6 +238,18 @@ class _Batcher:
     row.counts["target_tokens"] += int(np.count_nonzero(mask[1:]))
     return row
 
+  def _fit(self, ids: np.ndarray, mask: np.ndarray, pending: dict[str, int]
+           ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The sequence cut to a row (by the truncation policy), or None when it is skipped
+    (too short to have a target, or dropped); skips are counted in `pending`."""
+    if len(ids) < 2:
+      pending["too_short"] += 1
+      return None
+    cut = _truncate(ids, mask, self.seq_len + 1, self.truncate)
+    if cut is None:
+      pending["dropped"] += 1
+    return cut
+
   def _preference_row(self, arrays: dict[str, np.ndarray],
                       pending: dict[str, int]) -> _Row | None:
     sides = {}
@@ -249,12 +257,8 @@ class _Batcher:
     for side in ("chosen", "rejected"):
       ids = arrays[f"{side}_tokens"]
       mask = arrays[f"{side}_loss_mask"]
-      if len(ids) < 2:
-        pending["too_short"] += 1
-        return None
-      cut = _truncate(ids, mask, self.seq_len + 1, self.truncate)
+      cut = self._fit(ids, mask, pending)
       if cut is None:
-        pending["dropped"] += 1
         return None
       truncated |= len(cut[0]) < len(ids)
       sides[side] = cut

@@ -5,10 +5,10 @@ import random
 import numpy as np
 import pytest
 import seqio
-import sentencepiece as spm
 import tensorflow as tf
 
 from align_jax.data import vocab as vocab_lib
+from hf_fixtures import train_llama2_style_sentencepiece
 
 _WORDS = (
     "the a cat dog bird sat ran flew on under over mat tree roof big small "
@@ -132,18 +132,7 @@ def test_load_vocabulary_directory_delegates_to_hf_loader(tmp_path):
   # A Llama-2 style SentencePiece model in a model directory.
   model_dir = tmp_path / "model"
   model_dir.mkdir()
-  spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(_corpus()),
-      model_prefix=str(model_dir / "tokenizer"),
-      vocab_size=300,
-      unk_id=0,
-      bos_id=1,
-      eos_id=2,
-      pad_id=-1,
-      byte_fallback=True,
-      num_threads=1,
-      minloglevel=2,
-  )
+  train_llama2_style_sentencepiece(model_dir / "tokenizer")
   loaded = vocab_lib.load_vocabulary(str(model_dir))
   assert isinstance(loaded, seqio.SentencePieceVocabulary)
   assert (loaded.eos_id, loaded.bos_id, loaded.unk_id) == (2, 1, 0)

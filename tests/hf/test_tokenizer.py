@@ -6,13 +6,13 @@ import pickle
 import numpy as np
 import pytest
 import seqio
-import sentencepiece as spm
 import tensorflow as tf
 import transformers
 
 from align_jax.hf import tokenizer as tok_lib
 
-from hf_fixtures import save_bpe_tokenizer as _save_bpe, words_corpus as _corpus
+from hf_fixtures import save_bpe_tokenizer as _save_bpe
+from hf_fixtures import train_llama2_style_sentencepiece as _train_llama2_style_sp
 
 
 @pytest.fixture(scope="module")
@@ -181,20 +181,6 @@ def test_unknown_or_missing_eos_is_an_error(tmp_path):
   vocab = tok_lib.HFTokenizerVocabulary(str(tmp_path), eos_token="</s>")
   assert vocab.eos_id == 2
 
-
-def _train_llama2_style_sp(model_prefix) -> None:
-  spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(_corpus()),
-      model_prefix=str(model_prefix),
-      vocab_size=300,
-      unk_id=0,
-      bos_id=1,
-      eos_id=2,
-      pad_id=-1,
-      byte_fallback=True,
-      num_threads=1,
-      minloglevel=2,
-  )
 
 
 def test_sentencepiece_model_dir(tmp_path):
