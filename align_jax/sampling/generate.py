@@ -39,13 +39,22 @@ def _check_prompt(record: dict[str, Any]) -> str | None:
 
 
 def _load_model(checkpoint: str, config: TransformerConfig | None, mesh: Mesh,
-                rules: LogicalRules):
-  from align_jax.hf import load_checkpoint
-  overrides = {}
-  if config is not None:
-    overrides = dict(dtype=config.dtype, param_dtype=config.param_dtype,
-                     scan_layers=config.scan_layers)
-  return load_checkpoint(checkpoint, mesh, rules, **overrides)
+                rules: LogicalRules, vocab):
+  """(config, params) from a Hugging Face directory or an align_jax training WORKDIR."""
+  if os.path.exists(os.path.join(checkpoint, "config.json")):
+    from align_jax.hf import load_checkpoint
+    overrides = {}
+    if config is not None:
+      overrides = dict(dtype=config.dtype, param_dtype=config.param_dtype,
+                       scan_layers=config.scan_layers)
+    return load_checkpoint(checkpoint, mesh, rules, **overrides)
+  if config is None:
+    raise ValueError(f"{checkpoint} is not a Hugging Face directory (no config.json), so it is "
+                     "read as an align_jax run; bind generate.config (the model's "
+                     "TransformerConfig, e.g. %MODEL_CONFIG) and generate.vocabulary")
+  from align_jax.training.lm_trainer import load_initial_params, vocabulary_record
+  return load_initial_params(checkpoint, config, mesh, rules, seed=0,
+                             vocab_record=vocabulary_record(vocab))
 
 
 def generate_job(workdir: str, prompts_file: str, checkpoint: str,
@@ -58,8 +67,10 @@ def generate_job(workdir: str, prompts_file: str, checkpoint: str,
   """Generates completions for every prompt of `prompts_file` into WORKDIR.
 
   checkpoint: a Hugging Face model directory (its tokenizer is used unless
-    `vocabulary` names another one).
-  config: optional; its dtype, param_dtype and scan_layers override the checkpoint's.
+    `vocabulary` names another one), or an align_jax training WORKDIR (its latest
+    checkpoint; then `config` and `vocabulary` are required and checked against it).
+  config: for a Hugging Face directory optional (its dtype, param_dtype and
+    scan_layers override the checkpoint's).
   chat_template: render text prompts as a user turn of this template (e.g. 'llama3').
   add_bos: prepend BOS to text prompts (ignored with a chat template, which adds its own).
   """
@@ -71,9 +82,12 @@ def generate_job(workdir: str, prompts_file: str, checkpoint: str,
   if not records:
     raise ValueError(f"{prompts_file}: no prompts")
   mesh = mesh or create_mesh()
-  model_config, params = _load_model(checkpoint, config, mesh, rules)
   from align_jax.data.vocab import load_vocabulary
+  if vocabulary is None and not os.path.exists(os.path.join(checkpoint, "config.json")):
+    raise ValueError(f"{checkpoint} is an align_jax run: bind generate.vocabulary (its "
+                     "sentencepiece .model file or tokenizer directory)")
   vocab = load_vocabulary(vocabulary or checkpoint)
+  model_config, params = _load_model(checkpoint, config, mesh, rules, vocab)
 
   template = get_template(chat_template) if chat_template else None
   prompts: list[list[int]] = []

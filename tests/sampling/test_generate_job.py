@@ -63,3 +63,31 @@ def test_malformed_prompt_line_is_named(hf_model_dir, tmp_path):
   with pytest.raises(ValueError, match=r"prompts.jsonl, line 2: missing field 'prompt'"):
     entry.main(["--gin_file=gin/runs/generate.gin", f"--gin.WORKDIR='{tmp_path / 'w'}'",
                 f"--gin.PROMPTS='{prompts}'", f"--gin.CHECKPOINT='{hf_model_dir}'"])
+
+
+def test_generate_from_an_align_jax_training_run(tmp_path):
+  import json as _json
+  from align_jax.data.vocab import train_sentencepiece
+  from hf_fixtures import words_corpus
+  texts = words_corpus(200)
+  train_sentencepiece(texts, str(tmp_path / "spm"), 300)
+  (tmp_path / "text.jsonl").write_text("".join(_json.dumps({"text": t}) + "\n" for t in texts))
+  model = ["--gin_file=gin/models/tiny.gin", "--gin.VOCAB_SIZE=320",
+           "--gin.TransformerConfig.num_layers=1", "--gin.TransformerConfig.d_model=32",
+           "--gin.TransformerConfig.mlp_dim=64", "--gin.TransformerConfig.head_dim=8"]
+  entry.main(model + ["--gin_file=gin/runs/pretrain.gin", f"--gin.WORKDIR='{tmp_path / 'pre'}'",
+                      f"--gin.TRAIN_DATA='{tmp_path / 'text.jsonl'}'",
+                      f"--gin.VOCABULARY='{tmp_path / 'spm.model'}'", "--gin.STEPS=3",
+                      "--gin.DataConfig.batch_size=4", "--gin.DataConfig.seq_len=32",
+                      "--gin.LoopConfig.progress_bar=False"])
+  prompts = tmp_path / "prompts.jsonl"
+  prompts.write_text(_json.dumps({"prompt": "the cat"}) + "\n")
+  work = tmp_path / "gen"
+  stats = entry.main(model + [
+      "--gin_file=gin/runs/generate.gin", f"--gin.WORKDIR='{work}'",
+      f"--gin.PROMPTS='{prompts}'", f"--gin.CHECKPOINT='{tmp_path / 'pre'}'",
+      "--gin.generate.config=%MODEL_CONFIG", f"--gin.generate.vocabulary='{tmp_path / 'spm.model'}'",
+      "--gin.SamplingConfig.max_new_tokens=5"])
+  assert stats["prompts"] == 1
+  line = _json.loads((work / "generations.jsonl").read_text())
+  assert 1 <= len(line["completions"][0]["tokens"]) <= 5
