@@ -43,3 +43,16 @@ def train_llama2_style_sentencepiece(model_prefix) -> None:
       sentence_iterator=iter(words_corpus()), model_prefix=str(model_prefix), vocab_size=300,
       unk_id=0, bos_id=1, eos_id=2, pad_id=-1, byte_fallback=True, num_threads=1,
       minloglevel=2)
+
+
+def save_tiny_llama(directory, max_positions: int = 256) -> None:
+  """A one-layer random Llama and a matching BPE tokenizer (vocab 300), saved like HF does."""
+  import torch
+  save_bpe_tokenizer(directory, vocab_size=300, bos_token="<s>", eos_token="</s>",
+                     pad_token="<pad>")
+  config = transformers.LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64,
+                                    num_hidden_layers=1, num_attention_heads=2,
+                                    num_key_value_heads=1, max_position_embeddings=max_positions,
+                                    bos_token_id=1, eos_token_id=2, pad_token_id=0)
+  torch.manual_seed(0)
+  transformers.LlamaForCausalLM(config).save_pretrained(directory)

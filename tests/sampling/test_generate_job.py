@@ -3,24 +3,15 @@
 import json
 
 import pytest
-import torch
-import transformers
 
 from align_jax import main as entry
-from hf_fixtures import save_bpe_tokenizer
+from hf_fixtures import save_tiny_llama
 
 
 @pytest.fixture(scope="module")
 def hf_model_dir(tmp_path_factory):
   directory = tmp_path_factory.mktemp("hf_model")
-  save_bpe_tokenizer(directory, vocab_size=300, bos_token="<s>", eos_token="</s>",
-                     pad_token="<pad>")
-  config = transformers.LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64,
-                                    num_hidden_layers=1, num_attention_heads=2,
-                                    num_key_value_heads=1, max_position_embeddings=128,
-                                    bos_token_id=1, eos_token_id=2, pad_token_id=0)
-  torch.manual_seed(0)
-  transformers.LlamaForCausalLM(config).save_pretrained(directory)
+  save_tiny_llama(directory, max_positions=128)
   return directory
 
 

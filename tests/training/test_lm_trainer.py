@@ -10,7 +10,7 @@ import transformers
 from align_jax import main as entry
 from align_jax.data.vocab import train_sentencepiece
 from align_jax.training import read_metrics
-from hf_fixtures import save_bpe_tokenizer, words_corpus
+from hf_fixtures import save_tiny_llama, words_corpus
 
 MODEL = ["--gin_file=gin/models/tiny.gin", "--gin.VOCAB_SIZE=320",
          "--gin.TransformerConfig.num_layers=1", "--gin.TransformerConfig.d_model=32",
@@ -80,13 +80,7 @@ def test_sft_from_a_different_vocabulary_is_refused(data, tmp_path):
 
 def test_lora_sft_from_a_hugging_face_checkpoint_exports_for_transformers(tmp_path):
   hf_dir = tmp_path / "hf"
-  save_bpe_tokenizer(hf_dir, vocab_size=300, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-  config = transformers.LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64,
-                                    num_hidden_layers=1, num_attention_heads=2,
-                                    num_key_value_heads=1, max_position_embeddings=256,
-                                    bos_token_id=1, eos_token_id=2, pad_token_id=0)
-  torch.manual_seed(0)
-  transformers.LlamaForCausalLM(config).save_pretrained(hf_dir)
+  save_tiny_llama(hf_dir)
   sft_data = tmp_path / "sft.jsonl"
   sft_data.write_text("".join(json.dumps({"prompt": f"say {w}", "response": w}) + "\n"
                               for w in ["cat", "dog", "tree", "red", "blue", "big"] * 4))
