@@ -7,14 +7,14 @@ configs and registries configurable under short names (`TransformerConfig`,
 
 import gin
 
-from align_jax import main, model_summary, quickstart
+from align_jax import main, model_summary, quickstart, rlhf_demo
 from align_jax.data import chat
 from align_jax.models import transformer
 from align_jax.parallel import mesh, partitioning
 from align_jax.rewards import terms as reward_terms
 from align_jax.sampling import generate, strategies
-from align_jax.training import lm_trainer, loop, optimizer
-from align_jax.worlds import encyclopedia
+from align_jax.training import lm_trainer, loop, optimizer, ppo
+from align_jax.worlds import arithmetic, encyclopedia
 
 _MODULE = "align_jax"
 
@@ -29,6 +29,11 @@ for _fn, _name in (
     (generate.generate_job, "generate"),
     (lm_trainer.train_lm, "train_lm"),
     (lm_trainer.DataConfig, "DataConfig"),
+    (lm_trainer.train_reward_model, "train_reward_model"),
+    (ppo.PPOConfig, "PPOConfig"),
+    (ppo.train_ppo, "train_ppo"),
+    (arithmetic.ArithmeticConfig, "ArithmeticConfig"),
+    (rlhf_demo.rlhf_demo, "rlhf_demo"),
     (optimizer.OptimizerConfig, "OptimizerConfig"),
     (loop.LoopConfig, "LoopConfig"),
     (encyclopedia.EncyclopediaConfig, "EncyclopediaConfig"),
@@ -39,6 +44,7 @@ for _fn, _name in (
     (reward_terms.missing_eos_term, "missing_eos_term"),
     (reward_terms.correctness_term, "correctness_term"),
     (reward_terms.language_match_term, "language_match_term"),
+    (ppo.reward_model_term, "reward_model_term"),
 ):
   gin.external_configurable(_fn, _name, module=_MODULE)
 

@@ -101,13 +101,15 @@ def world_stage(world_config: EncyclopediaConfig, chat_template: str, qa_in_pret
   return run
 
 
-def vocabulary_stage(vocab_size: int):
+def vocabulary_stage(vocab_size: int, **options: Any):
+  """Trains a sentencepiece vocabulary on the world's `vocab_corpus` (extra trainer
+  options, e.g. split_digits=True, pass through)."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     prefix = os.path.join(stage_dir, "spm")
     if is_writer() and not os.path.exists(prefix + ".model"):
       texts = [r["text"] for r in read_jsonl(results["world"]["vocab_corpus"])]
       train_sentencepiece(texts, prefix, vocab_size,
-                          extra_options={"hard_vocab_limit": False})
+                          extra_options={"hard_vocab_limit": False, **options})
     return {"model": prefix + ".model"}
   return run
 
@@ -128,7 +130,8 @@ def training_stage(model: TransformerConfig, schedule: TrainingSchedule, kind: s
   return run
 
 
-def _load_trained(workdir: str, model: TransformerConfig, vocab, mesh: Mesh, rules):
+def load_trained(workdir: str, model: TransformerConfig, vocab, mesh: Mesh, rules):
+  """The parameters a training stage (or a PPO run's `policy/`) left in WORKDIR."""
   shardings = param_shardings(Transformer(model), mesh, rules)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_params(Transformer(model)), shardings)
@@ -158,7 +161,7 @@ def eval_stage(model: TransformerConfig, chat_template: str, stages: tuple[str, 
     mesh = mesh_fn()
     rows = []
     for stage in stages:
-      params = _load_trained(results[stage]["workdir"], model, vocab, mesh, rules)
+      params = load_trained(results[stage]["workdir"], model, vocab, mesh, rules)
       sampler = Sampler(Transformer(model), params, vocab=vocab, mesh=mesh, batch_size=64,
                         length_buckets=(32, 64))
       for split in ("train", "heldout"):

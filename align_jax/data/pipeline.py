@@ -15,7 +15,9 @@ in order, into the current row until the next one does not fit; it then
 starts a new row (a row never holds a piece of a sequence). Without packing
 every row holds one sequence.
 
-Kind 'preference' gives `chosen_<feature>` and `rejected_<feature>` for the
+Kind 'process' gives the five features above with `loss_weights` 1 where a
+label applies, plus `labels` float32 (the 0/1 label there), one sequence per
+row (never packed). Kind 'preference' gives `chosen_<feature>` and `rejected_<feature>` for the
 five features above, one pair per row (never packed). Kind 'prompt' gives
 `prompt_tokens` int32 [rows, seq_len], left-padded with 0, and
 `prompt_lengths` int32 [rows]; there is no shift.
@@ -201,6 +203,8 @@ class _Batcher:
     if self.kind == "prompt":
       return {"prompt_tokens": np.zeros([self.seq_len], np.int32),
               "prompt_lengths": np.zeros([], np.int32)}
+    if self.kind == "process":
+      return {**_empty_row(self.seq_len), "labels": np.zeros([self.seq_len], np.float32)}
     return _empty_row(self.seq_len)
 
   def _make_row(self, arrays: dict[str, np.ndarray], pending: dict[str, int],
@@ -218,6 +222,8 @@ class _Batcher:
     ids = arrays["tokens"]
     if self.kind == "lm":
       mask = np.ones_like(ids)
+    elif self.kind == "process":
+      mask = arrays["label_values"]  # -1: no label; 0/1 labels (made a mask below)
     else:
       mask = arrays["loss_mask"]
     cut = self._fit(ids, mask, pending)
@@ -230,6 +236,9 @@ class _Batcher:
     if row is None or row.used + n > self.seq_len:
       row = _Row(self._empty())
     row.segments += 1
+    if self.kind == "process":
+      row.features["labels"][row.used:row.used + n] = np.maximum(mask[1:], 0)
+      mask = (mask >= 0).astype(np.int32)
     _place(row.features, row.used, row.segments, ids, mask)
     row.used += n
     row.counts["sequences"] += 1
@@ -338,7 +347,7 @@ def _check_args(kind: str, batch_size: int, seq_len: int, truncate: str) -> None
         f"{seq_len}.")
 
 
-def _list_stream(examples: Sequence[Example], shard_info: seqio.ShardInfo,
+def list_stream(examples: Sequence[Example], shard_info: seqio.ShardInfo,
                  shuffle: bool, seed: int,
                  num_epochs: int | None) -> Iterator[Example]:
   """This host's examples, reshuffled every epoch with (seed, epoch)."""
@@ -444,7 +453,7 @@ class BatchIterator:
       )
       examples: Iterable[Example] = ds.as_numpy_iterator()
     else:
-      examples = _list_stream(source, shard_info, shuffle, seed, num_epochs)
+      examples = list_stream(source, shard_info, shuffle, seed, num_epochs)
 
     self._batches = pack_examples(
         examples, kind=kind, batch_size=self.rows, seq_len=seq_len, pack=pack,

@@ -15,6 +15,14 @@ per kind:
                       "system": str?}
                      -> chosen_tokens, chosen_loss_mask, rejected_tokens,
                         rejected_loss_mask (prompt + one answer each).
+  kind='process'     {"prompt": str, "steps": [str, ...], "labels": [0|1, ...],
+                      "system": str?}  (a process reward: one label per step)
+                     or {"prompt": str, "response": str, "label": 0|1}
+                     (an outcome reward: one label for the whole response)
+                     -> tokens (the prompt rendered with the generation prompt,
+                        then each step's tokens, then EOS), label_values (-1
+                        where no label applies; a step's label sits on its last
+                        token, an outcome label on the EOS).
   kind='prompt'      {"prompt": str, "system": str?}
                      or {"messages": [...]} whose last message is not the
                      assistant's
@@ -58,7 +66,7 @@ import tensorflow as tf
 from align_jax.data.chat import ROLES, ChatTemplate, get_template
 from align_jax.data.jsonl import read_jsonl
 
-KINDS = ("lm", "sft", "preference", "prompt")
+KINDS = ("lm", "sft", "preference", "process", "prompt")
 
 # Names of the int32 features each kind of task produces.
 FEATURES: Mapping[str, tuple[str, ...]] = {
@@ -70,6 +78,7 @@ FEATURES: Mapping[str, tuple[str, ...]] = {
         "rejected_tokens",
         "rejected_loss_mask",
     ),
+    "process": ("tokens", "label_values"),
     "prompt": ("prompt_tokens",),
 }
 
@@ -160,6 +169,8 @@ def validate_record(record: Mapping[str, Any], kind: str) -> str | None:
     return _string_problem(record, "text")
   if kind in ("sft", "prompt") and "messages" in record:
     return _messages_problem(record["messages"], kind)
+  if kind == "process":
+    return _process_problem(record)
   if kind == "sft":
     fields = ("prompt", "response")
   elif kind == "preference":
@@ -175,6 +186,30 @@ def validate_record(record: Mapping[str, Any], kind: str) -> str | None:
   if "system" in record:
     return _string_problem(record, "system")
   return None
+
+
+def _process_problem(record: Mapping[str, Any]) -> str | None:
+  problem = _string_problem(record, "prompt")
+  if problem:
+    return problem
+  if "steps" in record:
+    steps, labels = record["steps"], record.get("labels")
+    if not isinstance(steps, list) or not steps or not all(isinstance(x, str) for x in steps):
+      return "field 'steps' must be a non-empty list of strings"
+    if (not isinstance(labels, list) or len(labels) != len(steps)
+        or any(x not in (0, 1) for x in labels)):
+      return (f"field 'labels' must be a list of {len(steps)} labels (0 or 1), one per step, "
+              f"got {labels!r}")
+    return None
+  if "response" in record:
+    problem = _string_problem(record, "response")
+    if problem:
+      return problem
+    if record.get("label") not in (0, 1):
+      return f"field 'label' must be 0 or 1, got {record.get('label')!r}"
+    return None
+  return ("process records need 'steps' and 'labels' (per step) or 'response' and 'label' "
+          "(outcome)")
 
 
 # ---------------------------------------------------------------------------
@@ -293,6 +328,22 @@ def tokenize_record(
       features[f"{side}_tokens"] = tokens
       features[f"{side}_loss_mask"] = mask
     return features
+  if kind == "process":
+    prompt, _ = render(_prompt_messages(record), True)
+    if "steps" in record:
+      pieces, labels = record["steps"], [int(x) for x in record["labels"]]
+    else:
+      pieces, labels = [record["response"]], [None]
+    ids, values = [int(i) for i in prompt], [-1] * len(prompt)
+    for piece, label in zip(pieces, labels):
+      step_ids = [int(i) for i in vocab.encode(piece)]
+      ids += step_ids
+      values += [-1] * len(step_ids)
+      if label is not None and step_ids:
+        values[-1] = label
+    ids.append(_eos_id(vocab))
+    values.append(-1 if labels[-1] is not None else int(record["label"]))
+    return {"tokens": np.asarray(ids, np.int32), "label_values": np.asarray(values, np.int32)}
   messages = record["messages"] if "messages" in record else _prompt_messages(record)
   tokens, _ = render(messages, True)
   return {"prompt_tokens": tokens}
@@ -343,7 +394,7 @@ def _output_features(kind: str, vocab: seqio.Vocabulary) -> dict[str, seqio.Feat
   mask_vocab = seqio.PassThroughVocabulary(size=2)
   features = {}
   for name in FEATURES[kind]:
-    is_mask = name.endswith("loss_mask")
+    is_mask = name.endswith("loss_mask") or name == "label_values"
     features[name] = seqio.Feature(
         mask_vocab if is_mask else vocab,
         add_eos=False,
@@ -561,6 +612,9 @@ def register_tfds_task(
       (now), or names a feature the dataset lacks (when a dataset is built).
   """
   _check_kind(kind)
+  if kind not in _TFDS_FIELDS:
+    raise ValueError(f"kind {kind!r} is not available from TFDS (its labels are lists); "
+                     "write the records to jsonl or use register_function_task.")
   fields = _TFDS_FIELDS[kind]
   if set(field_map) != set(fields):
     raise ValueError(

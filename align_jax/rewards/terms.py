@@ -25,6 +25,8 @@ class RewardBatch:
   response_lengths: np.ndarray          # tokens per response, [batch]
   finished: np.ndarray                  # ended with EOS, [batch] bool
   metadata: Sequence[Mapping[str, Any]]
+  # Scores computed with the batch by learned models, by name (e.g. 'reward_model').
+  model_scores: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
   def __len__(self) -> int:
     return len(self.responses)

@@ -1,9 +1,12 @@
-"""The language-model trainer: pretraining and supervised fine-tuning.
+"""The supervised trainers: language models (pretraining, SFT) and reward models.
 
-`train_lm` is what `gin/runs/pretrain.gin` and `gin/runs/sft.gin` run (and what the
-pipelines call for their training stages): data from jsonl files or a registered
-seqio task, a model initialised randomly, from a Hugging Face checkpoint or from
-another align_jax run, full or LoRA fine-tuning, then `train_loop`.
+`train_lm` is what `gin/runs/pretrain.gin` and `gin/runs/sft.gin` run, and
+`train_reward_model` what `gin/runs/reward.gin` runs (the pipelines call both for
+their training stages): data from jsonl files or a registered seqio task, a model
+initialised randomly, from a Hugging Face checkpoint or from another align_jax run,
+full or LoRA fine-tuning, then `train_loop`. Both share one implementation; they
+differ in the model (a `Transformer`, or a `TransformerWithHead` whose backbone is
+loaded and whose head starts fresh) and in the loss picked by the data kind.
 """
 
 from __future__ import annotations
@@ -23,22 +26,33 @@ from jax.sharding import Mesh
 from align_jax.data import tasks as task_lib
 from align_jax.data.pipeline import BatchIterator
 from align_jax.data.vocab import load_vocabulary
-from align_jax.models import (Transformer, TransformerConfig, abstract_params, init_params,
-                              is_lora_path, merge_params, param_shardings, split_params)
+from align_jax.models import (Transformer, TransformerConfig, TransformerWithHead,
+                              abstract_params, init_params, is_lora_path, merge_params,
+                              param_shardings, split_params)
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
 from align_jax.training.checkpoints import config_record, restore_params
 from align_jax.training.loop import (LoopConfig, batch_shardings, global_batch, init_train_state,
                                      state_shardings, train_loop)
 from align_jax.training.losses import lm_loss_sums
 from align_jax.training.optimizer import OptimizerConfig, make_optimizer
-from align_jax.training.sft import make_lm_step
+from align_jax.training.reward import pairwise_loss_sums, process_loss_sums
+from align_jax.training.sft import make_train_step
+
+
+# The loss each data kind trains with (see `align_jax.training.losses` and `.reward`).
+LOSSES = {"lm": lm_loss_sums, "sft": lm_loss_sums, "preference": pairwise_loss_sums,
+          "process": process_loss_sums}
+REWARD_KINDS = ("preference", "process")
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """Where training batches come from and how they are shaped.
 
-  kind: 'lm' (records {"text"}) or 'sft' ({"prompt", "response"} or {"messages"}).
+  kind: 'lm' (records {"text"}), 'sft' ({"prompt", "response"} or {"messages"}) for
+    `train_lm`; 'preference' ({"prompt", "chosen", "rejected"}: a pairwise reward
+    model) or 'process' ({"prompt", "steps", "labels"} or {"prompt", "response",
+    "label"}: a process / outcome reward model) for `train_reward_model`.
   train_files / eval_files: jsonl files (see `align_jax.data.tasks` for schemas);
     or `task`: the name of an already registered seqio task (train split 'train',
     eval split `eval_split`).
@@ -59,8 +73,8 @@ class DataConfig:
   eval_batches: int = 8
 
   def __post_init__(self):
-    if self.kind not in ("lm", "sft"):
-      raise ValueError(f"DataConfig.kind must be 'lm' or 'sft', got {self.kind!r}")
+    if self.kind not in LOSSES:
+      raise ValueError(f"DataConfig.kind must be one of {sorted(LOSSES)}, got {self.kind!r}")
     if bool(self.train_files) == bool(self.task):  # checked before normalising the tuples
       raise ValueError("DataConfig needs exactly one of train_files (jsonl) or task (a "
                        "registered seqio task name)")
@@ -89,7 +103,7 @@ def _register_tasks(name: str, data: DataConfig, vocab) -> tuple[str, str | None
   files = {"train": list(data.train_files)}
   if data.eval_files:
     files["validation"] = list(data.eval_files)
-  template = data.chat_template if data.kind == "sft" else None
+  template = data.chat_template if data.kind != "lm" else None
   task_lib.register_jsonl_task(name, files, vocab, kind=data.kind, chat_template=template)
   return name, ("validation" if data.eval_files else None), "train"
 
@@ -98,7 +112,7 @@ def _is_hf_dir(path: str) -> bool:
   return os.path.exists(os.path.join(path, "config.json"))
 
 
-def _checkpoints_dir(path: str) -> str:
+def checkpoints_dir(path: str) -> str:
   """A previous run's WORKDIR or its checkpoints folder."""
   candidate = os.path.join(path, "checkpoints")
   return candidate if os.path.isdir(candidate) else path
@@ -124,7 +138,7 @@ def load_initial_params(init_from: str | None, config: TransformerConfig, mesh: 
   expected = {"model_config": config_record(base_config)}
   if vocab_record is not None:
     expected["vocabulary"] = vocab_record
-  params, _ = restore_params(_checkpoints_dir(init_from), abstract, expected)
+  params, _ = restore_params(checkpoints_dir(init_from), abstract, expected)
   if config.lora_rank > 0:
     from align_jax.models import init_lora_params
     params = merge_params(params, init_lora_params(Transformer(config), jax.random.key(seed),
@@ -132,9 +146,10 @@ def load_initial_params(init_from: str | None, config: TransformerConfig, mesh: 
   return config, params
 
 
-def _lm_eval_fn(model_module: Transformer, task: str, data: DataConfig, eval_split: str,
-                mesh: Mesh, rules: LogicalRules):
-  """Mean loss and accuracy over the first `data.eval_batches` batches of `eval_split`.
+def _eval_fn(loss_sums, task: str, data: DataConfig, eval_split: str, mesh: Mesh,
+             rules: LogicalRules):
+  """Mean loss, accuracy and other aux means over the first `data.eval_batches`
+  batches of `eval_split`.
 
   Every host makes the same number of calls: a host whose shard runs out feeds
   batches with zero loss weights, so the sums stay exact and no collective hangs.
@@ -142,14 +157,15 @@ def _lm_eval_fn(model_module: Transformer, task: str, data: DataConfig, eval_spl
   @jax.jit
   def eval_sums(params, frozen, batch):
     full = merge_params(params, frozen) if frozen else params
-    total, weight, aux = lm_loss_sums(model_module, full, batch)
-    return total, weight, aux["correct"]
+    total, weight, aux = loss_sums(full, batch)
+    return total, weight, aux
 
   def eval_fn(state, frozen):
     batches = BatchIterator(task, kind=data.kind, batch_size=data.batch_size,
                             seq_len=data.seq_len, split=eval_split, seed=0, pack=data.pack,
                             truncate=data.truncate, num_epochs=1, shuffle=False)
-    total = weight = correct = 0.0
+    total = weight = 0.0
+    aux_total: dict[str, float] = {}
     template = None
     for _ in range(data.eval_batches):
       batch = next(batches, None)
@@ -157,9 +173,14 @@ def _lm_eval_fn(model_module: Transformer, task: str, data: DataConfig, eval_spl
         batch = {k: np.zeros_like(v) for k, v in template.items()}
       template = template or batch
       shardings = batch_shardings(batch, mesh, rules)
-      t, w, c = jax.device_get(eval_sums(state.params, frozen, global_batch(batch, shardings)))
-      total, weight, correct = total + t, weight + w, correct + c
-    return {"eval/loss": total / max(weight, 1.0), "eval/accuracy": correct / max(weight, 1.0)}
+      t, w, aux = jax.device_get(eval_sums(state.params, frozen, global_batch(batch, shardings)))
+      total, weight = total + t, weight + w
+      for k, v in aux.items():
+        aux_total[k] = aux_total.get(k, 0.0) + float(v)
+    results = {"eval/loss": total / max(weight, 1.0)}
+    results.update({"eval/" + ("accuracy" if k == "correct" else k): v / max(weight, 1.0)
+                    for k, v in aux_total.items()})
+    return results
 
   return eval_fn
 
@@ -177,6 +198,54 @@ def train_lm(workdir: str, model: TransformerConfig, data: DataConfig, vocabular
   With `model.lora_rank > 0` only the adapters train; the rest stays frozen.
   Returns a summary: final metrics, the checkpoint folder, the export folder.
   """
+  if data.kind not in ("lm", "sft"):
+    raise ValueError(f"train_lm trains on DataConfig.kind 'lm' or 'sft', got {data.kind!r}; "
+                     "reward data goes to train_reward_model")
+  return _train(workdir, model, data, vocabulary, optimizer, loop, init_from=init_from,
+                mesh=mesh, rules=rules, num_micro_batches=num_micro_batches, seed=seed,
+                export_hf=export_hf, head=False)
+
+
+def train_reward_model(workdir: str, model: TransformerConfig, data: DataConfig,
+                       vocabulary: str, optimizer: OptimizerConfig = OptimizerConfig(),
+                       loop: LoopConfig = LoopConfig(), *, init_from: str | None = None,
+                       mesh: Mesh | None = None, rules: LogicalRules = DEFAULT_RULES,
+                       num_micro_batches: int = 1, seed: int = 0) -> dict[str, Any]:
+  """Trains a reward model in WORKDIR: a scalar head on a language model's backbone.
+
+  data.kind 'preference': pairwise Bradley-Terry loss on the score at each answer's
+  last token (eval: pair accuracy and margin); 'process': binary cross-entropy at the
+  labelled tokens (step ends, or the EOS for an outcome model).
+  init_from: the backbone (an align_jax LM run or a Hugging Face directory; None:
+  random); the head starts fresh. With LoRA the adapters and the head train.
+  """
+  if data.kind not in REWARD_KINDS:
+    raise ValueError(f"train_reward_model trains on DataConfig.kind {REWARD_KINDS}, got "
+                     f"{data.kind!r}")
+  return _train(workdir, model, data, vocabulary, optimizer, loop, init_from=init_from,
+                mesh=mesh, rules=rules, num_micro_batches=num_micro_batches, seed=seed,
+                export_hf=False, head=True)
+
+
+def fresh_head(module: TransformerWithHead, key: jax.Array, mesh: Mesh,
+               rules: LogicalRules) -> Any:
+  """Newly initialised parameters of a model's scalar head only (the backbone's
+  initialisers are compiled away)."""
+  import flax.linen as nn
+  from align_jax.models.init import _boxed_init
+  shardings = param_shardings(module, mesh, rules)["head"]
+  return jax.jit(lambda k: nn.unbox(_boxed_init(module, k))["head"],
+                 out_shardings=shardings)(key)
+
+
+def _trains_with_lora(head: bool):
+  return lambda path: is_lora_path(path) or (head and path[0] == "head")
+
+
+def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary: str,
+           optimizer: OptimizerConfig, loop: LoopConfig, *, init_from: str | None,
+           mesh: Mesh | None, rules: LogicalRules, num_micro_batches: int, seed: int,
+           export_hf: bool, head: bool) -> dict[str, Any]:
   mesh = mesh or create_mesh()
   vocab = load_vocabulary(vocabulary)
   vocab_record = vocabulary_record(vocab)
@@ -187,12 +256,20 @@ def train_lm(workdir: str, model: TransformerConfig, data: DataConfig, vocabular
   task, eval_split, train_split = _register_tasks(task_name, data, vocab)
 
   init_vocab = vocab_record if init_from and not _is_hf_dir(init_from) else None
-  config, params = load_initial_params(init_from, model, mesh, rules, seed, init_vocab)
-  model_module = Transformer(config)
+  if head and init_from is None:
+    config = model
+    model_module = TransformerWithHead(config)
+    params = init_params(model_module, jax.random.key(seed), mesh, rules)
+  else:
+    config, params = load_initial_params(init_from, model, mesh, rules, seed, init_vocab)
+    model_module = TransformerWithHead(config) if head else Transformer(config)
+    if head:
+      params = {"backbone": params,
+                "head": fresh_head(model_module, jax.random.key(seed + 1), mesh, rules)}
   all_shardings = param_shardings(model_module, mesh, rules)
   if config.lora_rank > 0:
-    trainable, frozen = split_params(params, is_lora_path)
-    trainable_shardings = split_params(all_shardings, is_lora_path)[0]
+    trainable, frozen = split_params(params, _trains_with_lora(head))
+    trainable_shardings = split_params(all_shardings, _trains_with_lora(head))[0]
   else:
     trainable, frozen, trainable_shardings = params, None, all_shardings
   del params
@@ -202,13 +279,15 @@ def train_lm(workdir: str, model: TransformerConfig, data: DataConfig, vocabular
   make_batches = functools.partial(
       BatchIterator, task, kind=data.kind, batch_size=data.batch_size, seq_len=data.seq_len,
       split=train_split, seed=data.seed, pack=data.pack, truncate=data.truncate)
-
-  eval_fn = (_lm_eval_fn(model_module, task, data, eval_split, mesh, rules)
+  loss_sums = functools.partial(LOSSES[data.kind], model_module)
+  eval_fn = (_eval_fn(loss_sums, task, data, eval_split, mesh, rules)
              if eval_split is not None else None)
 
-  record = {"model_config": config_record(config), "vocabulary": vocab_record}
+  record = {"model_config": config_record(config), "vocabulary": vocab_record,
+            "kind": data.kind}
   state, metrics = train_loop(
-      workdir=workdir, step_fn=make_lm_step(model_module, opt, optimizer, num_micro_batches),
+      workdir=workdir,
+      step_fn=make_train_step(loss_sums, opt, optimizer, num_micro_batches),
       init_state=lambda: init_train_state(trainable, opt, seed, trainable_shardings, mesh),
       make_batches=lambda position: make_batches(start_position=position), config=loop,
       mesh=mesh, rules=rules, shardings=shardings, frozen=frozen, eval_fn=eval_fn,

@@ -39,8 +39,16 @@ class TrainState:
 
 
 class BatchSource(Protocol):
-  """An iterator of batches (dicts of numpy arrays) that knows how many it has yielded."""
-  position: int
+  """An iterator of batches (dicts of numpy arrays) that knows where it stands.
+
+  `position` is stored with every checkpoint and handed back to `make_batches` on
+  resume: the number of batches yielded (data iterators) or any JSON value (an
+  on-policy source keeps e.g. its prompt position and adaptive KL coefficient).
+  Optional: `observe(state)` is called with the current state before each batch is
+  drawn (on-policy sources generate with the current parameters); `stats`, a dict of
+  numbers logged each step (names without '/' go under 'data/').
+  """
+  position: Any
 
   def __iter__(self) -> Iterator[Mapping[str, np.ndarray]]: ...
 
@@ -144,7 +152,7 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
   """Trains to `config.total_steps`, resuming from WORKDIR/checkpoints if present.
 
   init_state: builds a fresh TrainState (only called when there is no checkpoint).
-  make_batches(position): a batch source positioned after `position` batches.
+  make_batches(position): a batch source positioned at `position` (0 for a fresh run).
   shardings: the TrainState's shardings (see `state_shardings`).
   frozen: parameters the step reads but does not train (a LoRA base, a reference).
   record: JSON facts stored with every checkpoint and checked on resume
@@ -165,7 +173,7 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
     abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                             jax.eval_shape(init_state), shardings)
     state, saved = checkpointer.restore(latest, abstract, expected=record)
-    position = int(saved["data_position"])
+    position = saved["data_position"]
     writer.event(latest, event="resumed", data_position=position)
     logging.info("resumed from %s at step %d (data position %d)", checkpointer.directory,
                  latest, position)
@@ -207,13 +215,17 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
   try:
     with sharding_context(mesh, rules):
       for step in range(start_step + 1, config.total_steps + 1):
+        if hasattr(batches, "observe"):
+          batches.observe(state)
         batch = next(batches)
         if step_jit is None:
           features_shardings = batch_shardings(batch, mesh, rules)
           step_jit = jax.jit(step_fn, in_shardings=(shardings, features_shardings, None),
                              out_shardings=(shardings, None), donate_argnums=(0,))
+        started = time.perf_counter()
         state, step_metrics = step_jit(state, global_batch(batch, features_shardings), frozen)
         step_metrics = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+        step_metrics["time/train_s"] = time.perf_counter() - started
         loss = step_metrics.get("loss", 0.0)
         if not math.isfinite(loss):
           checkpointer.wait()
@@ -227,9 +239,13 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
           elapsed = time.perf_counter() - time_window
           step_metrics["tokens_per_s"] = tokens_window / max(elapsed, 1e-9)
           tokens_window, time_window = 0, time.perf_counter()
-          step_metrics.update({f"data/{k}": v for k, v in getattr(batches, "stats", {}).items()})
+          step_metrics.update({k if "/" in k else f"data/{k}": v
+                               for k, v in getattr(batches, "stats", {}).items()})
           writer.write(step, step_metrics)
-          bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{step_metrics['tokens_per_s']:.0f}")
+          postfix = {"loss": f"{loss:.4f}", "tok_s": f"{step_metrics['tokens_per_s']:.0f}"}
+          if "reward/total" in step_metrics:
+            postfix["reward"] = f"{step_metrics['reward/total']:.3f}"
+          bar.set_postfix(postfix)
         metrics.update(step_metrics)
         bar.update(1)
         for hook in hooks:

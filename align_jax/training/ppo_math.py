@@ -111,36 +111,50 @@ def gae(rewards: Array, values: Array, mask: Array, gamma: float = 1.0,
   return advantages, returns
 
 
-def policy_loss(logprobs: Array, old_logprobs: Array, advantages: Array, mask: Array,
-                clip: float = 0.2) -> tuple[Array, dict[str, Array]]:
-  """Clipped surrogate loss (masked mean) and its diagnostics."""
+def policy_loss_terms(logprobs: Array, old_logprobs: Array, advantages: Array, mask: Array,
+                      clip: float = 0.2) -> dict[str, Array]:
+  """Per-token pieces of the clipped surrogate: loss, clipped (0/1), ratio, log-ratio."""
   log_ratio = (logprobs - old_logprobs) * mask
   ratio = jnp.exp(log_ratio)
   unclipped = -advantages * ratio
   clipped = -advantages * jnp.clip(ratio, 1.0 - clip, 1.0 + clip)
-  loss = masked_mean(jnp.maximum(unclipped, clipped), mask)
+  return {"loss": jnp.maximum(unclipped, clipped),
+          "clipped": (clipped > unclipped).astype(jnp.float32),
+          "ratio": ratio, "log_ratio": log_ratio}
+
+
+def policy_loss(logprobs: Array, old_logprobs: Array, advantages: Array, mask: Array,
+                clip: float = 0.2) -> tuple[Array, dict[str, Array]]:
+  """Clipped surrogate loss (masked mean) and its diagnostics."""
+  terms = policy_loss_terms(logprobs, old_logprobs, advantages, mask, clip)
   stats = {
-      "policy/clip_fraction": masked_mean((clipped > unclipped).astype(jnp.float32), mask),
-      "policy/approx_kl": masked_mean(0.5 * log_ratio ** 2, mask),
-      "policy/ratio_mean": masked_mean(ratio, mask),
-      "policy/ratio_max": jnp.max(jnp.where(mask > 0, ratio, 0.0)),
+      "policy/clip_fraction": masked_mean(terms["clipped"], mask),
+      "policy/approx_kl": masked_mean(0.5 * terms["log_ratio"] ** 2, mask),
+      "policy/ratio_mean": masked_mean(terms["ratio"], mask),
+      "policy/ratio_max": jnp.max(jnp.where(mask > 0, terms["ratio"], 0.0)),
   }
-  return loss, stats
+  return masked_mean(terms["loss"], mask), stats
+
+
+def value_loss_terms(values: Array, old_values: Array, returns: Array,
+                     clip: float | None = 0.2) -> dict[str, Array]:
+  """Per-token 0.5 * squared error to the returns, optionally clipped around the old
+  values, and whether the clipped error was the larger one."""
+  error = (values - returns) ** 2
+  if clip is None:
+    return {"loss": 0.5 * error, "clipped": jnp.zeros_like(error)}
+  clipped_values = old_values + jnp.clip(values - old_values, -clip, clip)
+  clipped_error = (clipped_values - returns) ** 2
+  return {"loss": 0.5 * jnp.maximum(error, clipped_error),
+          "clipped": (clipped_error > error).astype(jnp.float32)}
 
 
 def value_loss(values: Array, old_values: Array, returns: Array, mask: Array,
                clip: float | None = 0.2) -> tuple[Array, dict[str, Array]]:
   """Squared error to the returns, optionally clipped around the old values (x 0.5)."""
-  error = (values - returns) ** 2
-  if clip is not None:
-    clipped_values = old_values + jnp.clip(values - old_values, -clip, clip)
-    clipped_error = (clipped_values - returns) ** 2
-    stats = {"value/clip_fraction": masked_mean((clipped_error > error).astype(jnp.float32),
-                                                mask)}
-    error = jnp.maximum(error, clipped_error)
-  else:
-    stats = {}
-  return 0.5 * masked_mean(error, mask), stats
+  terms = value_loss_terms(values, old_values, returns, clip)
+  stats = {} if clip is None else {"value/clip_fraction": masked_mean(terms["clipped"], mask)}
+  return masked_mean(terms["loss"], mask), stats
 
 
 def explained_variance(values: Array, returns: Array, mask: Array) -> Array:

@@ -26,9 +26,10 @@ def unshift(batch: Mapping[str, jax.Array], prefix: str = "") -> tuple[jax.Array
   return tokens, segment_ids
 
 
-def sequence_scores(model, params: Any, tokens: jax.Array, segment_ids: jax.Array) -> jax.Array:
+def sequence_scores(model, params: Any, tokens: jax.Array, segment_ids: jax.Array,
+                    positions: jax.Array | None = None) -> jax.Array:
   """Each row's score at its last real token (segment id > 0), float32 [batch]."""
-  scores = model.apply({"params": params}, tokens, None, segment_ids)
+  scores = model.apply({"params": params}, tokens, positions, segment_ids)
   last = last_token_index(segment_ids > 0)
   return jnp.take_along_axis(scores, last[:, None], axis=1)[:, 0]
 
@@ -48,14 +49,36 @@ def pairwise_loss_sums(model, params: Any, batch: Mapping[str, jax.Array]):
 def process_loss_sums(model, params: Any, batch: Mapping[str, jax.Array]):
   """Binary cross-entropy of per-token scores at labelled positions.
 
-  batch: `tokens`, `segment_ids`, `labels` (0/1 floats) and `label_mask` (1 where a
-  label applies: step separators for a PRM, the last token for an outcome model).
+  batch: a kind='process' batch (`align_jax.data.pipeline`): the shifted sequence
+  features, `loss_weights` 1 where a label applies (the last token of each step for a
+  process reward model, the EOS for an outcome model) and `labels` (0/1) there.
   """
-  scores = model.apply({"params": params}, batch["tokens"], None, batch["segment_ids"])
-  labels, mask = batch["labels"].astype(jnp.float32), batch["label_mask"].astype(jnp.float32)
+  tokens, segment_ids = unshift(batch)
+  scores = model.apply({"params": params}, tokens, None, segment_ids)[:, 1:]
+  labels = batch["labels"].astype(jnp.float32)
+  mask = batch["loss_weights"].astype(jnp.float32)
   bce = -(labels * jax.nn.log_sigmoid(scores) + (1 - labels) * jax.nn.log_sigmoid(-scores))
   correct = ((scores > 0) == (labels > 0.5)).astype(jnp.float32)
   return (bce * mask).sum(), mask.sum(), {"correct": (correct * mask).sum()}
+
+
+def score_sequences(model, params: Any, sequences, batch_size: int = 64) -> np.ndarray:
+  """A reward model's score at the last token of each token sequence (float32 [N]).
+
+  Sequences are right-padded into batches of `batch_size` rows whose length is a
+  multiple of 16, so few shapes compile.
+  """
+  score = jax.jit(lambda p, t, s: sequence_scores(model, p, t, s))
+  out = np.zeros(len(sequences), np.float32)
+  for start in range(0, len(sequences), batch_size):
+    chunk = [np.asarray(x) for x in sequences[start:start + batch_size]]
+    length = -(-max(len(x) for x in chunk) // 16) * 16
+    tokens = np.zeros((batch_size, length), np.int32)
+    segments = np.zeros((batch_size, length), np.int32)
+    for i, x in enumerate(chunk):
+      tokens[i, :len(x)], segments[i, :len(x)] = x, 1
+    out[start:start + len(chunk)] = np.asarray(score(params, tokens, segments))[:len(chunk)]
+  return out
 
 
 def fit_normalization(scores: np.ndarray) -> dict[str, float]:

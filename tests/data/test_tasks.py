@@ -52,6 +52,10 @@ def _examples(task, split="train"):
         ("preference", {"prompt": "a", "chosen": "b"}, "missing field 'rejected'"),
         ("preference", {"prompt": "a", "chosen": None, "rejected": "c"}, "'chosen' must be a string, got NoneType"),
         ("prompt", {"question": "a"}, "missing field 'prompt'"),
+        ("process", {"prompt": "a", "steps": ["b", "c"], "labels": [1]}, "list of 2 labels"),
+        ("process", {"prompt": "a", "steps": ["b"], "labels": [2]}, "(0 or 1)"),
+        ("process", {"prompt": "a", "response": "b", "label": "yes"}, "'label' must be 0 or 1"),
+        ("process", {"prompt": "a"}, "need 'steps' and 'labels'"),
         ("prompt", {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
          "must not have role 'assistant'"),
     ],
@@ -68,6 +72,8 @@ def test_validate_record_names_the_problem(kind, record, message):
         ("sft", {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}),
         ("preference", {"prompt": "a", "chosen": "b", "rejected": "c"}),
         ("prompt", {"prompt": "a"}),
+        ("process", {"prompt": "a", "steps": ["b", "c"], "labels": [1, 0]}),
+        ("process", {"prompt": "a", "response": "b", "label": 1}),
         ("prompt", {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "a"}]}),
     ],
 )
@@ -145,6 +151,22 @@ def test_preference_and_prompt_features(vocab):
   assert prompt.tolist() == out["chosen_tokens"][:n].tolist()
   assert prompt[0] == BOS and EOS not in prompt.tolist()
   assert prompt[-len(vocab.encode("Assistant: ")):].tolist() == vocab.encode("Assistant: ")
+
+
+def test_process_labels_sit_on_each_step_end_and_outcome_on_eos(vocab):
+  record = {"prompt": "the cat", "steps": ["sat down", "ran away"], "labels": [1, 0]}
+  out = tokenize_record(record, "process", vocab)
+  prompt = tokenize_record({"prompt": "the cat"}, "prompt", vocab)["prompt_tokens"].tolist()
+  first, second = vocab.encode("sat down"), vocab.encode("ran away")
+  assert out["tokens"].tolist() == prompt + first + second + [EOS]
+  labelled = {i: v for i, v in enumerate(out["label_values"].tolist()) if v >= 0}
+  assert labelled == {len(prompt) + len(first) - 1: 1,
+                      len(prompt) + len(first) + len(second) - 1: 0}
+  outcome = tokenize_record({"prompt": "the cat", "response": "sat down", "label": 1},
+                            "process", vocab)
+  assert outcome["tokens"].tolist() == prompt + first + [EOS]
+  assert [v for v in outcome["label_values"].tolist() if v >= 0] == [1]
+  assert outcome["label_values"][-1] == 1
 
 
 # ------------------------------------------------------------- jsonl tasks

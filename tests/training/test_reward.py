@@ -76,14 +76,20 @@ def test_sequence_score_is_read_at_the_last_real_token():
 def test_process_loss_counts_only_labelled_positions():
   model = TransformerWithHead(CONFIG)
   params = init_params(model, jax.random.key(2))
-  batch = {"tokens": jnp.array([[2, 5, 6, 7, 8, 1]]), "segment_ids": jnp.ones((1, 6), jnp.int32),
-           "labels": jnp.array([[0, 1, 0, 0, 1, 0]], jnp.float32),
-           "label_mask": jnp.array([[0, 1, 0, 0, 1, 0]], jnp.float32)}
-  total, weight, _ = process_loss_sums(model, params, batch)
-  scores = model.apply({"params": params}, batch["tokens"], None, batch["segment_ids"])[0]
-  expected = -jax.nn.log_sigmoid(scores[1]) - jax.nn.log_sigmoid(scores[4])
+  # Step labels on tokens 1 (good) and 4 (bad), an outcome label on the EOS (good).
+  example = {"tokens": np.array([2, 5, 6, 7, 8, 1], np.int32),
+             "label_values": np.array([-1, 1, -1, -1, 0, 1], np.int32)}
+  batch = next(BatchIterator([example], kind="process", batch_size=1, seq_len=8,
+                             shuffle=False))
+  total, weight, aux = process_loss_sums(model, params, {k: jnp.asarray(v)
+                                                         for k, v in batch.items()})
+  scores = model.apply({"params": params}, jnp.asarray(example["tokens"])[None])[0]
+  expected = (-jax.nn.log_sigmoid(scores[1]) - jax.nn.log_sigmoid(-scores[4])
+              - jax.nn.log_sigmoid(scores[5]))
   np.testing.assert_allclose(total, expected, rtol=1e-5)
-  assert float(weight) == 2.0
+  assert float(weight) == 3.0
+  right = int(scores[1] > 0) + int(scores[4] <= 0) + int(scores[5] > 0)
+  assert float(aux["correct"]) == right
 
 
 def test_normalisation_gives_reference_scores_mean_zero_std_one():

@@ -1,0 +1,174 @@
+"""PPO trainer: the properties that catch the known PPO bugs, on a tiny real set-up.
+
+A tiny policy is fine-tuned on arithmetic-world answers, a reward model is trained on
+(right, hedged) pairs, and PPO runs through the shared loop with both on disk, as
+`gin/runs/ppo.gin` would run them.
+"""
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from align_jax.data.vocab import train_sentencepiece
+from align_jax.models import TransformerConfig
+from align_jax.training import LoopConfig, OptimizerConfig
+from align_jax.training.lm_trainer import DataConfig, train_lm, train_reward_model
+from align_jax.training.ppo import (PPOConfig, assemble_rollouts, make_ppo_step, run_ppo,
+                                   setup_ppo)
+from align_jax.training.optimizer import make_optimizer
+from align_jax.worlds.arithmetic import ArithmeticConfig, build_world, judge
+
+CONFIG = TransformerConfig(vocab_size=320, num_layers=1, d_model=32, num_heads=4, num_kv_heads=2,
+                           head_dim=8, mlp_dim=64, max_seq_len=48, pad_id=0, eos_id=1, bos_id=2)
+PPO = PPOConfig(rollout_batch_size=8, mini_batch_size=4, num_epochs=2, max_prompt_len=24,
+                max_new_tokens=8, kl_coef=0.1)
+QUIET = dict(progress_bar=False, async_checkpoints=False)
+
+
+def _write(path, records):
+  path.write_text("".join(json.dumps(r) + "\n" for r in records))
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("ppo")
+  world = build_world(ArithmeticConfig(max_operand=19, num_sft=200, num_rl=64, num_eval=16))
+  sft = world.sft_records()
+  texts = world.texts() + [f"User: {r['prompt']}\nAssistant: {r['response']}" for r in sft]
+  train_sentencepiece(texts, str(root / "spm"), 300, extra_options={"hard_vocab_limit": False,
+                                                                    "split_digits": True})
+  vocab = str(root / "spm.model")
+  _write(root / "sft.jsonl", sft)
+  pairs = [{"prompt": r["prompt"], "chosen": r["answer"], "rejected": r["answer"] + " or 7"}
+           for r in world.records("rl")]
+  _write(root / "pairs.jsonl", pairs)
+  prompts = _write(root / "prompts.jsonl", world.records("rl"))
+  small = dict(batch_size=8, seq_len=32)
+  train_lm(str(root / "sft"), CONFIG, DataConfig(kind="sft", train_files=str(root / "sft.jsonl"),
+                                                 **small), vocab,
+           OptimizerConfig(learning_rate=3e-3, warmup_steps=2, total_steps=30),
+           LoopConfig(total_steps=30, checkpoint_every=30, **QUIET))
+  train_reward_model(str(root / "reward"), CONFIG,
+                     DataConfig(kind="preference", train_files=str(root / "pairs.jsonl"),
+                                pack=False, **small), vocab,
+                     OptimizerConfig(learning_rate=1e-3, warmup_steps=2, total_steps=10),
+                     LoopConfig(total_steps=10, checkpoint_every=10, **QUIET),
+                     init_from=str(root / "sft"))
+  return {"root": root, "vocab": vocab, "prompts": prompts, "sft": str(root / "sft"),
+          "reward": str(root / "reward")}
+
+
+def _setup(runs, workdir, model=CONFIG, ppo=PPO, steps=1):
+  return setup_ppo(str(workdir), model, runs["prompts"], runs["vocab"], runs["sft"],
+                   reward_model=runs["reward"], ppo=ppo,
+                   optimizer=OptimizerConfig(learning_rate=1e-3, warmup_steps=0),
+                   loop=LoopConfig(total_steps=steps, checkpoint_every=steps, **QUIET))
+
+
+def _host(tree):
+  return jax.tree.map(lambda x: np.array(x, copy=True), jax.device_get(tree))
+
+
+def _tree_equal(a, b):
+  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_one_update_moves_policy_and_value_only(runs, tmp_path):
+  setup = _setup(runs, tmp_path)
+  reference, reward = _host(setup.reference_params), _host(setup.reward_params)
+  initial = _host(setup.trainable)
+  state, metrics = run_ppo(str(tmp_path), setup)
+  # First mini-batch of the first epoch: the policy has not moved yet, so the ratio is 1
+  # (to float32 rounding: the old log-probabilities come from a separately compiled
+  # forward pass than the differentiated one) and nothing is clipped.
+  assert abs(metrics["policy/first_ratio_mean"] - 1.0) < 1e-6
+  assert metrics["policy/first_approx_kl"] < 1e-12
+  assert metrics["policy/first_clip_fraction"] == 0.0
+  # Policy == reference on the first rollout: the KL penalty is exactly zero.
+  assert metrics["objective/kl"] == 0.0
+  assert np.isfinite(metrics["grad_norm"]) and metrics["grad_norm"] > 0
+  after = _host(state.params)
+  assert not _tree_equal(after["policy"], initial["policy"])
+  assert not _tree_equal(after["value"], initial["value"])
+  assert _tree_equal(_host(setup.reference_params), reference)
+  assert _tree_equal(_host(setup.reward_params), reward)
+  for name in ("time/generation_s", "time/scoring_s", "time/train_s", "reward/total",
+               "rollout/response_length", "rollout/eos_rate", "value/explained_variance",
+               "objective/entropy", "policy/clip_fraction", "value/loss"):
+    assert name in metrics, name
+  # The run wrote the final policy where an LM run's parameters would be.
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert any("reward/reward_model" in r for r in records)
+
+
+def _rollouts(runs, workdir, ppo=PPO):
+  setup = _setup(runs, workdir, ppo=ppo)
+  state = setup.init_state()
+  source = setup.make_batches(0)
+  source.observe(state)
+  return setup, state, next(source)
+
+
+def test_update_is_invariant_to_micro_batches(runs, tmp_path):
+  setup, state, batch = _rollouts(runs, tmp_path)
+  optimizer = make_optimizer(OptimizerConfig(learning_rate=1e-3, warmup_steps=0, total_steps=8))
+  results = []
+  for micro in (1, 2, 4):
+    config = dataclasses.replace(PPO, num_micro_batches=micro)
+    step = jax.jit(make_ppo_step(setup.policy, setup.value, config, optimizer,
+                                 PPO.max_prompt_len))
+    new_state, metrics = step(state, batch, setup.frozen)
+    results.append((_host(new_state.params), {k: float(v) for k, v in metrics.items()}))
+  for params, metrics in results[1:]:
+    for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(results[0][0])):
+      np.testing.assert_allclose(x, y, atol=2e-6, rtol=0)
+    np.testing.assert_allclose(metrics["loss"], results[0][1]["loss"], atol=1e-6, rtol=1e-6)
+
+
+def test_rollouts_score_lands_on_eos_inside_the_mask(runs, tmp_path):
+  setup, _, batch = _rollouts(runs, tmp_path)
+  source = setup.sources[-1]
+  mask, rewards = batch["response_mask"], batch["token_rewards"]
+  lengths = mask.sum(axis=1).astype(int)
+  assert (lengths == source.last["lengths"]).all()
+  tokens = batch["tokens"][:, PPO.max_prompt_len:]
+  for row in range(len(mask)):
+    last = lengths[row] - 1
+    if source.last["finished"][row]:
+      assert tokens[row, last] == CONFIG.eos_id
+    # KL is zero on the first rollout, so the only nonzero reward is the score.
+    expected = np.zeros_like(rewards[row])
+    expected[last] = source.last["scores"][row]
+    np.testing.assert_allclose(rewards[row], expected, atol=1e-6)
+  assert (rewards[mask == 0] == 0).all()
+  # The rows are the gold judge's business too: texts decode the response tokens.
+  assert all(isinstance(judge(t, "1"), bool) for t in source.last["texts"])
+
+
+def test_lora_policy_and_value_share_one_frozen_base(runs, tmp_path):
+  model = dataclasses.replace(CONFIG, lora_rank=4, lora_targets=("q", "v"))
+  setup = _setup(runs, tmp_path, model=model)
+  base = setup.frozen["policy"]
+  assert setup.reference_params is base
+  assert setup.frozen["value"]["backbone"] is base
+  before = _host(base)
+  trainable = _host(setup.trainable)
+  state, metrics = run_ppo(str(tmp_path), setup)
+  assert abs(metrics["policy/first_ratio_mean"] - 1.0) < 1e-6
+  assert _tree_equal(_host(base), before)
+  leaves = jax.tree_util.tree_leaves_with_path(state.params["policy"])
+  assert leaves and all("lora" in jax.tree_util.keystr(p) for p, _ in leaves)
+  assert not _tree_equal(_host(state.params["policy"]), trainable["policy"])
+
+
+def test_assemble_rollouts_hand_case():
+  out = assemble_rollouts([[5, 6], [7]], np.array([[8, 1, 0], [9, 9, 9]]), np.array([2, 3]),
+                          start=3, pad_id=0)
+  assert out["tokens"].tolist() == [[0, 5, 6, 8, 1, 0], [0, 0, 7, 9, 9, 9]]
+  assert out["segment_ids"].tolist() == [[0, 1, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1]]
+  assert out["positions"].tolist() == [[0, 0, 1, 2, 3, 0], [0, 0, 0, 1, 2, 3]]
+  assert out["response_mask"].tolist() == [[1, 1, 0], [1, 1, 1]]
