@@ -97,3 +97,51 @@ def test_lora_sft_from_a_hugging_face_checkpoint_exports_for_transformers(tmp_pa
   assert gap > 1e-5  # the merged adapters changed the model
   tokenizer = transformers.AutoTokenizer.from_pretrained(str(work / "hf_export"))
   assert tokenizer("cat", add_special_tokens=False).input_ids
+
+
+def test_reward_and_ppo_runs_from_their_gin_files(data, tmp_path):
+  texts = words_corpus(300, seed=3)
+  def write(name, rows):
+    (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(tmp_path / name)
+  # Preferred answers end with "hello", rejected ones with "world".
+  pairs = [{"prompt": t, "chosen": t + " hello", "rejected": t + " world"} for t in texts]
+  write("pairs_train.jsonl", pairs[:240])
+  write("pairs_eval.jsonl", pairs[240:])
+  # Process labels: a step is good when it names an animal.
+  good = {"cat", "dog", "bird"}
+  steps = [{"prompt": "list", "steps": t.split()[:4],
+            "labels": [int(w in good) for w in t.split()[:4]]} for t in texts]
+  write("steps_train.jsonl", steps[:240])
+  write("steps_eval.jsonl", steps[240:])
+  sft = tmp_path / "sft"
+  entry.main(MODEL + SMALL + [
+      "--gin_file=gin/runs/sft.gin", f"--gin.WORKDIR='{sft}'", "--gin.INIT_FROM=None",
+      f"--gin.TRAIN_DATA='{data / 'sft.jsonl'}'", f"--gin.VOCABULARY='{data / 'spm.model'}'",
+      "--gin.STEPS=10"])
+  common = MODEL + SMALL + ["--gin_file=gin/runs/reward.gin", "--gin.STEPS=40",
+                            f"--gin.VOCABULARY='{data / 'spm.model'}'", f"--gin.INIT_FROM='{sft}'",
+                            "--gin.LoopConfig.checkpoint_every=40", "--gin.DataConfig.seq_len=160"]
+  pairwise = entry.main(common + [
+      f"--gin.WORKDIR='{tmp_path / 'reward'}'", f"--gin.TRAIN_DATA='{tmp_path / 'pairs_train.jsonl'}'",
+      f"--gin.EVAL_DATA='{tmp_path / 'pairs_eval.jsonl'}'"])
+  assert pairwise["final_metrics"]["eval/accuracy"] >= 0.9   # held-out pair accuracy
+  losses = _losses(tmp_path / "reward")
+  assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+  process = entry.main(common + [
+      f"--gin.WORKDIR='{tmp_path / 'prm'}'", f"--gin.TRAIN_DATA='{tmp_path / 'steps_train.jsonl'}'",
+      f"--gin.EVAL_DATA='{tmp_path / 'steps_eval.jsonl'}'", "--gin.DataConfig.kind='process'"])
+  assert process["final_metrics"]["eval/accuracy"] >= 0.8    # held-out step accuracy
+
+  prompts = write("prompts.jsonl", [{"prompt": t} for t in texts[:64]])
+  ppo = entry.main(MODEL + [
+      "--gin_file=gin/runs/ppo.gin", f"--gin.WORKDIR='{tmp_path / 'ppo'}'", "--gin.STEPS=2",
+      f"--gin.PROMPTS='{prompts}'", f"--gin.VOCABULARY='{data / 'spm.model'}'",
+      f"--gin.POLICY_INIT='{sft}'", f"--gin.REWARD_MODEL='{tmp_path / 'reward'}'",
+      "--gin.PPOConfig.rollout_batch_size=8", "--gin.PPOConfig.mini_batch_size=4",
+      "--gin.PPOConfig.max_prompt_len=64", "--gin.PPOConfig.max_new_tokens=8",
+      "--gin.LoopConfig.progress_bar=False"])
+  records = read_metrics(str(tmp_path / "ppo" / "metrics.jsonl"))
+  assert [r["step"] for r in records if "reward/reward_model" in r] == [1, 2]
+  assert all("reward/missing_eos" in r for r in records if "loss" in r)
+  assert ppo["steps"] == 2 and (tmp_path / "ppo" / "policy" / "checkpoints").is_dir()
