@@ -314,7 +314,7 @@ def write_demo_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
 
 def rlhf_demo(workdir: str, model: TransformerConfig,
               world: ArithmeticConfig = ArithmeticConfig(),
-              sft: TrainingSchedule = TrainingSchedule(steps=600, learning_rate=3e-3,
+              sft: TrainingSchedule = TrainingSchedule(steps=1200, learning_rate=3e-3,
                                                        batch_size=64, seq_len=32),
               reward: TrainingSchedule = TrainingSchedule(steps=150, learning_rate=1e-3,
                                                           batch_size=32, seq_len=32),

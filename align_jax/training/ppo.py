@@ -81,6 +81,8 @@ class PPOConfig:
   score_clip: clip scores to [-score_clip, score_clip] (None: no clip).
   value_init: 'reward_model' (the value model starts as a copy of the reward model)
     or 'policy' (the policy's weights and a fresh head).
+  exact_ratio: recompute the forward pass in the backward pass (one more forward per
+    update) so that the first mini-batch's ratio is exactly 1, not 1 +- 1e-8.
   """
   rollout_batch_size: int = 64
   mini_batch_size: int = 16
@@ -107,6 +109,7 @@ class PPOConfig:
   whiten_advantages: bool = True
   value_init: str = "reward_model"
   sampler_batch_size: int = 0          # 0: the whole rollout batch in one compiled call
+  exact_ratio: bool = True             # remat the loss's forward: first ratio exactly 1
 
   def __post_init__(self):
     if self.rollout_batch_size % self.mini_batch_size:
@@ -182,8 +185,14 @@ def make_ppo_step(policy: Transformer, value: TransformerWithHead, config: PPOCo
                                           config.temperature)
     return logprobs, entropy, response_values(value, params["value"], batch, start)
 
+  # Rematerialised, the differentiated forward pass is computed exactly like the
+  # old-log-probability pass (no residuals change how XLA fuses it), so the first ratio
+  # is 1 to the bit; without it the two differ by float32 rounding (~1e-8).
+  differentiated = (jax.checkpoint(outputs, policy=jax.checkpoint_policies.nothing_saveable)
+                    if config.exact_ratio else outputs)
+
   def loss_sums(params, batch):
-    logprobs, entropy, values = outputs(params, batch)
+    logprobs, entropy, values = differentiated(params, batch)
     mask = batch["response_mask"]
     pg = ppo_math.policy_loss_terms(logprobs, batch["old_logprobs"], batch["advantages"], mask,
                                     config.clip_ratio)
@@ -195,7 +204,8 @@ def make_ppo_step(policy: Transformer, value: TransformerWithHead, config: PPOCo
         "policy/loss": s(pg["loss"]), "value/loss": s(vf["loss"]),
         "policy/clip_fraction": s(pg["clipped"]), "value/clip_fraction": s(vf["clipped"]),
         "policy/approx_kl": s(0.5 * pg["log_ratio"] ** 2), "policy/ratio_mean": s(pg["ratio"]),
-        "policy/ratio_sq": s(pg["ratio"] ** 2), "policy/entropy": s(entropy)}
+        "policy/ratio_sq": s(pg["ratio"] ** 2), "policy/entropy": s(entropy),
+        "policy/abs_log_ratio": s(jnp.abs(pg["log_ratio"]))}
 
   def step_fn(state: TrainState, rollouts: Mapping[str, jax.Array], frozen: Any):
     full = lambda p: merge_params(p, frozen) if frozen else p
@@ -245,7 +255,8 @@ def make_ppo_step(policy: Transformer, value: TransformerWithHead, config: PPOCo
     ratio_sq = metrics.pop("policy/ratio_sq")
     metrics["policy/ratio_std"] = jnp.sqrt(jnp.maximum(
         ratio_sq - metrics["policy/ratio_mean"] ** 2, 0.0))
-    for name in ("policy/ratio_mean", "policy/approx_kl", "policy/clip_fraction", "loss"):
+    for name in ("policy/ratio_mean", "policy/approx_kl", "policy/clip_fraction", "loss",
+                 "policy/abs_log_ratio"):
       metrics[name.replace("policy/", "policy/first_") if "/" in name else "first_loss"] = (
           per_update[name][0, 0])
     metrics.update({
