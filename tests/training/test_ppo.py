@@ -65,7 +65,8 @@ def runs(tmp_path_factory):
 def _setup(runs, workdir, model=CONFIG, ppo=PPO, steps=1):
   return setup_ppo(str(workdir), model, runs["prompts"], runs["vocab"], runs["sft"],
                    reward_model=runs["reward"], ppo=ppo,
-                   optimizer=OptimizerConfig(learning_rate=1e-3, warmup_steps=0),
+                   optimizer=OptimizerConfig(learning_rate=1e-3, warmup_steps=0,
+                                             decay="constant"),
                    loop=LoopConfig(total_steps=steps, checkpoint_every=steps, **QUIET))
 
 
@@ -172,3 +173,20 @@ def test_assemble_rollouts_hand_case():
   assert out["segment_ids"].tolist() == [[0, 1, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1]]
   assert out["positions"].tolist() == [[0, 0, 1, 2, 3, 0], [0, 0, 0, 1, 2, 3]]
   assert out["response_mask"].tolist() == [[1, 1, 0], [1, 1, 1]]
+
+
+def test_a_resumed_run_continues_like_an_uninterrupted_one(runs, tmp_path):
+  # An adaptive KL coefficient: its value must survive the restart with the prompts' position.
+  ppo = dataclasses.replace(PPO, target_kl=0.01, kl_horizon=100)
+  straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+  run_ppo(str(straight), _setup(runs, straight, ppo=ppo, steps=3))
+  run_ppo(str(resumed), _setup(runs, resumed, ppo=ppo, steps=2))
+  run_ppo(str(resumed), _setup(runs, resumed, ppo=ppo, steps=3))
+
+  def step3(workdir):
+    rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    return next(r for r in rows if r.get("step") == 3 and "loss" in r)
+  a, b = step3(straight), step3(resumed)
+  assert a["objective/kl_coef"] != PPO.kl_coef        # the controller did move
+  for key in ("objective/kl_coef", "reward/total", "objective/kl", "loss", "value/loss"):
+    np.testing.assert_allclose(b[key], a[key], rtol=1e-6, atol=1e-7, err_msg=key)
