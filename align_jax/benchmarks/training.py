@@ -111,6 +111,7 @@ def bench_config(name: str, spec: dict, steps: int, repeats: int) -> dict:
       torch_step()
     theirs.append((time.perf_counter() - start) / steps)
   tokens_per_step = batch * seq
+  breakdown = step_breakdown(model, state.params, optimizer, state.opt_state, jbatch)
   ours_tps = tokens_per_step / float(np.median(ours))
   theirs_tps = tokens_per_step / float(np.median(theirs))
   fpt = flops_per_token(config, seq)
@@ -118,7 +119,56 @@ def bench_config(name: str, spec: dict, steps: int, repeats: int) -> dict:
           "align_jax_tokens_per_s": ours_tps, "transformers_tokens_per_s": theirs_tps,
           "ratio_vs_transformers": ours_tps / theirs_tps,
           "flops_per_token": fpt, "align_jax_gflops": ours_tps * fpt / 1e9,
-          "transformers_gflops": theirs_tps * fpt / 1e9}
+          "transformers_gflops": theirs_tps * fpt / 1e9, "align_jax_breakdown": breakdown}
+
+
+def _median_time(fn, *args, repeats: int = 3) -> float:
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def step_breakdown(model, params, optimizer, opt_state, batch) -> dict[str, float]:
+  """Seconds of the parts of a training step, each compiled alone: the decoder layers'
+  forward+backward (no output head), the output head + cross-entropy forward+backward,
+  and the AdamW update. Shows where XLA:CPU spends the step."""
+  from align_jax.training.losses import output_matrix, output_nll_sums
+  config = model.config
+
+  def layers(p):
+    hidden = model.apply({"params": p}, batch["input_tokens"], batch["positions"],
+                         batch["segment_ids"], output="hidden")
+    return jnp.sum(hidden * hidden)
+
+  hidden = jax.random.normal(jax.random.key(0), batch["input_tokens"].shape + (config.d_model,))
+
+  def head(w_out, h):
+    return output_nll_sums(h.reshape(-1, config.d_model), w_out,
+                           batch["target_tokens"].reshape(-1),
+                           batch["loss_weights"].reshape(-1))[0]
+
+  def update(p, o):
+    grads = jax.tree.map(jnp.ones_like, p)
+    updates, o = optimizer.update(grads, o, p)
+    return jax.tree.map(jnp.add, p, updates), o
+
+  tokens = int(np.prod(batch["input_tokens"].shape))
+  head_flops = 6 * tokens * config.d_model * config.vocab_size
+  result = {
+      "layers_fwd_bwd_s": _median_time(jax.jit(jax.grad(layers)), params),
+      "head_loss_fwd_bwd_s": _median_time(jax.jit(jax.grad(head, argnums=(0, 1))),
+                                          output_matrix(model, params), hidden),
+      "adamw_update_s": _median_time(jax.jit(update), params, opt_state),
+  }
+  result["head_loss_gflops"] = head_flops / result["head_loss_fwd_bwd_s"] / 1e9
+  layer_flops = tokens * (flops_per_token(config, batch["input_tokens"].shape[1])
+                          - 6 * config.d_model * config.vocab_size)
+  result["layers_gflops"] = layer_flops / result["layers_fwd_bwd_s"] / 1e9
+  return result
 
 
 def main(argv=None) -> dict:

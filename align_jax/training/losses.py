@@ -7,10 +7,12 @@ micro-batch has been accumulated.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from align_jax.models.lora import merge_params
 
@@ -24,14 +26,100 @@ def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
   return jax.nn.logsumexp(logits, axis=-1) - picked
 
 
+def _head_chunks(hidden, targets, weights, chunk):
+  n = hidden.shape[0]
+  pad = (-n) % chunk
+  if pad:
+    hidden = jnp.pad(hidden, ((0, pad), (0, 0)))
+    targets, weights = jnp.pad(targets, (0, pad)), jnp.pad(weights, (0, pad))
+  shape = lambda x: x.reshape((-1, chunk) + x.shape[1:])  # noqa: E731
+  return shape(hidden), shape(targets), shape(weights), n
+
+
+def _head_chunk_stats(h, w_out, t, w):
+  logits = jnp.dot(h, w_out, preferred_element_type=jnp.float32)
+  lse = jax.nn.logsumexp(logits, axis=-1)
+  picked = jnp.take_along_axis(logits, t[:, None], axis=-1)[:, 0]
+  correct = (jnp.argmax(logits, axis=-1) == t).astype(jnp.float32)
+  return logits, lse, jnp.sum((lse - picked) * w), jnp.sum(correct * w)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def output_nll_sums(hidden: jax.Array, w_out: jax.Array, targets: jax.Array,
+                    weights: jax.Array, chunk: int = 512) -> tuple[jax.Array, jax.Array]:
+  """(weighted sum of -log p(target), weighted count of argmax hits) for
+  logits = hidden @ w_out, computed `chunk` rows at a time.
+
+  hidden [N, d], w_out [d, V], targets/weights [N]. The [N, V] logits never exist at
+  once; under differentiation the gradient is formed chunk by chunk in the forward pass
+  (the loss is the last operation, so it is known up to the incoming scale), which keeps
+  the softmax traffic in cache: about 1.3x faster than logits + log-softmax + autodiff
+  on XLA:CPU for a 32k vocabulary.
+  """
+  hs, ts, ws, _ = _head_chunks(hidden, targets, weights, chunk)
+
+  def body(carry, xs):
+    _, _, nll, correct = _head_chunk_stats(xs[0], w_out, xs[1], xs[2])
+    return (carry[0] + nll, carry[1] + correct), None
+
+  zero = jnp.zeros((), jnp.float32)
+  (nll, correct), _ = jax.lax.scan(body, (zero, zero), (hs, ts, ws))
+  return nll, correct
+
+
+def _output_nll_fwd(hidden, w_out, targets, weights, chunk):
+  hs, ts, ws, n = _head_chunks(hidden, targets, weights, chunk)
+
+  def body(carry, xs):
+    nll_sum, correct_sum, grad_w = carry
+    h, t, w = xs
+    logits, lse, nll, correct = _head_chunk_stats(h, w_out, t, w)
+    d_logits = (jnp.exp(logits - lse[:, None])
+                - jax.nn.one_hot(t, logits.shape[-1], dtype=jnp.float32)) * w[:, None]
+    d_logits = d_logits.astype(w_out.dtype)
+    grad_w = grad_w + jnp.dot(h.T, d_logits, preferred_element_type=jnp.float32)
+    grad_h = jnp.dot(d_logits, w_out.T, preferred_element_type=jnp.float32)
+    return (nll_sum + nll, correct_sum + correct, grad_w), grad_h.astype(hidden.dtype)
+
+  zero = jnp.zeros((), jnp.float32)
+  init = (zero, zero, jnp.zeros(w_out.shape, jnp.float32))
+  (nll, correct, grad_w), grad_h = jax.lax.scan(body, init, (hs, ts, ws))
+  grad_h = grad_h.reshape(-1, hidden.shape[-1])[:n]
+  return (nll, correct), (grad_h, grad_w.astype(w_out.dtype), targets, weights)
+
+
+def _output_nll_bwd(chunk, residuals, cotangents):
+  del chunk
+  grad_h, grad_w, targets, weights = residuals
+  g = cotangents[0]  # the argmax count has no gradient
+  return (grad_h * g.astype(grad_h.dtype), grad_w * g.astype(grad_w.dtype),
+          np.zeros(targets.shape, jax.dtypes.float0), jnp.zeros_like(weights))
+
+
+output_nll_sums.defvjp(_output_nll_fwd, _output_nll_bwd)
+
+
+def output_matrix(model, params: Any) -> jax.Array:
+  """The [d_model, vocab] matrix that maps final hidden states to logits."""
+  if model.config.tie_embeddings:
+    return params["embedder"]["embedding"].T
+  return params["lm_head"]
+
+
 def lm_loss_sums(model, params: Any, batch: Mapping[str, jax.Array]):
-  """Next-token cross-entropy on the weighted targets of a packed batch."""
-  logits = model.apply({"params": params}, batch["input_tokens"], batch["positions"],
-                       batch["segment_ids"])
+  """Next-token cross-entropy on the weighted targets of a packed batch.
+
+  The output projection and the softmax run fused, a chunk of tokens at a time
+  (`output_nll_sums`); the result equals logits + log-softmax to float32 rounding.
+  """
+  hidden = model.apply({"params": params}, batch["input_tokens"], batch["positions"],
+                       batch["segment_ids"], output="hidden")
   weights = batch["loss_weights"].astype(jnp.float32)
-  nll = token_nll(logits, batch["target_tokens"])
-  correct = (jnp.argmax(logits, axis=-1) == batch["target_tokens"]).astype(jnp.float32)
-  return (nll * weights).sum(), weights.sum(), {"correct": (correct * weights).sum()}
+  d = hidden.shape[-1]
+  w_out = output_matrix(model, params).astype(hidden.dtype)
+  nll, correct = output_nll_sums(hidden.reshape(-1, d), w_out,
+                                 batch["target_tokens"].reshape(-1), weights.reshape(-1))
+  return nll, weights.sum(), {"correct": correct}
 
 
 def accumulate_gradients(loss_sums: LossSums, trainable: Any, frozen: Any,
