@@ -1,0 +1,132 @@
+"""RECITE's evaluation: votes over paths, the error analysis and EM against paths.
+
+A question's result holds its paths: each path is the recitation(s) the model produced
+and the answer it gave from them. The prediction is the plurality vote over the paths'
+answers (empty answers skipped, ties to the shorter answer).
+
+Error analysis (each question falls in exactly one class, so the shares add to 100%):
+  hits@majority           the voted answer is right;
+  hits@k paths            some path answered right, the vote picked another answer;
+  hits@k recitations      some recitation contains a gold answer, no path answered right;
+  not recited             no recitation contains a gold answer.
+Per-path 2x2 table: (recitation contains a gold answer) x (the path's answer is right).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from align_jax.eval.qa import exact_match, f1_score, normalize_answer
+from align_jax.sampling.voting import majority_vote
+
+ERROR_CLASSES = ("hits@majority", "hits@k paths", "hits@k recitations", "not recited")
+
+
+@dataclasses.dataclass
+class Path:
+  recitations: tuple[str, ...]
+  answer: str
+
+
+@dataclasses.dataclass
+class QuestionResult:
+  question: str
+  answers: tuple[str, ...]          # gold answers
+  paths: list[Path]
+  hops: int = 1
+
+  @property
+  def prediction(self) -> str | None:
+    return vote([p.answer for p in self.paths])
+
+  def to_dict(self) -> dict:
+    return {"question": self.question, "answers": list(self.answers), "hops": self.hops,
+            "prediction": self.prediction,
+            "paths": [{"recitations": list(p.recitations), "answer": p.answer}
+                      for p in self.paths]}
+
+
+def vote(answers: Sequence[str | None]) -> str | None:
+  """Plurality over non-empty answers (compared after SQuAD normalisation, reported in
+  their first-seen spelling); ties go to the shorter answer, then the earlier one."""
+  spelling: dict[str, str] = {}
+  keys = []
+  for answer in answers:
+    key = normalize_answer(answer) if answer else ""
+    if key:
+      spelling.setdefault(key, answer.strip())
+    keys.append(key or None)
+  winner = majority_vote(keys)
+  return None if winner is None else spelling[winner]
+
+
+def contains_answer(text: str, answers: Sequence[str]) -> bool:
+  """Whether a normalised gold answer occurs in the normalised text as whole words."""
+  padded = f" {normalize_answer(text)} "
+  return any(f" {normalize_answer(a)} " in padded for a in answers if normalize_answer(a))
+
+
+def path_correct(path: Path, answers: Sequence[str]) -> bool:
+  return exact_match(path.answer, answers) == 1.0
+
+
+def error_class(result: QuestionResult) -> str:
+  if exact_match(result.prediction, result.answers) == 1.0:
+    return "hits@majority"
+  if any(path_correct(p, result.answers) for p in result.paths):
+    return "hits@k paths"
+  if any(contains_answer(r, result.answers) for p in result.paths for r in p.recitations):
+    return "hits@k recitations"
+  return "not recited"
+
+
+def error_analysis(results: Sequence[QuestionResult]) -> dict[str, float]:
+  """Share of questions in each error class (they add up to 1)."""
+  counts = dict.fromkeys(ERROR_CLASSES, 0)
+  for result in results:
+    counts[error_class(result)] += 1
+  total = max(len(results), 1)
+  return {name: count / total for name, count in counts.items()}
+
+
+def path_table(results: Sequence[QuestionResult]) -> dict[str, float]:
+  """Shares of all paths in the 2x2 (recitation contains answer) x (answer right)."""
+  table = {f"recited={r},correct={c}": 0 for r in (True, False) for c in (True, False)}
+  total = 0
+  for result in results:
+    for path in result.paths:
+      recited = any(contains_answer(r, result.answers) for r in path.recitations)
+      table[f"recited={recited},correct={path_correct(path, result.answers)}"] += 1
+      total += 1
+  return {k: v / max(total, 1) for k, v in table.items()}
+
+
+def scores(results: Sequence[QuestionResult]) -> dict[str, float]:
+  """Mean EM and F1 of the voted predictions."""
+  if not results:
+    return {"em": 0.0, "f1": 0.0, "n": 0}
+  return {"em": float(np.mean([exact_match(r.prediction, r.answers) for r in results])),
+          "f1": float(np.mean([f1_score(r.prediction, r.answers) for r in results])),
+          "n": len(results)}
+
+
+def em_by_paths(results: Sequence[QuestionResult], counts: Sequence[int], resamples: int = 5,
+                seed: int = 0) -> list[dict[str, float]]:
+  """EM when only k of each question's paths vote, k in `counts`: each k repeated
+  `resamples` times with different random subsets; mean and std over the repeats."""
+  rng = np.random.default_rng(seed)
+  rows = []
+  for k in counts:
+    ems = []
+    for _ in range(resamples):
+      hits = []
+      for result in results:
+        chosen = rng.permutation(len(result.paths))[:k]
+        prediction = vote([result.paths[i].answer for i in chosen])
+        hits.append(exact_match(prediction, result.answers))
+      ems.append(float(np.mean(hits)) if hits else 0.0)
+    rows.append({"paths": int(k), "em_mean": float(np.mean(ems)), "em_std": float(np.std(ems))})
+  return rows

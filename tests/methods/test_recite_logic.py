@@ -1,0 +1,104 @@
+"""RECITE's pure logic: prompts, the vote, hint deduplication, the error analysis."""
+
+import pytest
+
+from align_jax.methods.recite import analysis, prompts
+from align_jax.methods.recite.analysis import Path, QuestionResult
+
+EXEMPLARS = [
+    prompts.Exemplar("Where was Ada Vell born?", "Norbury",
+                     passages=("Ada Vell was born in Norbury in 1901.",),
+                     hints=("Ada Vell — Early life — paragraph #1",),
+                     reasoning="Ada Vell's article says she was born in Norbury."),
+    prompts.Exemplar("Who founded Quill Works?", "Ada Vell",
+                     passages=("Quill Works was founded by Ada Vell.\nIt makes pens.",),
+                     hints=("Quill Works — History — paragraph #2",),
+                     reasoning="Quill Works' history names its founder, Ada Vell."),
+]
+
+
+def test_direct_and_recite_prompts_place_exemplars_then_the_open_query():
+  direct = prompts.direct_prompt(EXEMPLARS, "Where was Bo Tarn born?")
+  assert direct == ("Question: Where was Ada Vell born?\nAnswer: Norbury\n\n"
+                    "Question: Who founded Quill Works?\nAnswer: Ada Vell\n\n"
+                    "Question: Where was Bo Tarn born?\nAnswer:")
+  recite = prompts.recite_prompt(EXEMPLARS, "Where was Bo Tarn born?")
+  # Passages stay on one line, so a blank line can end a recitation.
+  assert "Recitation: Quill Works was founded by Ada Vell. It makes pens.\n\n" in recite
+  assert recite.endswith("Question: Where was Bo Tarn born?\nRecitation:")
+
+
+def test_answer_prompt_puts_the_recitation_before_the_question():
+  text = prompts.answer_prompt(EXEMPLARS, ["Bo Tarn was born in Usk."], "Where was Bo Tarn born?")
+  blocks = text.split("\n\n")
+  assert blocks[0] == ("Recitation: Ada Vell was born in Norbury in 1901.\n"
+                       "Question: Where was Ada Vell born?\nAnswer: Norbury")
+  assert blocks[-1] == ("Recitation: Bo Tarn was born in Usk.\nQuestion: Where was Bo Tarn "
+                        "born?\nAnswer:")
+  two = prompts.answer_prompt(EXEMPLARS, ["p one", "p two"], "q?")
+  assert two.endswith("Recitation 1: p one\nRecitation 2: p two\nQuestion: q?\nAnswer:")
+
+
+def test_multi_recitation_prompt_and_its_parsing():
+  two_hop = [prompts.Exemplar("Where was the founder of Quill Works born?", "Norbury",
+                              passages=("Quill Works was founded by Ada Vell.",
+                                        "Ada Vell was born in Norbury."))]
+  text = prompts.multi_recite_prompt(two_hop, "q?")
+  assert ("Recitation 1: Quill Works was founded by Ada Vell.\n"
+          "Recitation 2: Ada Vell was born in Norbury.") in text
+  assert text.endswith("Question: q?\nRecitation 1:")
+  assert prompts.split_recitations(" first passage.\nRecitation 2: second one.\n\nQuestion: x") \
+      == ["first passage.", "second one."]
+
+
+def test_hint_prompts_and_deduplication():
+  assert prompts.hint_prompt(EXEMPLARS, "q?").endswith("Question: q?\nHint:")
+  assert prompts.passage_prompt(EXEMPLARS, "Bo Tarn — Career — paragraph #1").endswith(
+      "Hint: Bo Tarn — Career — paragraph #1\nRecitation:")
+  assert prompts.dedupe_hints(["A — B — paragraph #1", " A —  B — paragraph #1", "",
+                               "A — C — paragraph #1", "A — B — paragraph #1"]) == [
+      "A — B — paragraph #1", "A — C — paragraph #1"]
+
+
+def test_exemplars_must_have_what_a_prompt_needs():
+  with pytest.raises(ValueError, match="without reasoning"):
+    prompts.chain_of_thought_prompt([prompts.Exemplar("q", "a")], "q2")
+  with pytest.raises(ValueError, match="2 hints for 1 passages"):
+    prompts.Exemplar("q", "a", passages=("p",), hints=("h1", "h2"))
+
+
+def test_vote_skips_empty_answers_groups_spellings_and_breaks_ties_to_shorter():
+  assert analysis.vote(["", "Norbury", "  ", "the Norbury", "Usk"]) == "Norbury"
+  assert analysis.vote(["Upper Usk", "Usk"]) == "Usk"          # tie: shorter wins
+  assert analysis.vote(["Usk", "Upper Usk", "Upper Usk"]) == "Upper Usk"
+  assert analysis.vote(["", None]) is None
+
+
+def _result(answers, paths):
+  return QuestionResult("q", tuple(answers), [Path(tuple(r), a) for r, a in paths])
+
+
+def test_error_analysis_classes_add_up_and_count_by_hand():
+  results = [
+      _result(["Usk"], [(["born in Usk"], "Usk"), (["x"], "Usk"), (["y"], "Ely")]),  # majority
+      _result(["Usk"], [(["Usk"], "Usk"), (["z"], "Ely"), (["w"], "Ely")]),           # k paths
+      _result(["Usk"], [(["born in Usk."], "Ely"), (["v"], "")]),                    # recited
+      _result(["Usk"], [(["Uskmouth"], "Ely")]),                                     # not recited
+  ]
+  shares = analysis.error_analysis(results)
+  assert shares == {"hits@majority": 0.25, "hits@k paths": 0.25, "hits@k recitations": 0.25,
+                    "not recited": 0.25}
+  assert sum(shares.values()) == 1.0
+  table = analysis.path_table(results)
+  # 9 paths: recited & right 2, recited & wrong 1, not recited & right 1, else 5.
+  assert table == {"recited=True,correct=True": 2 / 9, "recited=True,correct=False": 1 / 9,
+                   "recited=False,correct=True": 1 / 9, "recited=False,correct=False": 5 / 9}
+  assert analysis.scores(results)["em"] == 0.25
+
+
+def test_em_by_paths_with_every_path_equals_the_full_vote():
+  results = [_result(["Usk"], [([""], "Usk"), ([""], "Ely"), ([""], "Usk")]),
+             _result(["Ely"], [([""], "Ely"), ([""], "Usk"), ([""], "Usk")])]
+  rows = analysis.em_by_paths(results, [1, 3], resamples=5, seed=0)
+  assert rows[1] == {"paths": 3, "em_mean": analysis.scores(results)["em"], "em_std": 0.0}
+  assert 0.0 <= rows[0]["em_mean"] <= 1.0 and rows[0]["paths"] == 1
