@@ -2,6 +2,8 @@
 this checks the plumbing, paths, cuts and determinism; learning is the world
 experiment's business)."""
 
+import dataclasses
+
 import jax
 import pytest
 
@@ -57,8 +59,13 @@ def test_baselines_multi_recitation_and_diversified_paths(sampler):
   multi = reciter.multi_recite_and_answer(RECORDS, jax.random.key(2))
   assert [len(r.paths) for r in multi] == [3, 3]
   diverse = reciter.diversified(RECORDS, jax.random.key(3))
-  # One path per distinct sampled hint, at most num_hints.
+  # One path per distinct sampled hint, at most num_hints, each recording its hint.
   assert all(1 <= len(r.paths) <= 4 for r in diverse)
+  hints = [p.hint for p in diverse[0].paths]
+  assert len(set(hints)) == len(hints) and all(h for h in hints)
+  line = Reciter(sampler, EXEMPLARS, dataclasses.replace(CONFIG, recitation_stop="\n"))
+  for result in line.recite_and_answer(RECORDS, jax.random.key(1)):
+    assert all("\n" not in p.recitations[0] for p in result.paths)
 
 
 def test_a_vocabulary_that_flattens_newlines_is_refused(tmp_path, sampler):

@@ -29,6 +29,7 @@ ERROR_CLASSES = ("hits@majority", "hits@k paths", "hits@k recitations", "not rec
 class Path:
   recitations: tuple[str, ...]
   answer: str
+  hint: str | None = None           # the passage hint it recited from (diversified)
 
 
 @dataclasses.dataclass
@@ -45,7 +46,8 @@ class QuestionResult:
   def to_dict(self) -> dict:
     return {"question": self.question, "answers": list(self.answers), "hops": self.hops,
             "prediction": self.prediction,
-            "paths": [{"recitations": list(p.recitations), "answer": p.answer}
+            "paths": [{"recitations": list(p.recitations), "answer": p.answer,
+                       **({"hint": p.hint} if p.hint is not None else {})}
                       for p in self.paths]}
 
 

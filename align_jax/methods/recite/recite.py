@@ -32,6 +32,9 @@ class ReciteConfig:
   reasoning_tokens: int = 64
   num_hints: int = 20
   hint_tokens: int = 32
+  # Where a recitation ends: the first blank line (the paper's rule for multi-line
+  # passages), or the end of the line for corpora whose passages are single lines.
+  recitation_stop: str = "\n\n"
 
 
 class Reciter:
@@ -104,7 +107,7 @@ class Reciter:
     n = num_paths or self.config.num_paths
     texts = [prompt_lib.recite_prompt(self.exemplars, r["question"]) for r in records]
     recitations = self._generate(texts, n, self.config.temperature,
-                                 self.config.recitation_tokens, BLANK_LINE, key)
+                                 self.config.recitation_tokens, self.config.recitation_stop, key)
     flat = [([p], r["question"]) for r, row in zip(records, recitations) for p in row]
     answers = self._answers([f[0] for f in flat], [f[1] for f in flat])
     return self._results(records, [[Path((p,), answers[i * n + j]) for j, p in enumerate(row)]
@@ -134,10 +137,10 @@ class Reciter:
         texts, n, self.config.temperature, self.config.hint_tokens, END_OF_LINE, key)]
     pairs = [(i, h) for i, row in enumerate(hints) for h in row]
     passages = self._generate([prompt_lib.passage_prompt(self.exemplars, h) for _, h in pairs],
-                              1, 0.0, self.config.recitation_tokens, BLANK_LINE,
+                              1, 0.0, self.config.recitation_tokens, self.config.recitation_stop,
                               jax.random.key(0))
     answers = self._answers([[p[0]] for p in passages], [records[i]["question"] for i, _ in pairs])
     paths: list[list[Path]] = [[] for _ in records]
-    for (i, _), passage, answer in zip(pairs, passages, answers):
-      paths[i].append(Path((passage[0],), answer))
+    for (i, hint), passage, answer in zip(pairs, passages, answers):
+      paths[i].append(Path((passage[0],), answer, hint=hint))
     return self._results(records, paths)
