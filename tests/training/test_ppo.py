@@ -190,3 +190,65 @@ def test_a_resumed_run_continues_like_an_uninterrupted_one(runs, tmp_path):
   assert a["objective/kl_coef"] != PPO.kl_coef        # the controller did move
   for key in ("objective/kl_coef", "reward/total", "objective/kl", "loss", "value/loss"):
     np.testing.assert_allclose(b[key], a[key], rtol=1e-6, atol=1e-7, err_msg=key)
+
+
+_SHARDED_WORKER = """
+import json, sys
+import jax
+from align_jax.parallel import create_mesh
+from align_jax.training import LoopConfig, OptimizerConfig
+from align_jax.training.ppo import PPOConfig, run_ppo, setup_ppo
+from align_jax.models import TransformerConfig
+args = json.loads(sys.argv[1])
+assert jax.device_count() == 8
+config = TransformerConfig(**args["config"])
+ppo = PPOConfig(**args["ppo"])
+out = {}
+for name, mesh in (("one", create_mesh((1, 1, 1), devices=jax.devices()[:1])),
+                   ("sharded", create_mesh((1, 4, 2)))):
+  setup = setup_ppo(args["workdir"] + name, config, args["prompts"], args["vocab"], args["sft"],
+                    reward_model=args["reward"], ppo=ppo,
+                    optimizer=OptimizerConfig(learning_rate=1e-3, warmup_steps=0,
+                                              decay="constant"),
+                    loop=LoopConfig(total_steps=1, checkpoint_every=1, progress_bar=False,
+                                    async_checkpoints=False),
+                    mesh=mesh)
+  state, metrics = run_ppo(args["workdir"] + name, setup)
+  q = state.params["policy"]["layers_0"]["attention"]["q_kernel"]
+  ref = setup.reference_params["layers_0"]["attention"]["q_kernel"]
+  rm = setup.reward_params["backbone"]["layers_0"]["attention"]["q_kernel"]
+  out[name] = {"metrics": metrics, "policy_spec": str(q.sharding.spec),
+               "policy_shard": list(q.addressable_shards[0].data.shape),
+               "reference_shard": list(ref.addressable_shards[0].data.shape),
+               "reward_shard": list(rm.addressable_shards[0].data.shape)}
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_four_roles_shard_on_one_mesh_and_match_one_device(runs, tmp_path):
+  import os
+  import subprocess
+  import sys
+  args = {"config": {k: getattr(CONFIG, k) for k in (
+              "vocab_size", "num_layers", "d_model", "num_heads", "num_kv_heads", "head_dim",
+              "mlp_dim", "max_seq_len", "pad_id", "eos_id", "bos_id")},
+          "ppo": {k: getattr(PPO, k) for k in ("rollout_batch_size", "mini_batch_size",
+                                               "num_epochs", "max_prompt_len", "max_new_tokens",
+                                               "kl_coef")},
+          "workdir": str(tmp_path / "run_"), "prompts": runs["prompts"], "vocab": runs["vocab"],
+          "sft": runs["sft"], "reward": runs["reward"]}
+  env = dict(os.environ, JAX_NUM_CPU_DEVICES="8", JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", _SHARDED_WORKER, json.dumps(args)], env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.split("RESULT", 1)[1])
+  one, sharded = out["one"], out["sharded"]
+  # q_kernel [d_model=32, heads=4, head_dim=8]: embed over fsdp (4), heads over tensor (2).
+  assert sharded["policy_spec"] == "P('fsdp', 'tensor')"
+  assert sharded["policy_shard"] == [8, 2, 8] == sharded["reference_shard"] == \
+      sharded["reward_shard"]
+  assert one["policy_shard"] == [32, 4, 8]
+  for key in ("reward/total", "objective/kl", "rollout/response_length", "loss", "value/loss",
+              "policy/first_ratio_mean"):
+    np.testing.assert_allclose(sharded["metrics"][key], one["metrics"][key], rtol=1e-4,
+                               atol=1e-5, err_msg=key)
