@@ -9,6 +9,8 @@ import gin
 
 from align_jax import main, model_summary, quickstart, rlhf_demo
 from align_jax.data import chat
+from align_jax.methods.recite import evaluate as recite_evaluate
+from align_jax.methods.recite import recite as recite_lib
 from align_jax.models import transformer
 from align_jax.parallel import mesh, partitioning
 from align_jax.rewards import terms as reward_terms
@@ -34,6 +36,8 @@ for _fn, _name in (
     (ppo.train_ppo, "train_ppo"),
     (arithmetic.ArithmeticConfig, "ArithmeticConfig"),
     (rlhf_demo.rlhf_demo, "rlhf_demo"),
+    (recite_lib.ReciteConfig, "ReciteConfig"),
+    (recite_evaluate.recite_eval, "recite_eval"),
     (optimizer.OptimizerConfig, "OptimizerConfig"),
     (loop.LoopConfig, "LoopConfig"),
     (encyclopedia.EncyclopediaConfig, "EncyclopediaConfig"),

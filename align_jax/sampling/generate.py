@@ -38,7 +38,7 @@ def _check_prompt(record: dict[str, Any]) -> str | None:
   return "missing field 'prompt' (text) or 'prompt_tokens' (token ids)"
 
 
-def _load_model(checkpoint: str, config: TransformerConfig | None, mesh: Mesh,
+def load_model(checkpoint: str, config: TransformerConfig | None, mesh: Mesh,
                 rules: LogicalRules, vocab):
   """(config, params) from a Hugging Face directory or an align_jax training WORKDIR."""
   if os.path.exists(os.path.join(checkpoint, "config.json")):
@@ -87,7 +87,7 @@ def generate_job(workdir: str, prompts_file: str, checkpoint: str,
     raise ValueError(f"{checkpoint} is an align_jax run: bind generate.vocabulary (its "
                      "sentencepiece .model file or tokenizer directory)")
   vocab = load_vocabulary(vocabulary or checkpoint)
-  model_config, params = _load_model(checkpoint, config, mesh, rules, vocab)
+  model_config, params = load_model(checkpoint, config, mesh, rules, vocab)
 
   template = get_template(chat_template) if chat_template else None
   prompts: list[list[int]] = []

@@ -1,0 +1,120 @@
+"""`recite_eval`: RECITE and its baselines on a real QA dataset with a trained model.
+
+What `gin/methods/recite/{nq,trivia_qa,hotpotqa}.gin` run: the first `limit` examples
+of a dataset's split, answered by each method in `methods` with few-shot exemplars
+from a jsonl file (this project's own, in align_jax/methods/recite/exemplars/), by a
+Hugging Face model directory or an align_jax run. Writes, per method,
+`<method>.jsonl` (every path and the voted prediction) and `scores.json` (EM/F1, the
+error analysis and the per-path table where there are recitations, EM by paths).
+Existing outputs are never overwritten: a rerun into the same WORKDIR stops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+import jax
+from jax.sharding import Mesh
+
+from align_jax.data.jsonl import read_jsonl, write_jsonl
+from align_jax.data.vocab import load_vocabulary
+from align_jax.methods.recite import analysis, data
+from align_jax.methods.recite.prompts import Exemplar
+from align_jax.methods.recite.recite import ReciteConfig, Reciter
+from align_jax.models import Transformer, TransformerConfig
+from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
+from align_jax.sampling import Sampler
+from align_jax.sampling.generate import load_model
+
+METHODS = ("direct", "chain_of_thought", "recite", "multi_recite", "diversified")
+EXEMPLARS_DIR = os.path.join(os.path.dirname(__file__), "exemplars")
+
+
+def load_exemplars(path: str) -> list[Exemplar]:
+  """Exemplars from jsonl: {"question", "answer", "passages"?, "hints"?, "reasoning"?}."""
+  if not os.path.isabs(path) and not os.path.exists(path):
+    path = os.path.join(EXEMPLARS_DIR, path)
+
+  def check(record):
+    for field in ("question", "answer"):
+      if not isinstance(record.get(field), str):
+        return f"field {field!r} must be a string"
+    for field in ("passages", "hints"):
+      if field in record and not (isinstance(record[field], list)
+                                  and all(isinstance(x, str) for x in record[field])):
+        return f"field {field!r} must be a list of strings"
+    return None
+
+  out = []
+  for record in read_jsonl(path, check):
+    try:
+      out.append(Exemplar(record["question"], record["answer"], tuple(record.get("passages", ())),
+                          tuple(record.get("hints", ())), record.get("reasoning", "")))
+    except ValueError as e:
+      raise ValueError(f"{path}: {e}") from None
+  if not out:
+    raise ValueError(f"{path}: no exemplars")
+  return out
+
+
+def recite_eval(workdir: str, checkpoint: str, dataset: str, exemplars: str, *,
+                methods: Sequence[str] = ("direct", "recite"), split: str = "validation",
+                limit: int | None = 1024, recite: ReciteConfig = ReciteConfig(),
+                path_counts: Sequence[int] = (1, 5, 20), hotpotqa_files: dict | None = None,
+                tfds_data_dir: str | None = None, config: TransformerConfig | None = None,
+                vocabulary: str | None = None, mesh: Mesh | None = None,
+                rules: LogicalRules = DEFAULT_RULES, batch_size: int = 16,
+                seed: int = 0) -> dict[str, Any]:
+  """Evaluates `methods` on `dataset` ('natural_questions_open', 'trivia_qa' or
+  'hotpotqa' with `hotpotqa_files`); returns the scores per method."""
+  unknown = set(methods) - set(METHODS)
+  if unknown:
+    raise ValueError(f"unknown RECITE methods {sorted(unknown)}; expected some of {METHODS}")
+  outputs = [os.path.join(workdir, f"{m}.jsonl") for m in methods]
+  existing = [p for p in outputs + [os.path.join(workdir, "scores.json")] if os.path.exists(p)]
+  if existing:
+    raise FileExistsError(f"{existing[0]} already exists; choose another WORKDIR (nothing "
+                          "was evaluated)")
+  if dataset == "hotpotqa":
+    if not hotpotqa_files:
+      raise ValueError("dataset 'hotpotqa' needs hotpotqa_files, e.g. "
+                       "{'validation': 'hotpot_dev_distractor_v1.json'}")
+    task = data.register_hotpotqa_task("recite_hotpotqa", hotpotqa_files)
+  else:
+    task = data.register_tfds_qa_task(f"recite_{dataset}", dataset, tfds_data_dir)
+  records = data.qa_records(task, split, limit)
+  shots = load_exemplars(exemplars)
+
+  mesh = mesh or create_mesh()
+  vocab = load_vocabulary(vocabulary or checkpoint)
+  model_config, params = load_model(checkpoint, config, mesh, rules, vocab)
+  sampler = Sampler(Transformer(model_config), params, vocab=vocab, mesh=mesh,
+                    batch_size=batch_size)
+  reciter = Reciter(sampler, shots, recite)
+  key = jax.random.key(seed)
+  runs = {"direct": lambda: reciter.direct(records),
+          "chain_of_thought": lambda: reciter.chain_of_thought(records),
+          "recite": lambda: reciter.recite_and_answer(records, key),
+          "multi_recite": lambda: reciter.multi_recite_and_answer(records, key),
+          "diversified": lambda: reciter.diversified(records, key)}
+  scores = {}
+  for method, path in zip(methods, outputs):
+    results = runs[method]()
+    if jax.process_index() == 0:
+      write_jsonl(path, [r.to_dict() for r in results])
+    entry: dict[str, Any] = analysis.scores(results)
+    if method not in ("direct",):
+      entry["error_analysis"] = analysis.error_analysis(results)
+      entry["path_table"] = analysis.path_table(results)
+    if method in ("recite", "multi_recite"):
+      counts = [k for k in path_counts if k <= recite.num_paths]
+      entry["em_by_paths"] = analysis.em_by_paths(results, counts, seed=seed)
+    scores[method] = entry
+    print(f"[align_jax] {dataset} {method}: EM {entry['em']:.4f} F1 {entry['f1']:.4f} "
+          f"(n={entry['n']})", flush=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "scores.json"), "w") as f:
+      json.dump(scores, f, indent=2)
+  return scores
