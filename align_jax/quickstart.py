@@ -26,13 +26,14 @@ from align_jax.data.chat import get_template
 from align_jax.data.jsonl import read_jsonl, write_jsonl
 from align_jax.data.vocab import load_vocabulary, train_sentencepiece
 from align_jax.eval.qa import exact_match, f1_score
-from align_jax.models import Transformer, TransformerConfig, abstract_params, param_shardings
+from align_jax.models import Transformer, TransformerConfig
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
 from align_jax.pipeline import Pipeline, Stage, is_writer
 from align_jax.reports import markdown_table, plot_curves, write_report
 from align_jax.sampling import Sampler, SamplingConfig
-from align_jax.training.checkpoints import config_record, restore_params
-from align_jax.training.lm_trainer import DataConfig, train_lm, vocabulary_record
+from align_jax.training.checkpoints import config_record
+from align_jax.training.lm_trainer import (DataConfig, restore_run_params, train_lm,
+                                           vocabulary_record)
 from align_jax.training.loop import LoopConfig
 from align_jax.training.optimizer import OptimizerConfig
 from align_jax.worlds import EncyclopediaConfig, build_world, passage_hint
@@ -132,13 +133,7 @@ def training_stage(model: TransformerConfig, schedule: TrainingSchedule, kind: s
 
 def load_trained(workdir: str, model: TransformerConfig, vocab, mesh: Mesh, rules):
   """The parameters a training stage (or a PPO run's `policy/`) left in WORKDIR."""
-  shardings = param_shardings(Transformer(model), mesh, rules)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract_params(Transformer(model)), shardings)
-  params, _ = restore_params(os.path.join(workdir, "checkpoints"), abstract,
-                             {"model_config": config_record(model),
-                              "vocabulary": vocabulary_record(vocab)})
-  return params
+  return restore_run_params(workdir, Transformer(model), mesh, rules, vocabulary_record(vocab))
 
 
 def answer_questions(sampler: Sampler, vocab, template, questions, max_new_tokens: int

@@ -41,7 +41,6 @@ from align_jax.reports import markdown_table, plot_curves, write_report
 from align_jax.sampling import Sampler, SamplingConfig
 from align_jax.training.checkpoints import config_record
 from align_jax.training.lm_trainer import DataConfig, train_reward_model
-from align_jax.training.loop import LoopConfig
 from align_jax.training.ppo import NORMALIZATION_FILE, PPOConfig, load_reward_model, train_ppo
 from align_jax.training.reward import fit_normalization, score_sequences
 from align_jax.worlds.arithmetic import ArithmeticConfig, build_world, judge

@@ -118,6 +118,21 @@ def checkpoints_dir(path: str) -> str:
   return candidate if os.path.isdir(candidate) else path
 
 
+def restore_run_params(run_dir: str, module, mesh: Mesh, rules: LogicalRules,
+                       vocab_record: dict | None = None) -> Any:
+  """The parameters of `module` (a Transformer or TransformerWithHead) from another run's
+  latest checkpoint (run_dir: its WORKDIR or checkpoints folder), placed on their
+  shardings; the run's model config (and vocabulary, if given) must match."""
+  shardings = param_shardings(module, mesh, rules)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract_params(module), shardings)
+  expected = {"model_config": config_record(module.config)}
+  if vocab_record is not None:
+    expected["vocabulary"] = vocab_record
+  params, _ = restore_params(checkpoints_dir(run_dir), abstract, expected)
+  return params
+
+
 def load_initial_params(init_from: str | None, config: TransformerConfig, mesh: Mesh,
                         rules: LogicalRules, seed: int, vocab_record: dict | None = None
                         ) -> tuple[TransformerConfig, Any]:
@@ -130,15 +145,8 @@ def load_initial_params(init_from: str | None, config: TransformerConfig, mesh: 
                                               "remat_policy", "lora_rank", "lora_alpha",
                                               "lora_targets")}
     return load_checkpoint(init_from, mesh, rules, **keep)
-  base_config = dataclasses.replace(config, lora_rank=0)
-  base_model = Transformer(base_config)
-  shardings = param_shardings(base_model, mesh, rules)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract_params(base_model), shardings)
-  expected = {"model_config": config_record(base_config)}
-  if vocab_record is not None:
-    expected["vocabulary"] = vocab_record
-  params, _ = restore_params(checkpoints_dir(init_from), abstract, expected)
+  params = restore_run_params(init_from, Transformer(dataclasses.replace(config, lora_rank=0)),
+                              mesh, rules, vocab_record)
   if config.lora_rank > 0:
     from align_jax.models import init_lora_params
     params = merge_params(params, init_lora_params(Transformer(config), jax.random.key(seed),

@@ -31,8 +31,6 @@ updates see the same function.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
 import json
 import os
 import time
@@ -51,16 +49,16 @@ from align_jax.data.pipeline import list_stream
 from align_jax.data.tasks import tokenize_record, validate_record
 from align_jax.data.vocab import load_vocabulary
 from align_jax.models import (Transformer, TransformerConfig, TransformerWithHead,
-                              abstract_params, is_lora_path, merge_params, param_shardings,
+                              is_lora_path, merge_params, param_shardings,
                               split_params)
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
-from align_jax.parallel.partitioning import logical_sharding, sharding_context
+from align_jax.parallel.partitioning import logical_sharding
 from align_jax.rewards.terms import CompositeReward, RewardBatch
 from align_jax.sampling import Sampler, SamplingConfig
 from align_jax.training import ppo_math
-from align_jax.training.checkpoints import config_record, restore_params
-from align_jax.training.lm_trainer import (checkpoints_dir, fresh_head, load_initial_params,
-                                           vocabulary_record)
+from align_jax.training.checkpoints import config_record
+from align_jax.training.lm_trainer import (fresh_head, load_initial_params,
+                                           restore_run_params, vocabulary_record)
 from align_jax.training.loop import (LoopConfig, TrainState, init_train_state, state_shardings,
                                      train_loop)
 from align_jax.training.losses import accumulate_gradients
@@ -458,15 +456,8 @@ def load_reward_model(run_dir: str, config: TransformerConfig, mesh: Mesh, rules
                       ) -> tuple[TransformerWithHead, Any, dict[str, float]]:
   """A reward model trained by `train_reward_model`: module, parameters, normalisation
   ({"gain", "bias"}; identity when the run stored none)."""
-  base = dataclasses.replace(config, lora_rank=0)
-  module = TransformerWithHead(base)
-  shardings = param_shardings(module, mesh, rules)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract_params(module), shardings)
-  expected = {"model_config": config_record(base)}
-  if vocab_record is not None:
-    expected["vocabulary"] = vocab_record
-  params, _ = restore_params(checkpoints_dir(run_dir), abstract, expected)
+  module = TransformerWithHead(dataclasses.replace(config, lora_rank=0))
+  params = restore_run_params(run_dir, module, mesh, rules, vocab_record)
   normalization = {"gain": 1.0, "bias": 0.0}
   path = os.path.join(run_dir, NORMALIZATION_FILE)
   if os.path.exists(path):

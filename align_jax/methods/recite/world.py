@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np
 
-from align_jax.data.jsonl import read_jsonl, write_jsonl
+from align_jax.data.jsonl import write_jsonl
 from align_jax.data.vocab import load_vocabulary
 from align_jax.methods.recite import analysis
 from align_jax.methods.recite import prompts as prompt_lib
@@ -149,12 +149,3 @@ def write_documents(directory: str, world: EncyclopediaWorld, shots: int, seed: 
   if is_writer() and not os.path.exists(paths["vocab_corpus"]):
     write_jsonl(paths["vocab_corpus"], [{"text": d} for d in docs])
   return paths
-
-
-def read_rows(path: str) -> list[Mapping[str, Any]]:
-  return list(read_jsonl(path))
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-  values = np.asarray(values, np.float64)
-  return float(values.mean()), float(values.std())
