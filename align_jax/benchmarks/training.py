@@ -1,12 +1,16 @@
 """Training throughput of align_jax vs transformers (PyTorch, AdamW) on the same config.
 
-For each config: tokens/s of a full training step (forward, backward, AdamW update)
-at the same batch and sequence length, repeats interleaved between the two; and the
-achieved FLOP/s (6 x matmul parameters + attention, per token) as a fraction of the
-measured fp32 matmul peak of this machine (the faster of XLA and PyTorch on a
-square matmul).
+For each config: tokens/s of a full training step (forward, backward, global-norm
+clipping, AdamW update) at the same batch and sequence length, repeats interleaved
+between the two; and the achieved FLOP/s (6 x matmul parameters + causal attention,
+per token) as a fraction of the measured matmul peak of this machine (the faster of
+XLA and PyTorch on a square matmul in the config's compute dtype). On a GPU the
+config trains in mixed precision (float32 parameters and AdamW state, bfloat16
+compute; PyTorch under autocast) and the report adds MFU against the chip's dense
+bfloat16 datasheet peak.
 
   python -m align_jax.benchmarks.training [--configs tiny,d512] [--steps 4 --repeats 3]
+  python -m align_jax.benchmarks.training --configs 1b --steps 10   # on a GPU
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from align_jax.benchmarks.common import llama_twin, machine, peak_rss_mb
-from align_jax.models import Transformer
+from align_jax.benchmarks.common import machine, peak_rss_mb
+from align_jax.models import Transformer, TransformerConfig, init_params
 from align_jax.training import (OptimizerConfig, init_train_state, make_lm_step, make_optimizer)
 
 CONFIGS = {
@@ -28,27 +32,47 @@ CONFIGS = {
                  batch=8, seq=256),
     "d512": dict(d_model=512, layers=8, vocab=32000, heads=8, kv_heads=8, mlp_dim=1376,
                  batch=8, seq=256),
+    # About 1B parameters (Llama-style), for accelerators.
+    "1b": dict(d_model=2048, layers=16, vocab=32000, heads=16, kv_heads=16, mlp_dim=5504,
+               batch=8, seq=2048, dtype="bfloat16", attention_impl="cudnn"),
 }
 
+# Dense bfloat16 matrix throughput by the vendors' datasheets (no sparsity), FLOP/s.
+DATASHEET_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12}
 
-def matmul_peak(size: int = 2048, repeats: int = 5) -> dict[str, float]:
+
+def matmul_peak(size: int = 2048, repeats: int = 5, dtype: str = "float32") -> dict[str, float]:
   import torch
   flops = 2 * size ** 3
-  a = jnp.ones((size, size), jnp.float32)
+  a = jnp.ones((size, size), dtype)
   f = jax.jit(lambda x: x @ x)
   f(a).block_until_ready()
   start = time.perf_counter()
   for _ in range(repeats):
     f(a).block_until_ready()
   xla = flops * repeats / (time.perf_counter() - start)
-  t = torch.ones(size, size)
+  device = "cuda" if jax.default_backend() == "gpu" else "cpu"
+  t = torch.rand(size, size, device=device).to(getattr(torch, dtype))
   t @ t
+  _sync(device)
   start = time.perf_counter()
   for _ in range(repeats):
     t @ t
+  _sync(device)
   torch_peak = flops * repeats / (time.perf_counter() - start)
   return {"xla_gflops": xla / 1e9, "torch_gflops": torch_peak / 1e9,
-          "peak_gflops": max(xla, torch_peak) / 1e9}
+          "peak_gflops": max(xla, torch_peak) / 1e9, "dtype": dtype, "size": size}
+
+
+def _sync(device: str) -> None:
+  if device == "cuda":
+    import torch
+    torch.cuda.synchronize()
+
+
+def datasheet_peak() -> float | None:
+  kind = jax.devices()[0].device_kind
+  return next((v for k, v in DATASHEET_BF16.items() if k in kind), None)
 
 
 def flops_per_token(config, seq: int) -> float:
@@ -61,9 +85,23 @@ def flops_per_token(config, seq: int) -> float:
 
 def bench_config(name: str, spec: dict, steps: int, repeats: int) -> dict:
   import torch
-  hf_model, config, params = llama_twin(spec["d_model"], spec["layers"], spec["vocab"],
-                                        spec["mlp_dim"], spec["heads"], spec["kv_heads"],
-                                        spec["seq"] + 1)
+  import transformers
+  device = "cuda" if jax.default_backend() == "gpu" else "cpu"
+  dtype = spec.get("dtype", "float32")
+  config = TransformerConfig(
+      vocab_size=spec["vocab"], d_model=spec["d_model"], num_layers=spec["layers"],
+      num_heads=spec["heads"], num_kv_heads=spec["kv_heads"],
+      head_dim=spec["d_model"] // spec["heads"], mlp_dim=spec["mlp_dim"],
+      max_seq_len=spec["seq"] + 1, dtype=dtype,
+      attention_impl=spec.get("attention_impl", "native"))
+  hf_config = transformers.LlamaConfig(
+      vocab_size=config.vocab_size, hidden_size=config.d_model,
+      intermediate_size=config.mlp_dim, num_hidden_layers=config.num_layers,
+      num_attention_heads=config.num_heads, num_key_value_heads=config.num_kv_heads,
+      max_position_embeddings=config.max_seq_len, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+  torch.manual_seed(0)
+  with torch.device(device):
+    hf_model = transformers.LlamaForCausalLM(hf_config)  # float32 parameters
   hf_model.train()
   batch, seq = spec["batch"], spec["seq"]
   rng = np.random.RandomState(0)
@@ -73,7 +111,7 @@ def bench_config(name: str, spec: dict, steps: int, repeats: int) -> dict:
                                max_grad_norm=1.0, b2=0.999)
   optimizer = make_optimizer(opt_config)
   model = Transformer(config)
-  state = init_train_state(params, optimizer, 0)
+  state = init_train_state(init_params(model, jax.random.key(0)), optimizer, 0)
   step = jax.jit(make_lm_step(model, optimizer, opt_config), donate_argnums=(0,))
   jbatch = {"input_tokens": jnp.asarray(tokens[:, :-1]), "target_tokens": jnp.asarray(tokens[:, 1:]),
             "loss_weights": jnp.ones((batch, seq), jnp.float32),
@@ -84,21 +122,29 @@ def bench_config(name: str, spec: dict, steps: int, repeats: int) -> dict:
   jax.block_until_ready(m)
   compile_s = time.perf_counter() - start
 
-  torch_opt = torch.optim.AdamW(hf_model.parameters(), lr=1e-4, weight_decay=0.0)
-  input_ids = torch.tensor(tokens[:, :-1], dtype=torch.long)
-  labels = torch.tensor(tokens[:, 1:], dtype=torch.long)
+  # PyTorch's own fastest AdamW on a GPU (fused), its default on the CPU.
+  torch_opt = torch.optim.AdamW(hf_model.parameters(), lr=1e-4, weight_decay=0.0,
+                                **({"fused": True} if device == "cuda" else {}))
+  theirs_state = {"model": hf_model, "optimizer": torch_opt}  # freed before the breakdown
+  del hf_model, torch_opt
+  input_ids = torch.tensor(tokens[:, :-1], dtype=torch.long, device=device)
+  labels = torch.tensor(tokens[:, 1:], dtype=torch.long, device=device)
+  autocast = torch.autocast(device, dtype=getattr(torch, dtype), enabled=dtype != "float32")
 
   def torch_step():
+    hf_model, torch_opt = theirs_state["model"], theirs_state["optimizer"]
     torch_opt.zero_grad(set_to_none=True)
-    logits = hf_model(input_ids).logits
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                             labels.reshape(-1))
+    with autocast:
+      logits = hf_model(input_ids).logits
+      loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                               labels.reshape(-1))
     loss.backward()
     torch.nn.utils.clip_grad_norm_(hf_model.parameters(), 1.0)
     torch_opt.step()
-    return float(loss)
+    return loss
 
   torch_step()  # warm-up
+  _sync(device)
   ours, theirs = [], []
   for _ in range(repeats):
     start = time.perf_counter()
@@ -109,7 +155,9 @@ def bench_config(name: str, spec: dict, steps: int, repeats: int) -> dict:
     start = time.perf_counter()
     for _ in range(steps):
       torch_step()
+    _sync(device)
     theirs.append((time.perf_counter() - start) / steps)
+  theirs_state.clear()
   tokens_per_step = batch * seq
   breakdown = step_breakdown(model, state.params, optimizer, state.opt_state, jbatch)
   ours_tps = tokens_per_step / float(np.median(ours))
@@ -136,7 +184,7 @@ def step_breakdown(model, params, optimizer, opt_state, batch) -> dict[str, floa
   """Seconds of the parts of a training step, each compiled alone: the decoder layers'
   forward+backward (no output head), the output head + cross-entropy forward+backward,
   and the AdamW update. Shows where XLA:CPU spends the step."""
-  from align_jax.training.losses import output_matrix, output_nll_sums
+  from align_jax.training.losses import head_chunk_rows, output_matrix, output_nll_sums
   config = model.config
 
   def layers(p):
@@ -144,12 +192,14 @@ def step_breakdown(model, params, optimizer, opt_state, batch) -> dict[str, floa
                          batch["segment_ids"], output="hidden")
     return jnp.sum(hidden * hidden)
 
-  hidden = jax.random.normal(jax.random.key(0), batch["input_tokens"].shape + (config.d_model,))
+  hidden = jax.random.normal(jax.random.key(0), batch["input_tokens"].shape + (config.d_model,),
+                             config.dtype)
 
   def head(w_out, h):
-    return output_nll_sums(h.reshape(-1, config.d_model), w_out,
+    return output_nll_sums(h.reshape(-1, config.d_model), w_out.astype(h.dtype),
                            batch["target_tokens"].reshape(-1),
-                           batch["loss_weights"].reshape(-1))[0]
+                           batch["loss_weights"].reshape(-1),
+                           head_chunk_rows(config.vocab_size))[0]
 
   def update(p, o):
     grads = jax.tree.map(jnp.ones_like, p)
@@ -176,15 +226,28 @@ def main(argv=None) -> dict:
   parser.add_argument("--configs", default="tiny,d512")
   parser.add_argument("--steps", type=int, default=4)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--attention_impl", choices=("native", "xla", "cudnn"),
+                      help="override the configs' attention implementation")
   args = parser.parse_args(argv)
-  peak = matmul_peak()
-  results = {}
+  peaks, results = {}, {}
   for name in args.configs.split(","):
-    result = bench_config(name, CONFIGS[name], args.steps, args.repeats)
+    dtype = CONFIGS[name].get("dtype", "float32")
+    if dtype not in peaks:
+      accelerator = jax.default_backend() != "cpu"
+      peaks[dtype] = matmul_peak(8192 if accelerator else 2048, 10 if accelerator else 5, dtype)
+    peak = peaks[dtype]
+    spec = CONFIGS[name] | ({"attention_impl": args.attention_impl} if args.attention_impl else {})
+    result = bench_config(name, spec, args.steps, args.repeats)
     result["align_jax_fraction_of_peak"] = result["align_jax_gflops"] / peak["peak_gflops"]
     result["transformers_fraction_of_peak"] = result["transformers_gflops"] / peak["peak_gflops"]
+    datasheet = datasheet_peak()
+    if datasheet and dtype == "bfloat16":
+      result["datasheet_bf16_tflops"] = datasheet / 1e12
+      result["align_jax_mfu"] = result["align_jax_gflops"] * 1e9 / datasheet
+      result["transformers_mfu"] = result["transformers_gflops"] * 1e9 / datasheet
     results[name] = result
-  report = {"benchmark": "training", "machine": machine(), "matmul_peak": peak,
+  report = {"benchmark": "training", "machine": machine(),
+            "device_kind": jax.devices()[0].device_kind, "matmul_peak": peaks,
             "results": results, "peak_rss_mb": peak_rss_mb()}
   print(json.dumps(report))
   return report

@@ -83,6 +83,10 @@ class TransformerConfig:
   # against the keys up to its own end only (the rest are masked by causality anyway):
   # fewer FLOPs and cache-sized softmax arrays (0: one block).
   attention_block: int = 128
+  # Attention without a KV cache (training, scoring, prefill): "native" is the blocked
+  # einsum above; "xla" / "cudnn" call jax.nn.dot_product_attention with that
+  # implementation ("cudnn": fused flash attention on NVIDIA GPUs, bf16/fp16 only).
+  attention_impl: Literal["native", "xla", "cudnn"] = "native"
   initializer_range: float = 0.02
   lora_rank: int = 0                # > 0 adds low-rank adapters to `lora_targets`
   lora_alpha: float = 16.0
@@ -100,6 +104,9 @@ class TransformerConfig:
     if self.head_dim % 2:
       raise ValueError(f"head_dim={self.head_dim} must be even for rotary embeddings")
     as_dtype(self.dtype), as_dtype(self.param_dtype)
+    if self.attention_impl not in ("native", "xla", "cudnn"):
+      raise ValueError(f"unknown attention_impl {self.attention_impl!r}; expected native, xla "
+                       "or cudnn")
 
   def replace(self, **changes) -> "TransformerConfig":
     return dataclasses.replace(self, **changes)
@@ -276,6 +283,14 @@ class Attention(nn.Module):
     k = with_logical_constraint(k, ("act_batch", "act_length", "act_kv_heads", None))
     v = with_logical_constraint(v, ("act_batch", "act_length", "act_kv_heads", None))
 
+    if layer_cache is None and cfg.attention_impl != "native":
+      # The bias carries segments and windows; is_causal lets fused kernels skip the
+      # blocks above the diagonal.
+      out = jax.nn.dot_product_attention(
+          q, k, v, bias=mask[:, :, 0].astype(q.dtype), is_causal=True,
+          implementation=cfg.attention_impl)
+      return self._output(out), None
+
     # Keys and values are attended in [batch, kv_heads, length, head_dim] layout, the
     # layout of the KV cache, so decoding reads the cache without transposing it.
     k = jnp.swapaxes(k, 1, 2)
@@ -304,6 +319,11 @@ class Attention(nn.Module):
       out = _attend(q, k, v, mask, dtype)
     out = jnp.transpose(out, (0, 3, 1, 2, 4)).reshape(batch, length, cfg.num_heads,
                                                       cfg.head_dim)
+    return self._output(out), new_cache
+
+  def _output(self, out: Array) -> Array:
+    cfg = self.config
+    dtype = as_dtype(cfg.dtype)
     out = with_logical_constraint(out, ("act_batch", "act_length", "act_heads", None))
     o_kernel = self.param("o_kernel", _init(cfg, ("heads", "head_dim", "embed")),
                           (cfg.num_heads, cfg.head_dim, cfg.d_model), as_dtype(cfg.param_dtype))
@@ -312,7 +332,7 @@ class Attention(nn.Module):
                         (cfg.d_model,), ("embed",))
     if delta is not None:
       y = y + delta
-    return y, new_cache
+    return y
 
 
 class MLP(nn.Module):

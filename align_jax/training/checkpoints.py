@@ -47,7 +47,8 @@ def check_compatible(saved: Mapping[str, Any], expected: Mapping[str, Any], wher
 # (LoRA settings other than the rank only matter once adapters exist; the shape check
 # catches adapters that do not fit.)
 _IGNORED_CONFIG_KEYS = {"dtype", "scan_layers", "remat_policy", "max_seq_len", "lora_alpha",
-                        "lora_targets", "extra_eos_ids", "attention_block"}
+                        "lora_targets", "extra_eos_ids", "attention_block",
+                        "attention_impl"}
 
 
 def config_record(config: Any) -> dict[str, Any]:
