@@ -11,6 +11,7 @@ from align_jax import main, model_summary, quickstart, rlhf_demo
 from align_jax.data import chat
 from align_jax.methods.recite import evaluate as recite_evaluate
 from align_jax.methods.recite import recite as recite_lib
+from align_jax.methods.recite import world as recite_world
 from align_jax.models import transformer
 from align_jax.parallel import mesh, partitioning
 from align_jax.rewards import terms as reward_terms
@@ -38,6 +39,10 @@ for _fn, _name in (
     (rlhf_demo.rlhf_demo, "rlhf_demo"),
     (recite_lib.ReciteConfig, "ReciteConfig"),
     (recite_evaluate.recite_eval, "recite_eval"),
+    (recite_world.recite_world, "recite_world"),
+    (recite_world.CorpusConfig, "CorpusConfig"),
+    (recite_world.HintDataConfig, "HintDataConfig"),
+    (recite_world.WorldEvalConfig, "WorldEvalConfig"),
     (optimizer.OptimizerConfig, "OptimizerConfig"),
     (loop.LoopConfig, "LoopConfig"),
     (encyclopedia.EncyclopediaConfig, "EncyclopediaConfig"),

@@ -102,3 +102,22 @@ class Pipeline:
       print(f"[align_jax] stage {stage.name}: done in {seconds:.1f}s", flush=True)
       results[stage.name] = result
     return results
+
+
+def run_seeds(workdir: str, seeds: Sequence[int],
+              run_seed: Callable[[str, int], Mapping[str, Any]],
+              write_report: Callable[[Mapping[int, Mapping[str, Any]], float], str],
+              columns: Sequence[str]) -> dict[str, Any]:
+  """Runs one pipeline per seed in WORKDIR/seed_<k>/ (run_seed(seed_dir, seed) returns
+  its stages' results, with the evaluation's table in ["eval"]["rows"]), prints each
+  seed's table, and has the writer process write the report across seeds."""
+  from align_jax.reports import markdown_table
+  started = time.perf_counter()
+  per_seed = {}
+  for seed in seeds:
+    per_seed[seed] = run_seed(os.path.join(workdir, f"seed_{seed}"), seed)
+    print(markdown_table([{"seed": seed, **r} for r in per_seed[seed]["eval"]["rows"]],
+                         ["seed", *columns]))
+  report = write_report(per_seed, time.perf_counter() - started) if is_writer() else None
+  print(f"[align_jax] report: {report} ({time.perf_counter() - started:.0f}s)")
+  return {"report": report, "seeds": {s: r["eval"]["rows"] for s, r in per_seed.items()}}

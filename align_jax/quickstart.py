@@ -117,9 +117,10 @@ def vocabulary_stage(vocab_size: int, **options: Any):
 
 def training_stage(model: TransformerConfig, schedule: TrainingSchedule, kind: str,
                    data_key: str, init_stage: str | None, chat_template: str, mesh_fn, rules,
-                   seed: int):
+                   seed: int, data_stage: str = "world"):
+  """Trains on the file results[data_stage][data_key], from init_stage's run if given."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
-    data = DataConfig(kind=kind, train_files=(results["world"][data_key],),
+    data = DataConfig(kind=kind, train_files=(results[data_stage][data_key],),
                       chat_template=chat_template, batch_size=schedule.batch_size,
                       seq_len=schedule.seq_len, seed=seed)
     init_from = os.path.join(results[init_stage]["workdir"]) if init_stage else None

@@ -1,39 +1,67 @@
-"""Reports: metrics.jsonl curves as PNG plots and a report.md that shows them."""
+"""Reports: curves as PNG plots (metrics.jsonl series or given points) and a report.md
+that shows them."""
 
 from __future__ import annotations
 
 import os
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from align_jax.training.metrics import read_metrics
 
 
 def plot_curves(path: str, series: Sequence[tuple[str, str, str]], title: str,
                 ylabel: str = "", logy: bool = False) -> str:
-  """Plots several metrics.jsonl series on one PNG.
+  """Plots several metrics.jsonl series on one PNG against the step.
 
   series: (metrics.jsonl path, metric key, legend label). Returns `path`.
   """
+  lines = []
+  for metrics_path, key, label in series:
+    records = [r for r in read_metrics(metrics_path) if isinstance(r.get(key), (int, float))]
+    if records:
+      lines.append((label, [r["step"] for r in records], [r[key] for r in records], None))
+  return plot_lines(path, lines, title, "step", ylabel, logy)
+
+
+def plot_lines(path: str, lines: Sequence[tuple[str, Sequence[float], Sequence[float],
+                                                 Sequence[float] | None]],
+               title: str, xlabel: str, ylabel: str = "", logy: bool = False,
+               logx: bool = False, xticks: Sequence[float] | None = None) -> str:
+  """Plots (label, xs, ys, error bars or None) lines on one PNG; a label starting with
+  'baseline' is drawn dashed. Returns `path`."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
-  for metrics_path, key, label in series:
-    records = [r for r in read_metrics(metrics_path) if isinstance(r.get(key), (int, float))]
-    if records:
-      ax.plot([r["step"] for r in records], [r[key] for r in records], label=label)
-  ax.set_xlabel("step")
+  for label, xs, ys, errors in lines:
+    if errors is None:
+      ax.plot(xs, ys, label=label, linestyle="--" if label.startswith("baseline") else "-")
+    else:
+      ax.errorbar(xs, ys, yerr=errors, label=label, marker="o", capsize=3)
+  ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_title(title)
   if logy:
     ax.set_yscale("log")
+  if logx:
+    ax.set_xscale("log")
+  if xticks is not None:
+    ax.set_xticks(list(xticks), [f"{x:g}" for x in xticks])
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
   fig.savefig(path)
   plt.close(fig)
   return path
+
+
+def mean_std(values: Sequence[float]) -> str:
+  """'mean ± std' of a few numbers (e.g. a metric over seeds), three decimals."""
+  values = np.asarray(values, np.float64)
+  return f"{values.mean():.3f} ± {values.std():.3f}"
 
 
 def markdown_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> str:

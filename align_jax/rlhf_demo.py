@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -34,10 +33,10 @@ from align_jax.data.tasks import tokenize_record
 from align_jax.data.vocab import load_vocabulary
 from align_jax.models import Transformer, TransformerConfig
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
-from align_jax.pipeline import Pipeline, Stage, is_writer
+from align_jax.pipeline import Pipeline, Stage, is_writer, run_seeds
 from align_jax.quickstart import (TrainingSchedule, load_trained, training_stage,
                                   vocabulary_stage)
-from align_jax.reports import markdown_table, plot_curves, write_report
+from align_jax.reports import markdown_table, mean_std, plot_curves, write_report
 from align_jax.sampling import Sampler, SamplingConfig
 from align_jax.training.checkpoints import config_record
 from align_jax.training.lm_trainer import DataConfig, train_reward_model
@@ -246,11 +245,6 @@ def seed_pipeline(workdir: str, model: TransformerConfig, world: ArithmeticConfi
   return Pipeline(workdir, stages).run()
 
 
-def _mean_std(values: Sequence[float]) -> str:
-  values = np.asarray(values, np.float64)
-  return f"{values.mean():.3f} ± {values.std():.3f}"
-
-
 def write_demo_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
                       seconds: float) -> str:
   """report.md: gold accuracy per seed and across seeds, with the PPO curves as PNG."""
@@ -281,8 +275,8 @@ def write_demo_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
   for policy in ("sft", "ppo", "ppo_no_kl"):
     values = [r for r in rows if r["policy"] == policy]
     summary_rows.append({"policy": policy,
-                         "greedy (mean ± std)": _mean_std([r["greedy"] for r in values]),
-                         "sampled (mean ± std)": _mean_std([r["sampled"] for r in values])})
+                         "greedy (mean ± std)": mean_std([r["greedy"] for r in values]),
+                         "sampled (mean ± std)": mean_std([r["sampled"] for r in values])})
   seed0 = next(iter(per_seed.values()))
   setup = {
       "SFT data correct": seed0["world"]["sft_correct"],
@@ -290,9 +284,9 @@ def write_demo_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
       "reward model held-out pair accuracy": seed0["reward"]["eval_accuracy"],
   }
   text = (f"PPO minus SFT gold accuracy over {len(per_seed)} seeds: sampled "
-          f"{_mean_std(margins['sampled'])}, greedy {_mean_std(margins['greedy'])}. "
-          f"Final KL per response: beta>0 {_mean_std(kl['ppo'])}, beta=0 "
-          f"{_mean_std(kl['ppo_no_kl'])}. Total wall time {seconds:.0f} s.")
+          f"{mean_std(margins['sampled'])}, greedy {mean_std(margins['greedy'])}. "
+          f"Final KL per response: beta>0 {mean_std(kl['ppo'])}, beta=0 "
+          f"{mean_std(kl['ppo_no_kl'])}. Total wall time {seconds:.0f} s.")
   return write_report(os.path.join(workdir, "report.md"),
                       "align_jax RLHF demo: reward model + PPO on the arithmetic world", [
       ("What ran", "Per seed: a tiny policy trained from scratch on addition problems whose "
@@ -326,17 +320,11 @@ def rlhf_demo(workdir: str, model: TransformerConfig,
               eval_every: int = 10, eval_prompts: int = 128, seeds: Sequence[int] = (0,),
               mesh: Mesh | None = None, rules: LogicalRules = DEFAULT_RULES) -> dict[str, Any]:
   """Runs the demo for each seed in WORKDIR/seed_<k>/ and writes WORKDIR/report.md."""
-  started = time.perf_counter()
   mesh_fn = (lambda: mesh) if mesh is not None else create_mesh
-  per_seed = {}
-  for seed in seeds:
-    per_seed[seed] = seed_pipeline(
-        os.path.join(workdir, f"seed_{seed}"), model, world, sft, reward, ppo_schedule, ppo,
-        vocab_size, chat_template, num_samples, eval_every, eval_prompts, mesh_fn, rules, seed)
-    print(markdown_table([{"seed": seed, **r} for r in per_seed[seed]["eval"]["rows"]],
-                         ["seed", "policy", "n", "greedy", "sampled"]))
-  report = None
-  if is_writer():
-    report = write_demo_report(workdir, per_seed, time.perf_counter() - started)
-  print(f"[align_jax] report: {report} ({time.perf_counter() - started:.0f}s)")
-  return {"report": report, "seeds": {s: r["eval"]["rows"] for s, r in per_seed.items()}}
+  return run_seeds(
+      workdir, seeds,
+      lambda seed_dir, seed: seed_pipeline(
+          seed_dir, model, world, sft, reward, ppo_schedule, ppo, vocab_size, chat_template,
+          num_samples, eval_every, eval_prompts, mesh_fn, rules, seed),
+      lambda per_seed, seconds: write_demo_report(workdir, per_seed, seconds),
+      ["policy", "n", "greedy", "sampled"])

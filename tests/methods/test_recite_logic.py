@@ -60,6 +60,25 @@ def test_hint_prompts_and_deduplication():
       "A — B — paragraph #1", "A — C — paragraph #1"]
 
 
+def test_question_generation_and_hinted_recitation_prompts():
+  text = prompts.question_prompt(EXEMPLARS[:1], "Bo Tarn was born in Usk.")
+  assert text == ("Recitation: Ada Vell was born in Norbury in 1901.\n"
+                  "Question: Where was Ada Vell born?\nAnswer: Norbury\n\n"
+                  "Recitation: Bo Tarn was born in Usk.\nQuestion:")
+  open_hint = prompts.hinted_recite_prompt(EXEMPLARS[:1], "Where was Bo Tarn born?")
+  assert open_hint == ("Question: Where was Ada Vell born?\n"
+                       "Hint: Ada Vell — Early life — paragraph #1\n"
+                       "Recitation: Ada Vell was born in Norbury in 1901.\n\n"
+                       "Question: Where was Bo Tarn born?\nHint:")
+  hint = "Bo Tarn — Early life — paragraph #1"
+  given = prompts.hinted_recite_prompt([], "Where was Bo Tarn born?", hint)
+  assert given == f"Question: Where was Bo Tarn born?\nHint: {hint}\nRecitation:"
+  # A fine-tuning example is that prompt completed with the passage (on one line).
+  assert prompts.hinted_recitation_document([], "Where was Bo Tarn born?", hint,
+                                            "Bo Tarn was born\nin Usk.") == (
+      given + " Bo Tarn was born in Usk.")
+
+
 def test_exemplars_must_have_what_a_prompt_needs():
   with pytest.raises(ValueError, match="without reasoning"):
     prompts.chain_of_thought_prompt([prompts.Exemplar("q", "a")], "q2")

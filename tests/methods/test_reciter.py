@@ -68,6 +68,22 @@ def test_baselines_multi_recitation_and_diversified_paths(sampler):
     assert all("\n" not in p.recitations[0] for p in result.paths)
 
 
+def test_hinted_recitation_and_question_generation(sampler):
+  reciter = Reciter(sampler, EXEMPLARS, dataclasses.replace(CONFIG, passage_shots=0))
+  results = reciter.hinted_recite_and_answer(RECORDS, jax.random.key(4))
+  assert [len(r.paths) for r in results] == [3, 3]  # one path per sampled hint
+  for result in results:
+    by_hint = {}
+    for path in result.paths:
+      # A hint sampled twice is recited once: same passage, same answer.
+      assert by_hint.setdefault(path.hint, (path.recitations, path.answer)) == (
+          path.recitations, path.answer)
+  questions = reciter.generate_questions(["Bo was born in Usk.", "Ada was born in Norbury."],
+                                         jax.random.key(5), 2)
+  assert len(questions) == 2
+  assert all(len(row) <= 2 and all(q and "\n" not in q for q in row) for row in questions)
+
+
 def test_a_vocabulary_that_flattens_newlines_is_refused(tmp_path, sampler):
   flat = train_sentencepiece(["a b c\nd e"] * 20, str(tmp_path / "flat"), 280,
                              extra_options={"hard_vocab_limit": False})

@@ -28,7 +28,8 @@ from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
 from align_jax.sampling import Sampler
 from align_jax.sampling.generate import load_model
 
-METHODS = ("direct", "chain_of_thought", "recite", "multi_recite", "diversified")
+METHODS = ("direct", "chain_of_thought", "recite", "multi_recite", "diversified",
+           "hinted_recite")
 EXEMPLARS_DIR = os.path.join(os.path.dirname(__file__), "exemplars")
 
 
@@ -98,7 +99,8 @@ def recite_eval(workdir: str, checkpoint: str, dataset: str, exemplars: str, *,
           "chain_of_thought": lambda: reciter.chain_of_thought(records),
           "recite": lambda: reciter.recite_and_answer(records, key),
           "multi_recite": lambda: reciter.multi_recite_and_answer(records, key),
-          "diversified": lambda: reciter.diversified(records, key)}
+          "diversified": lambda: reciter.diversified(records, key),
+          "hinted_recite": lambda: reciter.hinted_recite_and_answer(records, key)}
   scores = {}
   for method, path in zip(methods, outputs):
     results = runs[method]()
@@ -108,7 +110,7 @@ def recite_eval(workdir: str, checkpoint: str, dataset: str, exemplars: str, *,
     if method not in ("direct",):
       entry["error_analysis"] = analysis.error_analysis(results)
       entry["path_table"] = analysis.path_table(results)
-    if method in ("recite", "multi_recite"):
+    if method in ("recite", "multi_recite", "hinted_recite"):
       counts = [k for k in path_counts if k <= recite.num_paths]
       entry["em_by_paths"] = analysis.em_by_paths(results, counts, seed=seed)
     scores[method] = entry

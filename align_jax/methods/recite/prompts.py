@@ -14,6 +14,9 @@ Formats (one block each):
   multi_recite    Question: q / Recitation 1: p1 / Recitation 2: p2
   hint            Question: q / Hint: title — section — paragraph #k
   passage         Hint: h / Recitation: p
+  question        Recitation: p / Question: q (/ Answer: a in the exemplars): writes a
+                  question about a passage (hint fine-tuning's data)
+  hinted_recite   Question: q / Hint: h / Recitation: p (what hint fine-tuning teaches)
 """
 
 from __future__ import annotations
@@ -125,6 +128,32 @@ def passage_prompt(exemplars: Sequence[Exemplar], hint: str) -> str:
   return _prompt([_block(("Hint", h), ("Recitation", p)) for e in exemplars
                   for h, p in zip(e.hints[:1], e.passages[:1])],
                  _block(("Hint", hint), ("Recitation", None)))
+
+
+def question_prompt(exemplars: Sequence[Exemplar], passage: str) -> str:
+  """A passage -> a question it answers; the exemplars are full reading blocks (passage,
+  question, answer), so the model continues the reading format up to the question."""
+  _need(exemplars, "passages")
+  return _prompt([_block(("Recitation", e.passages[0]), ("Question", e.question),
+                         ("Answer", e.answer)) for e in exemplars],
+                 _block(("Recitation", passage), ("Question", None)))
+
+
+def hinted_recite_prompt(exemplars: Sequence[Exemplar], question: str,
+                         hint: str | None = None) -> str:
+  """Question -> hint -> passage: open at 'Hint:', or, given the hint, at 'Recitation:'."""
+  _need(exemplars, "hints")
+  query = [("Question", question), ("Hint", hint)]
+  if hint is not None:
+    query.append(("Recitation", None))
+  return _prompt([_block(("Question", e.question), ("Hint", e.hints[0]),
+                         ("Recitation", e.passages[0])) for e in exemplars], _block(*query))
+
+
+def hinted_recitation_document(exemplars: Sequence[Exemplar], question: str, hint: str,
+                               passage: str) -> str:
+  """One hint fine-tuning example: the hinted-recitation prompt, completed."""
+  return f"{hinted_recite_prompt(exemplars, question, hint)} {_one_line(passage)}"
 
 
 def split_recitations(text: str) -> list[str]:

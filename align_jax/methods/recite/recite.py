@@ -32,9 +32,13 @@ class ReciteConfig:
   reasoning_tokens: int = 64
   num_hints: int = 20
   hint_tokens: int = 32
+  question_tokens: int = 32
   # Where a recitation ends: the first blank line (the paper's rule for multi-line
   # passages), or the end of the line for corpora whose passages are single lines.
   recitation_stop: str = "\n\n"
+  # Exemplars in the prompts that recall a passage from its hint (-1: all of them). A
+  # model that learned passages under their bare hints recalls them best with 0.
+  passage_shots: int = -1
 
 
 class Reciter:
@@ -68,6 +72,11 @@ class Reciter:
         max_new_tokens=max_tokens, temperature=temperature, top_k=self.config.top_k,
         num_samples=num_samples, stop_strings=(stop,)), key)
     return [[t.strip() for t in row] for row in result.texts]
+
+  def greedy(self, texts: Sequence[str], max_tokens: int, stop: str = END_OF_LINE) -> list[str]:
+    """The greedy continuation of each prompt, cut at `stop` (for probes and checks)."""
+    return [row[0] for row in self._generate(texts, 1, 0.0, max_tokens, stop,
+                                             jax.random.key(0))]
 
   def _answers(self, recited: Sequence[Sequence[str]], questions: Sequence[str]) -> list[str]:
     """One greedy answer per (recitations, question)."""
@@ -135,12 +144,45 @@ class Reciter:
     texts = [prompt_lib.hint_prompt(self.exemplars, r["question"]) for r in records]
     hints = [prompt_lib.dedupe_hints(row) for row in self._generate(
         texts, n, self.config.temperature, self.config.hint_tokens, END_OF_LINE, key)]
-    pairs = [(i, h) for i, row in enumerate(hints) for h in row]
-    passages = self._generate([prompt_lib.passage_prompt(self.exemplars, h) for _, h in pairs],
-                              1, 0.0, self.config.recitation_tokens, self.config.recitation_stop,
+    return self._recite_from_hints(
+        records, hints, lambda record, hint: prompt_lib.passage_prompt(
+            self._passage_exemplars(), hint))
+
+  def hinted_recite_and_answer(self, records: Sequence[Mapping[str, Any]], key: jax.Array,
+                               num_paths: int | None = None) -> list[QuestionResult]:
+    """Recitation after hint fine-tuning: per path, sample a hint for the question, then
+    recite its passage greedily (question and hint in context) and answer from it."""
+    n = num_paths or self.config.num_paths
+    texts = [prompt_lib.hinted_recite_prompt(self.exemplars, r["question"]) for r in records]
+    hints = self._generate(texts, n, self.config.temperature, self.config.hint_tokens,
+                           END_OF_LINE, key)
+    return self._recite_from_hints(
+        records, hints, lambda record, hint: prompt_lib.hinted_recite_prompt(
+            self.exemplars, record["question"], hint))
+
+  def generate_questions(self, passages: Sequence[str], key: jax.Array,
+                         num_questions: int = 1) -> list[list[str]]:
+    """Questions the model writes about each passage (few-shot, sampled; hint
+    fine-tuning's data). Empty questions are dropped."""
+    texts = [prompt_lib.question_prompt(self.exemplars, p) for p in passages]
+    rows = self._generate(texts, num_questions, self.config.temperature,
+                          self.config.question_tokens, END_OF_LINE, key)
+    return [[q for q in row if q] for row in rows]
+
+  def _passage_exemplars(self) -> list[prompt_lib.Exemplar]:
+    shots = self.config.passage_shots
+    return self.exemplars if shots < 0 else self.exemplars[:shots]
+
+  def _recite_from_hints(self, records: Sequence[Mapping[str, Any]],
+                         hints: Sequence[Sequence[str]], prompt) -> list[QuestionResult]:
+    """One path per (record, hint): the passage recited greedily from prompt(record,
+    hint) and the answer read from it. Repeated hints of a record are decoded once."""
+    unique = list(dict.fromkeys((i, h) for i, row in enumerate(hints) for h in row))
+    passages = self._generate([prompt(records[i], h) for i, h in unique], 1, 0.0,
+                              self.config.recitation_tokens, self.config.recitation_stop,
                               jax.random.key(0))
-    answers = self._answers([[p[0]] for p in passages], [records[i]["question"] for i, _ in pairs])
-    paths: list[list[Path]] = [[] for _ in records]
-    for (i, hint), passage, answer in zip(pairs, passages, answers):
-      paths[i].append(Path((passage[0],), answer, hint=hint))
+    answers = self._answers([[p[0]] for p in passages], [records[i]["question"] for i, _ in unique])
+    by_pair = {pair: (p[0], a) for pair, p, a in zip(unique, passages, answers)}
+    paths = [[Path((by_pair[i, h][0],), by_pair[i, h][1], hint=h) for h in row]
+             for i, row in enumerate(hints)]
     return self._results(records, paths)
