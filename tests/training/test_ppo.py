@@ -10,6 +10,7 @@ import json
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from align_jax.data.vocab import train_sentencepiece
@@ -18,7 +19,6 @@ from align_jax.training import LoopConfig, OptimizerConfig
 from align_jax.training.lm_trainer import DataConfig, train_lm, train_reward_model
 from align_jax.training.ppo import (PPOConfig, assemble_rollouts, make_ppo_step, run_ppo,
                                    setup_ppo)
-from align_jax.training.optimizer import make_optimizer
 from align_jax.worlds.arithmetic import ArithmeticConfig, build_world, judge
 
 CONFIG = TransformerConfig(vocab_size=320, num_layers=1, d_model=32, num_heads=4, num_kv_heads=2,
@@ -115,8 +115,11 @@ def _rollouts(runs, workdir, ppo=PPO):
 
 
 def test_update_is_invariant_to_micro_batches(runs, tmp_path):
+  """Plain SGD, so each parameter change is proportional to its gradient: Adam's first
+  step divides by |g| and turns float rounding in a near-zero gradient into a change of
+  up to the learning rate."""
   setup, state, batch = _rollouts(runs, tmp_path)
-  optimizer = make_optimizer(OptimizerConfig(learning_rate=1e-3, warmup_steps=0, total_steps=8))
+  optimizer = optax.sgd(1e-3)
   results = []
   for micro in (1, 2, 4):
     config = dataclasses.replace(PPO, num_micro_batches=micro)
@@ -126,7 +129,7 @@ def test_update_is_invariant_to_micro_batches(runs, tmp_path):
     results.append((_host(new_state.params), {k: float(v) for k, v in metrics.items()}))
   for params, metrics in results[1:]:
     for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(results[0][0])):
-      np.testing.assert_allclose(x, y, atol=2e-6, rtol=0)
+      np.testing.assert_allclose(x, y, atol=1e-6, rtol=0)
     np.testing.assert_allclose(metrics["loss"], results[0][1]["loss"], atol=1e-6, rtol=1e-6)
 
 
