@@ -147,11 +147,15 @@ def bench_config(name: str, spec: dict, steps: int, repeats: int) -> dict:
   _sync(device)
   ours, theirs = [], []
   for _ in range(repeats):
+    # Each framework's worker threads spin for a while after their last parallel region
+    # (OpenMP's wait policy); a pause keeps one side's spinning out of the other's timing.
+    time.sleep(1.0)
     start = time.perf_counter()
     for _ in range(steps):
       state, m = step(state, jbatch, None)
     jax.block_until_ready(m)
     ours.append((time.perf_counter() - start) / steps)
+    time.sleep(1.0)
     start = time.perf_counter()
     for _ in range(steps):
       torch_step()
