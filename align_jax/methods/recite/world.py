@@ -197,13 +197,13 @@ def _exemplars(world: EncyclopediaWorld, hops: int, shots: int, seed: int
   return [exemplar_for(world, pool[i]) for i in rng.choice(len(pool), shots, replace=False)]
 
 
-def _reciter(run_dir: str, model: TransformerConfig, vocabulary: str, exemplars, recite,
-             settings: WorldEvalConfig, mesh, rules) -> Reciter:
+def _sampler(run_dir: str, model: TransformerConfig, vocabulary: str,
+             settings: WorldEvalConfig, mesh, rules) -> Sampler:
+  """A sampler over the parameters a training stage left in run_dir."""
   vocab = load_vocabulary(vocabulary)
   params = load_trained(run_dir, model, vocab, mesh, rules)
-  sampler = Sampler(Transformer(model), params, vocab=vocab, mesh=mesh,
-                    batch_size=settings.batch_size, length_buckets=(128, 256, 384, 512))
-  return Reciter(sampler, exemplars, recite)
+  return Sampler(Transformer(model), params, vocab=vocab, mesh=mesh,
+                 batch_size=settings.batch_size, length_buckets=(128, 256, 384, 512))
 
 
 def world_stage(config: EncyclopediaConfig, corpus: CorpusConfig, seed: int):
@@ -221,8 +221,9 @@ def hint_data_stage(config: EncyclopediaConfig, corpus: CorpusConfig, hint_data:
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     world = _seed_world(config, seed)
     exemplars = _exemplars(world, 1, corpus.shots, seed)
-    reciter = _reciter(results["pretrain"]["workdir"], model, results["vocabulary"]["model"],
-                       exemplars, recite, settings, mesh_fn(), rules)
+    reciter = Reciter(_sampler(results["pretrain"]["workdir"], model,
+                               results["vocabulary"]["model"], settings, mesh_fn(), rules),
+                      exemplars, recite)
     paragraphs = list(world.paragraphs())
     questions = reciter.generate_questions([p[3] for p in paragraphs],
                                            jax.random.key(seed + 7),
@@ -301,14 +302,17 @@ def eval_stage(config: EncyclopediaConfig, corpus: CorpusConfig, model: Transfor
     mesh = mesh_fn()
     most = max(settings.path_counts)
     rows, analyses, curves, diagnostics = [], {}, {}, {}
+    samplers: dict[str, Sampler] = {}  # one per model: loaded and compiled once
     reciters: dict[tuple[str, int], Reciter] = {}
     questions = {hops: [q for q in world.qa(split="heldout", hops=hops, variant=0)
                         ][:settings.max_questions] for hops in (1, 2)}
     for label, stage, hops, method, with_paths in EVAL_METHODS:
+      if stage not in samplers:
+        samplers[stage] = _sampler(results[stage]["workdir"], model,
+                                   results["vocabulary"]["model"], settings, mesh, rules)
       if (stage, hops) not in reciters:
-        reciters[stage, hops] = _reciter(
-            results[stage]["workdir"], model, results["vocabulary"]["model"],
-            _exemplars(world, hops, corpus.shots, seed), recite, settings, mesh, rules)
+        reciters[stage, hops] = Reciter(samplers[stage],
+                                        _exemplars(world, hops, corpus.shots, seed), recite)
       reciter = reciters[stage, hops]
       if hops == 1 and stage not in diagnostics:
         diagnostics[stage] = _diagnostics(reciter, world, questions[1],
@@ -341,14 +345,12 @@ def eval_stage(config: EncyclopediaConfig, corpus: CorpusConfig, model: Transfor
 
 def write_documents(directory: str, world: EncyclopediaWorld, corpus: CorpusConfig, seed: int
                     ) -> dict[str, str]:
-  """pretrain.jsonl (the documents) and vocab_corpus.jsonl (the same texts)."""
-  docs = training_documents(world, corpus, np.random.default_rng(seed))
-  paths = {"pretrain": os.path.join(directory, "pretrain.jsonl"),
-           "vocab_corpus": os.path.join(directory, "vocab_corpus.jsonl")}
-  for path in paths.values():
-    if is_writer() and not os.path.exists(path):
-      write_jsonl(path, [{"text": d} for d in docs])
-  return paths
+  """pretrain.jsonl: the documents, which the vocabulary is also trained on."""
+  path = os.path.join(directory, "pretrain.jsonl")
+  if is_writer() and not os.path.exists(path):
+    write_jsonl(path, [{"text": d} for d in training_documents(
+        world, corpus, np.random.default_rng(seed))])
+  return {"pretrain": path, "vocab_corpus": path}
 
 
 def seed_pipeline(workdir: str, model: TransformerConfig, world: EncyclopediaConfig,
