@@ -13,7 +13,7 @@ from align_jax.methods.recite import evaluate as recite_evaluate
 from align_jax.methods.recite import recite as recite_lib
 from align_jax.methods.recite import world as recite_world
 from align_jax.models import transformer
-from align_jax.parallel import mesh, partitioning
+from align_jax.parallel import host, mesh, partitioning
 from align_jax.rewards import terms as reward_terms
 from align_jax.sampling import generate, strategies
 from align_jax.training import lm_trainer, loop, optimizer, ppo
@@ -26,6 +26,7 @@ for _fn, _name in (
     (transformer.TransformerConfig, "TransformerConfig"),
     (transformer.RopeScaling, "RopeScaling"),
     (mesh.create_mesh, "create_mesh"),
+    (host.retain_freed_host_memory, "host_memory"),
     (chat.get_template, "get_chat_template"),
     (model_summary.model_summary, "model_summary"),
     (strategies.SamplingConfig, "SamplingConfig"),

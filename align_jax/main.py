@@ -193,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> object:
     print(f"align_jax: configuration error: {e}", file=sys.stderr)
     raise SystemExit(2) from None
   from align_jax.parallel import initialize_distributed
+  # Before JAX's first computation: malloc binds threads to arenas as they start.
+  gin.get_configurable("host_memory")()
   initialize_distributed()
   return gin.get_configurable("run")()
 

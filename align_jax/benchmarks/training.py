@@ -1,13 +1,16 @@
 """Training throughput of align_jax vs transformers (PyTorch, AdamW) on the same config.
 
 For each config: tokens/s of a full training step (forward, backward, global-norm
-clipping, AdamW update) at the same batch and sequence length, repeats interleaved
-between the two; and the achieved FLOP/s (6 x matmul parameters + causal attention,
-per token) as a fraction of the measured matmul peak of this machine (the faster of
-XLA and PyTorch on a square matmul in the config's compute dtype). On a GPU the
+clipping, AdamW update) at the same batch and sequence length, one framework after
+the other in the same process; and the achieved FLOP/s (6 x matmul parameters +
+causal attention, per token) as a fraction of the measured matmul peak of this
+machine (the faster of XLA and PyTorch on a square matmul in the config's compute
+dtype). On a GPU the
 config trains in mixed precision (float32 parameters and AdamW state, bfloat16
 compute; PyTorch under autocast) and the report adds MFU against the chip's dense
-bfloat16 datasheet peak.
+bfloat16 datasheet peak. Host memory is kept for reuse as in training jobs
+(`align_jax.parallel.host`; `--host_memory release` for glibc's default) and the
+report gives the page faults per step.
 
   python -m align_jax.benchmarks.training [--configs tiny,d512] [--steps 4 --repeats 3]
   python -m align_jax.benchmarks.training --configs 1b --steps 10   # on a GPU
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import time
 
 import jax
@@ -25,6 +29,7 @@ import numpy as np
 
 from align_jax.benchmarks.common import machine, peak_rss_mb
 from align_jax.models import Transformer, TransformerConfig, init_params
+from align_jax.parallel.host import retain_freed_host_memory
 from align_jax.training import (OptimizerConfig, init_train_state, make_lm_step, make_optimizer)
 
 CONFIGS = {
@@ -146,35 +151,51 @@ def bench_config(name: str, spec: dict, steps: int, repeats: int) -> dict:
     torch_opt.step()
     return loss
 
-  torch_step()  # warm-up
-  _sync(device)
-  ours, theirs = [], []
-  for _ in range(repeats):
-    # Each framework's worker threads spin for a while after their last parallel region
-    # (OpenMP's wait policy); a pause keeps one side's spinning out of the other's timing.
-    time.sleep(1.0)
-    start = time.perf_counter()
-    for _ in range(steps):
-      state, m = step(state, jbatch, None)
-    jax.block_until_ready(m)
-    ours.append((time.perf_counter() - start) / steps)
-    time.sleep(1.0)
-    start = time.perf_counter()
-    for _ in range(steps):
-      torch_step()
-    _sync(device)
-    theirs.append((time.perf_counter() - start) / steps)
+  holder = {"state": state, "metrics": None}
+
+  def our_step():
+    holder["state"], holder["metrics"] = step(holder["state"], jbatch, None)
+
+  # One framework after the other (interleaved blocks made each side's first step
+  # page-fault through the heap the other had just freed).
+  ours, faults = _timed_blocks(our_step, lambda: jax.block_until_ready(holder["metrics"]),
+                               steps, repeats)
+  theirs, _ = _timed_blocks(torch_step, lambda: _sync(device), steps, repeats)
+  state = holder.pop("state")
   theirs_state.clear()
   tokens_per_step = batch * seq
   breakdown = step_breakdown(model, state.params, optimizer, state.opt_state, jbatch)
-  ours_tps = tokens_per_step / float(np.median(ours))
-  theirs_tps = tokens_per_step / float(np.median(theirs))
+  ours_tps, theirs_tps = tokens_per_step / ours, tokens_per_step / theirs
   fpt = flops_per_token(config, seq)
   return {"config": spec | {"params": config.num_params}, "compile_s": compile_s,
           "align_jax_tokens_per_s": ours_tps, "transformers_tokens_per_s": theirs_tps,
           "ratio_vs_transformers": ours_tps / theirs_tps,
           "flops_per_token": fpt, "align_jax_gflops": ours_tps * fpt / 1e9,
-          "transformers_gflops": theirs_tps * fpt / 1e9, "align_jax_breakdown": breakdown}
+          "transformers_gflops": theirs_tps * fpt / 1e9, "align_jax_breakdown": breakdown,
+          "align_jax_page_faults_per_step": faults}
+
+
+def _timed_blocks(run, sync, steps: int, repeats: int) -> tuple[float, float]:
+  """(seconds per step, minor page faults per step) of `run`, medians over `repeats`
+  blocks of `steps` calls, after an untimed call."""
+  # The other framework's worker threads spin for a while after their last parallel
+  # region (OpenMP's wait policy); the pause keeps that out of this side's timing.
+  time.sleep(1.0)
+  run()
+  sync()
+  times, faults = [], []
+  for _ in range(repeats):
+    start, faults_before = time.perf_counter(), _page_faults()
+    for _ in range(steps):
+      run()
+    sync()
+    times.append((time.perf_counter() - start) / steps)
+    faults.append((_page_faults() - faults_before) / steps)
+  return float(np.median(times)), float(np.median(faults))
+
+
+def _page_faults() -> int:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _median_time(fn, *args, repeats: int = 3) -> float:
@@ -235,7 +256,11 @@ def main(argv=None) -> dict:
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--attention_impl", choices=("native", "xla", "cudnn"),
                       help="override the configs' attention implementation")
+  parser.add_argument("--host_memory", default="auto", choices=("auto", "retain", "release"),
+                      help="glibc heap policy (align_jax.parallel.host); 'release' to compare")
   args = parser.parse_args(argv)
+  # As `align_jax.main` does, before JAX starts its threads.
+  retained = retain_freed_host_memory(args.host_memory)
   peaks, results = {}, {}
   for name in args.configs.split(","):
     dtype = CONFIGS[name].get("dtype", "float32")
@@ -254,7 +279,8 @@ def main(argv=None) -> dict:
       result["transformers_mfu"] = result["transformers_gflops"] * 1e9 / datasheet
     results[name] = result
   report = {"benchmark": "training", "machine": machine(),
-            "device_kind": jax.devices()[0].device_kind, "matmul_peak": peaks,
+            "device_kind": jax.devices()[0].device_kind, "host_memory_retained": retained,
+            "matmul_peak": peaks,
             "results": results, "peak_rss_mb": peak_rss_mb()}
   print(json.dumps(report))
   return report
