@@ -263,7 +263,7 @@ class Attention(nn.Module):
     cfg = self.config
     kernel = self.param(f"{name}_kernel", _init(cfg, ("embed", head_axis, "head_dim")),
                         (cfg.d_model, heads, cfg.head_dim), as_dtype(cfg.param_dtype))
-    y = jnp.einsum("btd,dnh->btnh", x, kernel.astype(x.dtype))
+    y = _flat_matmul(x, kernel.astype(x.dtype))
     delta = _lora_delta(self, name, x, "btd", (cfg.d_model,), ("embed",), (heads, cfg.head_dim),
                         (head_axis, "head_dim"))
     if delta is not None:
@@ -335,12 +335,26 @@ class Attention(nn.Module):
     out = with_logical_constraint(out, tuple(names[c] for c in layout))
     o_kernel = self.param("o_kernel", _init(cfg, ("heads", "head_dim", "embed")),
                           (cfg.num_heads, cfg.head_dim, cfg.d_model), as_dtype(cfg.param_dtype))
-    y = jnp.einsum(f"{layout},nhd->btd", out, o_kernel.astype(dtype))
+    if layout == "bnth":
+      out, layout = jnp.swapaxes(out, 1, 2), "btnh"
+    y = _flat_matmul(out.reshape(out.shape[:2] + (-1,)),
+                     o_kernel.reshape(-1, cfg.d_model).astype(dtype))
     delta = _lora_delta(self, "o", out, layout, (cfg.num_heads, cfg.head_dim),
                         ("heads", "head_dim"), (cfg.d_model,), ("embed",))
     if delta is not None:
       y = y + delta
     return y
+
+
+def _flat_matmul(x: Array, kernel: Array) -> Array:
+  """x [..., k] @ kernel [k, ...], as one 2-D product of the flattened axes.
+
+  The weight gradient is then x^T @ dy with a single contracting axis; with x in 3-D,
+  XLA:CPU contracts (batch, length) by first transposing the activations, which made
+  the d512 MLP's forward + backward run at 292 instead of 426 GFLOP/s.
+  """
+  y = x.reshape(-1, x.shape[-1]) @ kernel.reshape(kernel.shape[0], -1)
+  return y.reshape(x.shape[:-1] + kernel.shape[1:])
 
 
 class MLP(nn.Module):
@@ -354,7 +368,7 @@ class MLP(nn.Module):
     up = self.param("up_kernel", _init(cfg, ("embed", "mlp")), (cfg.d_model, cfg.mlp_dim), pdtype)
     down = self.param("down_kernel", _init(cfg, ("mlp", "embed")), (cfg.mlp_dim, cfg.d_model), pdtype)
     def project(name, inputs, kernel, in_axis, out_axis):
-      y = inputs @ kernel.astype(dtype)
+      y = _flat_matmul(inputs, kernel.astype(dtype))
       delta = _lora_delta(self, name, inputs, "btd", (kernel.shape[0],), (in_axis,),
                           (kernel.shape[1],), (out_axis,))
       return y if delta is None else y + delta
