@@ -609,11 +609,11 @@ def setup_ppo(workdir: str, model: TransformerConfig, prompts: Sequence[str] | s
     sources.append(source)
     return source
 
-  eval_fn = None
-  if evaluate is not None:
-    def eval_fn(state, frozen_params):
-      del frozen_params
-      return evaluate(merge_policy(state.params["policy"]), int(jax.device_get(state.step)))
+  def evaluate_policy(state, frozen_params):
+    del frozen_params
+    return evaluate(merge_policy(state.params["policy"]), int(jax.device_get(state.step)))
+
+  eval_fn = None if evaluate is None else evaluate_policy
 
   record = {"model_config": config_record(config), "vocabulary": vocab_record,
             "ppo_config": config_record(ppo)}
