@@ -28,6 +28,7 @@ from align_jax.data.vocab import train_sentencepiece
 from align_jax.models import (Transformer, TransformerConfig, TransformerWithHead, init_params,
                               param_shardings)
 from align_jax.parallel import DEFAULT_RULES, create_mesh
+from align_jax.parallel.host import retain_freed_host_memory
 from align_jax.rewards.terms import CompositeReward
 from align_jax.sampling import Sampler
 from align_jax.training import (OptimizerConfig, init_train_state, make_optimizer,
@@ -109,6 +110,7 @@ def main() -> None:
   parser.add_argument("--iterations", type=int, default=3)
   parser.add_argument("--configs", default="tiny,d512,d512_inexact")
   args = parser.parse_args()
+  retained = retain_freed_host_memory()  # as align_jax.main does
   with tempfile.TemporaryDirectory() as directory:
     words = [" ".join(f"w{(i * 7 + j) % 97}" for j in range(12)) for i in range(400)]
     vocab = train_sentencepiece(words, f"{directory}/spm", 300,
@@ -118,6 +120,7 @@ def main() -> None:
     results["exact_ratio_training_cost"] = (results["d512"]["training_s"]
                                             / results["d512_inexact"]["training_s"])
   print(json.dumps({"benchmark": "ppo", "machine": machine(), "peak_rss_mb": peak_rss_mb(),
+                    "host_memory_retained": retained,
                     "results": results}, indent=2))
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from align_jax.benchmarks.common import llama_twin, machine, peak_rss_mb, summary, timed
 from align_jax.models import Transformer
+from align_jax.parallel.host import retain_freed_host_memory
 from align_jax.sampling import Sampler, SamplingConfig
 
 
@@ -40,6 +41,7 @@ def main(argv=None) -> dict:
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--skip_transformers", action="store_true")
   args = parser.parse_args(argv)
+  retained = retain_freed_host_memory()  # as align_jax.main does
 
   import torch
   torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -99,6 +101,7 @@ def main(argv=None) -> dict:
       "benchmark": "sampling",
       "config": vars(args) | {"params": config.num_params},
       "machine": machine(),
+      "host_memory_retained": retained,
       "align_jax": summary(ours) | {"tokens_per_s": ours_tps},
       "compile_s": compile_and_run - float(np.median(ours)),
       "no_cache_baseline": {"tokens_per_s": baseline_tps, "seconds_per_token_step":
