@@ -12,7 +12,7 @@ if [[ "${1:-}" == "--help" ]]; then sed -n '2,9p' "$0"; exit 0; fi
 out="${1:-gpu_check}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3 XLA_PYTHON_CLIENT_PREALLOCATE=false
-export ALIGN_JAX_XLA_CPU_DEFAULTS=0 JAX_PLATFORMS=cuda
+export JAX_PLATFORMS=cuda
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import jax, flax, optax, torch, transformers; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__); print(jax.devices())"
