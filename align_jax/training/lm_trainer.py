@@ -27,10 +27,10 @@ from align_jax.data import tasks as task_lib
 from align_jax.data.pipeline import BatchIterator
 from align_jax.data.vocab import load_vocabulary
 from align_jax.models import (Transformer, TransformerConfig, TransformerWithHead,
-                              abstract_params, init_params, is_lora_path, merge_params,
-                              param_shardings, split_params)
+                              abstract_params, init_params, is_lora_path, merge_lora,
+                              merge_params, param_shardings, split_params)
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
-from align_jax.training.checkpoints import config_record, restore_params
+from align_jax.training.checkpoints import Checkpointer, config_record, restore_params
 from align_jax.training.loop import (LoopConfig, batch_shardings, global_batch, init_train_state,
                                      state_shardings, train_loop)
 from align_jax.training.losses import lm_loss_sums
@@ -122,15 +122,68 @@ def restore_run_params(run_dir: str, module, mesh: Mesh, rules: LogicalRules,
                        vocab_record: dict | None = None) -> Any:
   """The parameters of `module` (a Transformer or TransformerWithHead) from another run's
   latest checkpoint (run_dir: its WORKDIR or checkpoints folder), placed on their
-  shardings; the run's model config (and vocabulary, if given) must match."""
-  shardings = param_shardings(module, mesh, rules)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract_params(module), shardings)
+  shardings; the run's model config (and vocabulary, if given) must match.
+
+  A run that trained LoRA adapters stored only what it trained (the adapters, and a
+  reward model's head); for a LoRA-free `module` its base is loaded from the `init_from`
+  in its record and the adapters are folded into the base kernels.
+  """
+  record = read_run_record(run_dir)
+  if (record.get("model_config") or {}).get("lora_rank", 0) > 0 and module.config.lora_rank == 0:
+    return _restore_lora_run(run_dir, record, module, mesh, rules, vocab_record)
+  abstract = placed_abstract_params(module, mesh, rules)
   expected = {"model_config": config_record(module.config)}
   if vocab_record is not None:
     expected["vocabulary"] = vocab_record
   params, _ = restore_params(checkpoints_dir(run_dir), abstract, expected)
   return params
+
+
+def placed_abstract_params(module, mesh: Mesh, rules: LogicalRules) -> Any:
+  """Shapes and dtypes of `module`'s parameters, each with its sharding (a restore target)."""
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract_params(module), param_shardings(module, mesh, rules))
+
+
+def read_run_record(run_dir: str) -> dict[str, Any]:
+  """The record (model config, vocabulary, ...) stored with a run's latest checkpoint."""
+  checkpointer = Checkpointer(checkpoints_dir(run_dir), async_save=False)
+  try:
+    step = checkpointer.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"{run_dir}: no checkpoint found")
+    return checkpointer.read_record(step)
+  finally:
+    checkpointer.close()
+
+
+def _restore_lora_run(run_dir: str, record: dict, module, mesh: Mesh, rules: LogicalRules,
+                      vocab_record: dict | None) -> Any:
+  init_from = record.get("init_from")
+  if not init_from:
+    raise ValueError(f"{run_dir} trained LoRA adapters, but its checkpoint does not record the "
+                     "base model it started from (init_from); retrain it with this version "
+                     "of align_jax or export it merged (export_hf=True)")
+  if not os.path.exists(init_from):
+    raise FileNotFoundError(f"{run_dir} trained LoRA adapters over {init_from}, which no longer "
+                            "exists; the base model is needed to restore it")
+  stored = record["model_config"]
+  lora = dataclasses.replace(module.config, lora_rank=stored["lora_rank"],
+                             lora_alpha=stored["lora_alpha"],
+                             lora_targets=tuple(stored["lora_targets"]))
+  head = isinstance(module, TransformerWithHead)
+  vocab_record = vocab_record if vocab_record is not None else record.get("vocabulary")
+  _, base = load_initial_params(init_from, module.config, mesh, rules, seed=0,
+                                vocab_record=None if _is_hf_dir(init_from) else vocab_record)
+  abstract = placed_abstract_params(TransformerWithHead(lora) if head else Transformer(lora),
+                                    mesh, rules)
+  expected = {"model_config": config_record(lora)}
+  if vocab_record is not None:
+    expected["vocabulary"] = vocab_record
+  trained, _ = restore_params(checkpoints_dir(run_dir),
+                              split_params(abstract, _trains_with_lora(head))[0], expected)
+  full = merge_params(trained, {"backbone": base} if head else base)
+  return merge_lora(lora, full)[1]
 
 
 def load_initial_params(init_from: str | None, config: TransformerConfig, mesh: Mesh,
@@ -293,6 +346,9 @@ def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary:
 
   record = {"model_config": config_record(config), "vocabulary": vocab_record,
             "kind": data.kind}
+  if init_from:
+    # A LoRA run stores only its adapters (and head): loaders find the base here.
+    record["init_from"] = os.path.abspath(init_from)
   state, metrics = train_loop(
       workdir=workdir,
       step_fn=make_train_step(loss_sums, opt, optimizer, num_micro_batches),

@@ -169,6 +169,50 @@ def test_lora_policy_and_value_share_one_frozen_base(runs, tmp_path):
   assert not _tree_equal(_host(state.params["policy"]), trainable["policy"])
 
 
+def test_a_lora_reward_model_loads_merged_over_its_base(runs, tmp_path):
+  """A LoRA reward run stores adapters and head only; PPO's loader rebuilds it over the
+  SFT run it started from, folds the adapters in, and scores as the unmerged model does."""
+  from align_jax.models import (Transformer, TransformerWithHead, is_lora_path, merge_params,
+                                split_params)
+  from align_jax.parallel import DEFAULT_RULES, create_mesh
+  from align_jax.training.checkpoints import restore_params
+  from align_jax.training.lm_trainer import placed_abstract_params, restore_run_params
+  from align_jax.training.ppo import last_token_scores, load_reward_model
+
+  lora = dataclasses.replace(CONFIG, lora_rank=4, lora_targets=("q", "v", "up"))
+  run = str(tmp_path / "lora_reward")
+  train_reward_model(run, lora, DataConfig(kind="preference", train_files=str(
+      runs["root"] / "pairs.jsonl"), pack=False, batch_size=8, seq_len=32), runs["vocab"],
+                     OptimizerConfig(learning_rate=3e-2, warmup_steps=0, total_steps=4),
+                     LoopConfig(total_steps=4, checkpoint_every=4, **QUIET),
+                     init_from=runs["sft"])
+  mesh = create_mesh()
+  module, merged, _ = load_reward_model(run, CONFIG, mesh, DEFAULT_RULES)
+  assert module.config.lora_rank == 0
+
+  # The unmerged model: the SFT base plus the run's adapters and head, run through the
+  # adapters' own forward path.
+  base = restore_run_params(runs["sft"], Transformer(CONFIG), mesh, DEFAULT_RULES)
+  lora_module = TransformerWithHead(lora)
+  abstract = placed_abstract_params(lora_module, mesh, DEFAULT_RULES)
+  trained, _ = restore_params(f"{run}/checkpoints", split_params(
+      abstract, lambda path: is_lora_path(path) or path[0] == "head")[0])
+  unmerged = merge_params(trained, {"backbone": base})
+
+  rng = np.random.RandomState(0)
+  batch = {"tokens": rng.randint(3, 300, (3, 20)).astype(np.int32),
+           "positions": np.tile(np.arange(20, dtype=np.int32), (3, 1)),
+           "segment_ids": np.ones((3, 20), np.int32)}
+  np.testing.assert_allclose(last_token_scores(module, merged, batch),
+                             last_token_scores(lora_module, unmerged, batch), atol=1e-5)
+  # The adapters moved the targeted kernels (so the check above is not base vs base),
+  # left the others, and the head is the run's.
+  changed = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(merged["backbone"]),
+                                                   jax.tree.leaves(base))]
+  assert 0 < sum(changed) < len(changed)
+  assert _tree_equal(_host(merged["head"]), _host(trained["head"]))
+
+
 def test_assemble_rollouts_hand_case():
   out = assemble_rollouts([[5, 6], [7]], np.array([[8, 1, 0], [9, 9, 9]]), np.array([2, 3]),
                           start=3, pad_id=0)
