@@ -213,6 +213,35 @@ def test_a_lora_reward_model_loads_merged_over_its_base(runs, tmp_path):
   assert _tree_equal(_host(merged["head"]), _host(trained["head"]))
 
 
+def test_a_lora_sft_run_is_a_policy_init(runs, tmp_path):
+  """PPO starts from a LoRA SFT run as from the merged model: its reference policy's
+  logits are the unmerged adapters' over the SFT base."""
+  from align_jax.models import Transformer, is_lora_path, merge_params, split_params
+  from align_jax.parallel import DEFAULT_RULES, create_mesh
+  from align_jax.training.checkpoints import restore_params
+  from align_jax.training.lm_trainer import placed_abstract_params, restore_run_params
+
+  lora = dataclasses.replace(CONFIG, lora_rank=4, lora_targets=("k", "o", "down"))
+  run = str(tmp_path / "lora_sft")
+  train_lm(run, lora, DataConfig(kind="sft", train_files=str(runs["root"] / "sft.jsonl"),
+                                 batch_size=8, seq_len=32), runs["vocab"],
+           OptimizerConfig(learning_rate=3e-2, warmup_steps=0, total_steps=3),
+           LoopConfig(total_steps=3, checkpoint_every=3, **QUIET), init_from=runs["sft"])
+  setup = setup_ppo(str(tmp_path / "ppo"), CONFIG, runs["prompts"], runs["vocab"], run,
+                    reward_model=runs["reward"], ppo=PPO,
+                    loop=LoopConfig(total_steps=1, checkpoint_every=1, **QUIET))
+  mesh = create_mesh()
+  base = restore_run_params(runs["sft"], Transformer(CONFIG), mesh, DEFAULT_RULES)
+  trained, _ = restore_params(f"{run}/checkpoints", split_params(
+      placed_abstract_params(Transformer(lora), mesh, DEFAULT_RULES), is_lora_path)[0])
+  tokens = np.random.RandomState(1).randint(3, 300, (2, 16)).astype(np.int32)
+  np.testing.assert_allclose(
+      setup.policy.apply({"params": setup.reference_params}, tokens),
+      Transformer(lora).apply({"params": merge_params(trained, base)}, tokens), atol=1e-5)
+  assert not np.allclose(setup.policy.apply({"params": base}, tokens),
+                         setup.policy.apply({"params": setup.reference_params}, tokens))
+
+
 def test_assemble_rollouts_hand_case():
   out = assemble_rollouts([[5, 6], [7]], np.array([[8, 1, 0], [9, 9, 9]]), np.array([2, 3]),
                           start=3, pad_id=0)
