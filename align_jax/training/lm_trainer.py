@@ -131,12 +131,16 @@ def restore_run_params(run_dir: str, module, mesh: Mesh, rules: LogicalRules,
   record = read_run_record(run_dir)
   if (record.get("model_config") or {}).get("lora_rank", 0) > 0 and module.config.lora_rank == 0:
     return _restore_lora_run(run_dir, record, module, mesh, rules, vocab_record)
-  abstract = placed_abstract_params(module, mesh, rules)
-  expected = {"model_config": config_record(module.config)}
+  params, _ = restore_params(checkpoints_dir(run_dir), placed_abstract_params(module, mesh, rules),
+                             _expected_record(module.config, vocab_record))
+  return params
+
+
+def _expected_record(config: TransformerConfig, vocab_record: dict | None) -> dict[str, Any]:
+  expected = {"model_config": config_record(config)}
   if vocab_record is not None:
     expected["vocabulary"] = vocab_record
-  params, _ = restore_params(checkpoints_dir(run_dir), abstract, expected)
-  return params
+  return expected
 
 
 def placed_abstract_params(module, mesh: Mesh, rules: LogicalRules) -> Any:
@@ -177,11 +181,9 @@ def _restore_lora_run(run_dir: str, record: dict, module, mesh: Mesh, rules: Log
                                 vocab_record=None if _is_hf_dir(init_from) else vocab_record)
   abstract = placed_abstract_params(TransformerWithHead(lora) if head else Transformer(lora),
                                     mesh, rules)
-  expected = {"model_config": config_record(lora)}
-  if vocab_record is not None:
-    expected["vocabulary"] = vocab_record
   trained, _ = restore_params(checkpoints_dir(run_dir),
-                              split_params(abstract, _trains_with_lora(head))[0], expected)
+                              split_params(abstract, _trains_with_lora(head))[0],
+                              _expected_record(lora, vocab_record))
   full = merge_params(trained, {"backbone": base} if head else base)
   return merge_lora(lora, full)[1]
 
