@@ -32,6 +32,7 @@ TEST_REQUIRES = [
     "pytest==9.2.0",
     "torch==2.13.0",  # the CPU build; only the parity tests use it
     "transformers==5.24.0",
+    "import-linter==2.17",  # the layer contract in .importlinter (lint-imports)
 ]
 
 # The top-level gin/ folder ships inside the package as align_jax/gin.

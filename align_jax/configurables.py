@@ -1,61 +1,60 @@
-"""Everything gin files may bind, registered in one place.
+"""What gin files may bind from the core, registered under short names.
 
-Library code carries no gin decorators; this module makes the entry points,
-configs and registries configurable under short names (`TransformerConfig`,
-`create_mesh`, `run`, ...). Importing it is enough.
+Library code carries no gin decorators; this module makes the core's entry points,
+configs and registries configurable (`TransformerConfig`, `create_mesh`, `train_ppo`,
+...). The jobs (`align_jax/jobs/configurables.py`) and each method
+(`align_jax/methods/<name>/configurables.py`) register their own names with `register`;
+`align_jax.main` imports them all.
 """
 
 import gin
 
-from align_jax import main, model_summary, quickstart, rlhf_demo
 from align_jax.data import chat
-from align_jax.methods.recite import evaluate as recite_evaluate
-from align_jax.methods.recite import recite as recite_lib
-from align_jax.methods.recite import world as recite_world
 from align_jax.models import transformer
 from align_jax.parallel import host, mesh, partitioning
+from align_jax.pipeline import builders
+from align_jax.ppo import config as ppo_config
+from align_jax.ppo import trainer as ppo_trainer
+from align_jax.rewards import reward_model
 from align_jax.rewards import terms as reward_terms
-from align_jax.sampling import generate, strategies
-from align_jax.training import lm_trainer, loop, optimizer, ppo
+from align_jax.sampling import strategies
+from align_jax.training import lm_trainer, loop, optimizer
 from align_jax.worlds import arithmetic, encyclopedia
 
-_MODULE = "align_jax"
+MODULE = "align_jax"
 
-for _fn, _name in (
-    (main.run, "run"),
+
+def register(entries, module: str = MODULE) -> None:
+  """Makes each (callable, name) of `entries` configurable in gin as `name`."""
+  for fn, name in entries:
+    gin.external_configurable(fn, name, module=module)
+
+
+register((
     (transformer.TransformerConfig, "TransformerConfig"),
     (transformer.RopeScaling, "RopeScaling"),
     (mesh.create_mesh, "create_mesh"),
     (host.retain_freed_host_memory, "host_memory"),
     (chat.get_template, "get_chat_template"),
-    (model_summary.model_summary, "model_summary"),
     (strategies.SamplingConfig, "SamplingConfig"),
-    (generate.generate_job, "generate"),
     (lm_trainer.train_lm, "train_lm"),
     (lm_trainer.DataConfig, "DataConfig"),
     (lm_trainer.train_reward_model, "train_reward_model"),
-    (ppo.PPOConfig, "PPOConfig"),
-    (ppo.train_ppo, "train_ppo"),
-    (arithmetic.ArithmeticConfig, "ArithmeticConfig"),
-    (rlhf_demo.rlhf_demo, "rlhf_demo"),
-    (recite_lib.ReciteConfig, "ReciteConfig"),
-    (recite_evaluate.recite_eval, "recite_eval"),
-    (recite_world.recite_world, "recite_world"),
-    (recite_world.CorpusConfig, "CorpusConfig"),
-    (recite_world.HintDataConfig, "HintDataConfig"),
-    (recite_world.WorldEvalConfig, "WorldEvalConfig"),
+    (ppo_config.PPOConfig, "PPOConfig"),
+    (ppo_trainer.train_ppo, "train_ppo"),
     (optimizer.OptimizerConfig, "OptimizerConfig"),
     (loop.LoopConfig, "LoopConfig"),
+    (builders.TrainingSchedule, "TrainingSchedule"),
+    (arithmetic.ArithmeticConfig, "ArithmeticConfig"),
     (encyclopedia.EncyclopediaConfig, "EncyclopediaConfig"),
-    (quickstart.TrainingSchedule, "TrainingSchedule"),
-    (quickstart.encyclopedia_qa, "encyclopedia_qa"),
     (reward_terms.CompositeReward, "CompositeReward"),
     (reward_terms.length_term, "length_term"),
     (reward_terms.missing_eos_term, "missing_eos_term"),
     (reward_terms.correctness_term, "correctness_term"),
     (reward_terms.language_match_term, "language_match_term"),
-    (ppo.reward_model_term, "reward_model_term"),
-):
-  gin.external_configurable(_fn, _name, module=_MODULE)
+    (reward_model.reward_model_term, "reward_model_term"),
+    (reward_model.policy_tokens, "policy_tokens"),
+    (reward_model.text_input, "text_input"),
+))
 
 gin.constant("align_jax.DEFAULT_RULES", partitioning.DEFAULT_RULES)

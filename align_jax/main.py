@@ -11,12 +11,14 @@ configurables and misspelt parameters fail before any work starts.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import logging
-import os
+import pkgutil
 import re
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import gin
 
@@ -143,6 +145,17 @@ def _tolerate_namespace_packages_in_gin_includes() -> None:
       for reader, check in gin_config._FILE_READERS]  # noqa: SLF001
 
 
+def register_configurables() -> None:
+  """Registers what gin may bind: the core's names (`align_jax.configurables`), the
+  jobs' and each method's own (`align_jax.methods.<name>.configurables`)."""
+  importlib.import_module("align_jax.jobs.configurables")
+  from align_jax import methods
+  for info in pkgutil.iter_modules(methods.__path__):
+    if info.ispkg and importlib.util.find_spec(
+        f"align_jax.methods.{info.name}.configurables") is not None:
+      importlib.import_module(f"align_jax.methods.{info.name}.configurables")
+
+
 def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
               search_paths: Sequence[str] = ()) -> list[str]:
   """Registers the configurables, parses files then bindings, and validates.
@@ -150,7 +163,7 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
   Returns the resolved file paths. Raises ValueError naming the file/line (or
   flag) for unknown configurables, misspelt parameters and unset REQUIRED values.
   """
-  from align_jax import configurables  # noqa: F401  (registers everything gin can bind)
+  register_configurables()
   _tolerate_namespace_packages_in_gin_includes()
 
   paths = [p for group in search_paths for p in group.split(",") if p]
@@ -163,19 +176,6 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
   except ValueError as e:
     raise ValueError(_required_origin(str(e), _with_includes(files, paths))) from None
   return files
-
-
-def run(job: Callable[..., object] = gin.REQUIRED, workdir: str = gin.REQUIRED) -> object:
-  """Runs `job(workdir=...)` after writing the resolved config into `workdir`."""
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
-  Path(workdir, "config.gin").write_text(gin.config_str())
-  logging.info("WORKDIR: %s", workdir)
-  print(f"[align_jax] WORKDIR {workdir}", flush=True)
-  result = job(workdir=workdir)
-  Path(workdir, "operative_config.gin").write_text(gin.operative_config_str())
-  print(f"[align_jax] done; outputs in {workdir}", flush=True)
-  return result
 
 
 def main(argv: Sequence[str] | None = None) -> object:

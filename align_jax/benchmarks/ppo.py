@@ -29,12 +29,12 @@ from align_jax.models import (Transformer, TransformerConfig, TransformerWithHea
                               param_shardings)
 from align_jax.parallel import DEFAULT_RULES, create_mesh
 from align_jax.parallel.host import retain_freed_host_memory
-from align_jax.rewards.terms import CompositeReward
+from align_jax.ppo import PPOConfig, RolloutSource, make_ppo_step, make_score_fn
+from align_jax.rewards import CompositeReward, RewardModelTerm, policy_tokens
 from align_jax.sampling import Sampler
 from align_jax.training import (OptimizerConfig, init_train_state, make_optimizer,
                                 state_shardings)
-from align_jax.training.ppo import (PPOConfig, RolloutSource, make_ppo_step, make_score_fn,
-                                    reward_model_term)
+from align_jax.training.runs import LoadedRun
 
 CONFIGS = {
     "tiny": (TransformerConfig(vocab_size=512, num_layers=2, d_model=64, num_heads=4,
@@ -73,10 +73,12 @@ def bench(name: str, iterations: int, vocab) -> dict:
   ).tolist()} for _ in range(ppo.rollout_batch_size * (iterations + 1))]
   sampler = Sampler(policy, None, vocab=vocab, mesh=mesh, batch_size=ppo.rollout_batch_size,
                     length_buckets=(ppo.max_prompt_len,))
-  score_fn = make_score_fn(policy, policy_params, value, reward_params, ppo.max_prompt_len,
-                           ppo.temperature)
+  score_fn = make_score_fn(policy, policy_params, ppo.max_prompt_len, ppo.temperature)
+  reward_model = RewardModelTerm.from_loaded(
+      LoadedRun("random", config, reward_params, vocab, {}, mesh, DEFAULT_RULES, head=True),
+      policy_tokens(), batch_size=ppo.rollout_batch_size)
   source = RolloutSource(prompts=prompts, config=ppo, sampler=sampler, score_fn=score_fn,
-                         reward=CompositeReward({"reward_model": (reward_model_term(), 1.0)}),
+                         reward=CompositeReward({"reward_model": (reward_model, 1.0)}),
                          merge_policy=lambda p: p, seed=0, mesh=mesh, rules=DEFAULT_RULES)
   rows = []
   for _ in range(iterations + 1):

@@ -157,9 +157,9 @@ class ChatTemplate:
       if piece.kind == _TEXT:
         piece_ids = [int(i) for i in vocab.encode(piece.text)]
       elif piece.kind == _BOS:
-        piece_ids = [_special_id(vocab, "bos")]
+        piece_ids = [_template_special_id(vocab, "bos")]
       else:
-        piece_ids = [_special_id(vocab, "eos")]
+        piece_ids = [_template_special_id(vocab, "eos")]
       ids.extend(piece_ids)
       mask.extend([int(piece.trained)] * len(piece_ids))
     return RenderedChat(
@@ -219,18 +219,25 @@ def _validate(messages: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]]:
   return messages
 
 
-def _special_id(vocab: seqio.Vocabulary, kind: str) -> int:
-  """Returns the vocabulary's BOS or EOS id, or raises if it has none."""
+def special_id(vocab: seqio.Vocabulary, kind: str) -> int | None:
+  """The vocabulary's BOS (`kind` 'bos') or EOS id, or None if it has none."""
   try:
     value = vocab.bos_id if kind == "bos" else vocab.eos_id
   except NotImplementedError:
-    value = None
+    return None
   if value is None or value < 0:
+    return None
+  return int(value)
+
+
+def _template_special_id(vocab: seqio.Vocabulary, kind: str) -> int:
+  value = special_id(vocab, kind)
+  if value is None:
     raise ValueError(
         f"The chat template needs a {kind.upper()} id but vocabulary {vocab} "
         f"has none."
     )
-  return int(value)
+  return value
 
 
 TEMPLATES: Mapping[str, ChatTemplate] = types.MappingProxyType(

@@ -63,7 +63,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from align_jax.data.chat import ROLES, ChatTemplate, get_template
+from align_jax.data.chat import ROLES, ChatTemplate, get_template, special_id
 from align_jax.data.jsonl import read_jsonl
 
 KINDS = ("lm", "sft", "preference", "process", "prompt")
@@ -217,19 +217,8 @@ def _process_problem(record: Mapping[str, Any]) -> str | None:
 # ---------------------------------------------------------------------------
 
 
-def _special_id(vocab: seqio.Vocabulary, kind: str) -> int | None:
-  """The vocabulary's BOS or EOS id, or None if it has none."""
-  try:
-    value = vocab.bos_id if kind == "bos" else vocab.eos_id
-  except NotImplementedError:
-    return None
-  if value is None or value < 0:
-    return None
-  return int(value)
-
-
 def _eos_id(vocab: seqio.Vocabulary) -> int:
-  eos = _special_id(vocab, "eos")
+  eos = special_id(vocab, "eos")
   if eos is None:
     raise ValueError(
         f"add_eos=True but vocabulary {vocab} has no EOS id; pass "
@@ -260,7 +249,7 @@ def _render(
   )
   ids = [int(i) for i in rendered.token_ids]
   mask = [int(m) for m in rendered.loss_mask]
-  bos = _special_id(vocab, "bos") if add_bos else None
+  bos = special_id(vocab, "bos") if add_bos else None
   if bos is not None and (not ids or ids[0] != bos):
     ids.insert(0, bos)
     mask.insert(0, 0)
@@ -293,7 +282,7 @@ def tokenize_record(
   _check_kind(kind)
   if kind == "lm":
     ids = [int(i) for i in vocab.encode(record["text"])]
-    bos = _special_id(vocab, "bos") if add_bos else None
+    bos = special_id(vocab, "bos") if add_bos else None
     if bos is not None:
       ids.insert(0, bos)
     if add_eos:

@@ -303,11 +303,19 @@ def save_checkpoint(path: str, config: TransformerConfig, params: Any, *,
                     overwrite: bool = False) -> list[str]:
   """Writes params as a Hugging Face checkpoint directory (config.json + safetensors).
 
-  Low-rank adapters are merged into their kernels first. Refuses to write into a
-  directory that already holds a checkpoint unless `overwrite`. In a multi-host run every host must call it; process 0 writes.
+  `params` of a `Transformer` become a causal LM (`LlamaForCausalLM`, ...); those of a
+  single-output `TransformerWithHead` ({"backbone", "head"}) a sequence classifier with
+  one label (`LlamaForSequenceClassification`, ...) whose `score` is the head's kernel
+  (transformers' score layer has no bias: the head's bias goes to `score_bias.json`,
+  so a transformers score plus that bias is align_jax's score). Low-rank adapters are merged into their
+  kernels first. Refuses to write into a directory that already holds a checkpoint
+  unless `overwrite`. In a multi-host run every host must call it; process 0 writes.
   Returns the written file names.
   """
   from align_jax.models.lora import merge_lora
+  head = params.get("head") if isinstance(params, dict) and "backbone" in params else None
+  if head is not None:
+    params = params["backbone"]
   config, params = merge_lora(config, params)  # transformers sees plain (merged) weights
   dtype = dtype or config.param_dtype
   np_dtype = safetensors_io.dtype_of(dtype)
@@ -320,14 +328,24 @@ def save_checkpoint(path: str, config: TransformerConfig, params: Any, *,
     os.makedirs(path, exist_ok=True)
     if overwrite:  # no shard or index of the old checkpoint may survive next to the new one
       for name in os.listdir(path):
-        if name.endswith((".safetensors", ".partial")) or name == safetensors_io.INDEX_FILE:
+        if (name.endswith((".safetensors", ".partial"))
+            or name in (safetensors_io.INDEX_FILE, "score_bias.json")):
           os.remove(os.path.join(path, name))
 
   entries, sources = [], {}
   for param_path, tensors in _grouped(config):
     for layer, t in enumerate(tensors):
+      if head is not None and t.hf_name == "lm_head.weight":
+        continue  # a sequence classifier has a score layer instead
       entries.append((t.hf_name, t.hf_shape, np_dtype))
       sources[t.hf_name] = (param_path, layer if param_path[0] == "layers" else None, t)
+  if head is not None:
+    if np.shape(head["kernel"])[-1] != 1:
+      raise ValueError("only single-output heads export as a sequence classifier")
+    params = {**params, "score_head": head}
+    score = _linear("score.weight", ("score_head", "kernel"), config.d_model, 1)
+    entries.append((score.hf_name, score.hf_shape, np_dtype))
+    sources[score.hf_name] = (score.path, None, score)
 
   cache: dict[tuple[str, ...], np.ndarray] = {}
 
@@ -344,6 +362,15 @@ def save_checkpoint(path: str, config: TransformerConfig, params: Any, *,
       fetch(name)
     return []
   files = safetensors_io.write_checkpoint(path, entries, fetch, max_shard_bytes)
+  hf_config = config_to_hf(config, dtype)
+  if head is not None:
+    hf_config["architectures"] = [_ARCHITECTURES[config.family].replace(
+        "ForCausalLM", "ForSequenceClassification")]
+    hf_config["num_labels"] = 1
+    hf_config["id2label"], hf_config["label2id"] = {"0": "LABEL_0"}, {"LABEL_0": 0}
+    with open(os.path.join(path, "score_bias.json"), "w") as f:
+      json.dump({"bias": float(_to_host(head["bias"]).reshape(-1)[0])}, f)
+    files.append("score_bias.json")
   with open(os.path.join(path, "config.json"), "w") as f:
-    json.dump(config_to_hf(config, dtype), f, indent=2)
+    json.dump(hf_config, f, indent=2)
   return files + ["config.json"]

@@ -1,11 +1,17 @@
 """Composable reward terms.
 
-A term maps a `RewardBatch` (prompts, responses, their token lengths, whether each
-ended with EOS, and per-example metadata) to a float32 score per example. A
-`CompositeReward` adds weighted terms and reports each term's mean, so a run shows
-which part of the reward moved. The published systems' terms are here: a length
-bonus or penalty with a per-prompt multiplier, language match, correctness against
-a ground-truth answer, a missing-EOS penalty, and a model's score.
+A term maps a `RewardBatch` (prompts, responses as text and as the policy's tokens,
+their token lengths, whether each ended with EOS, and per-example metadata) to
+float32 scores: one per example, `[batch]` (placed on the last response token), or
+one per response token, `[batch, response_length]` (a dense reward, e.g. a process
+reward at each step separator). A `CompositeReward` adds weighted terms and reports
+each term's mean, so a run shows which part of the reward moved. The published
+systems' terms are here: a length bonus or penalty with a per-prompt multiplier,
+language match, correctness against a ground-truth answer and a missing-EOS penalty;
+reward models are terms too (`align_jax.rewards.reward_model`).
+
+A term that needs set-up before scoring (a reward model loads its run onto the mesh)
+has a `setup(context: RewardContext)` method; `CompositeReward.setup` calls it.
 """
 
 from __future__ import annotations
@@ -20,16 +26,44 @@ from align_jax.eval.qa import exact_match
 
 @dataclasses.dataclass
 class RewardBatch:
+  """What a reward term sees of a batch of responses.
+
+  prompt_tokens / response_tokens are the policy's token ids (responses [batch, R],
+  padding after each response's length); terms that build their own model input
+  (another vocabulary, another layout) start from the texts instead.
+  """
   prompts: Sequence[str]
   responses: Sequence[str]
   response_lengths: np.ndarray          # tokens per response, [batch]
   finished: np.ndarray                  # ended with EOS, [batch] bool
   metadata: Sequence[Mapping[str, Any]]
-  # Scores computed with the batch by learned models, by name (e.g. 'reward_model').
-  model_scores: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  prompt_tokens: Sequence[Sequence[int]] | None = None
+  response_tokens: np.ndarray | None = None
 
   def __len__(self) -> int:
     return len(self.responses)
+
+  @property
+  def response_length(self) -> int:
+    """R, the response axis of dense terms: the token array's width, else the longest."""
+    if self.response_tokens is not None:
+      return int(np.shape(self.response_tokens)[1])
+    return int(np.max(self.response_lengths)) if len(self) else 0
+
+  def response_mask(self) -> np.ndarray:
+    """1.0 on each response's tokens, [batch, R]."""
+    lengths = np.asarray(self.response_lengths)
+    return (np.arange(self.response_length)[None, :] < lengths[:, None]).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardContext:
+  """What a term's `setup` may need: the mesh to place a model on, and the policy's
+  vocabulary and chat template (to tell whether the policy's tokens can be reused)."""
+  mesh: Any = None
+  rules: Any = None
+  policy_vocab: Any = None
+  chat_template: str | None = None
 
 
 RewardTerm = Callable[[RewardBatch], np.ndarray]
@@ -99,11 +133,21 @@ def language_match_term(bonus: float = 1.0, mismatch: float = 0.0) -> RewardTerm
   return term
 
 
-def model_score_term(score_fn: Callable[[RewardBatch], np.ndarray]) -> RewardTerm:
-  """A learned reward (e.g. a reward model's normalised score) as a term."""
-  def term(batch: RewardBatch) -> np.ndarray:
-    return np.asarray(score_fn(batch), np.float32)
-  return term
+def place_on_last_token(scores: np.ndarray, lengths: np.ndarray, length: int) -> np.ndarray:
+  """[batch] scores as a [batch, length] array holding each on its last response token."""
+  placed = np.zeros((len(scores), length), np.float32)
+  rows = np.flatnonzero(np.asarray(lengths) > 0)
+  placed[rows, np.asarray(lengths)[rows] - 1] = np.asarray(scores, np.float32)[rows]
+  return placed
+
+
+@dataclasses.dataclass
+class RewardScores:
+  """A batch's reward split by kind: `sequence` [batch] (goes on the last response
+  token), `dense` [batch, R] or None, and each term's logged mean."""
+  sequence: np.ndarray
+  dense: np.ndarray | None
+  logged: dict[str, float]
 
 
 @dataclasses.dataclass
@@ -111,15 +155,40 @@ class CompositeReward:
   """Sum of weighted terms: {name: (term, weight)}."""
   terms: Mapping[str, tuple[RewardTerm, float]]
 
-  def __call__(self, batch: RewardBatch) -> tuple[np.ndarray, dict[str, float]]:
-    total = np.zeros(len(batch), np.float32)
+  def setup(self, context: RewardContext) -> None:
+    """Prepares every term that needs it (e.g. loads a reward model onto the mesh)."""
+    for term, _ in self.terms.values():
+      if hasattr(term, "setup"):
+        term.setup(context)
+
+  def score(self, batch: RewardBatch) -> RewardScores:
+    """Each term once; sequence and dense totals kept apart. A dense term's logged value
+    is its mean per response (summed over the response's tokens)."""
+    sequence = np.zeros(len(batch), np.float32)
+    dense = None
     logged: dict[str, float] = {}
     for name, (term, weight) in self.terms.items():
       values = np.asarray(term(batch), np.float32)
-      if values.shape != (len(batch),):
+      if values.shape == (len(batch),):
+        sequence += weight * values
+        logged[f"reward/{name}"] = float(values.mean())
+      elif values.shape == (len(batch), batch.response_length):
+        values = np.where(batch.response_mask() > 0, values, 0.0)
+        dense = weight * values if dense is None else dense + weight * values
+        logged[f"reward/{name}"] = float(values.sum(axis=1).mean())
+      else:
         raise ValueError(f"reward term {name!r} returned shape {values.shape}; expected "
-                         f"({len(batch)},)")
-      logged[f"reward/{name}"] = float(values.mean())
-      total += weight * values
-    logged["reward/total"] = float(total.mean())
-    return total, logged
+                         f"({len(batch)},) or ({len(batch)}, {batch.response_length})")
+    total = sequence + (dense.sum(axis=1) if dense is not None else 0.0)
+    logged["reward/total"] = float(np.mean(total))
+    return RewardScores(sequence, dense, logged)
+
+  def __call__(self, batch: RewardBatch) -> tuple[np.ndarray, dict[str, float]]:
+    """(total, logged means): total is [batch] when every term is, else [batch, R] with
+    the sequence terms placed on each response's last token."""
+    scores = self.score(batch)
+    if scores.dense is None:
+      return scores.sequence, scores.logged
+    placed = place_on_last_token(scores.sequence, batch.response_lengths,
+                                 batch.response_length)
+    return placed + scores.dense, scores.logged

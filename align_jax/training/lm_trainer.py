@@ -14,9 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 import os
-import shutil
 from typing import Any
 
 import jax
@@ -26,23 +24,24 @@ from jax.sharding import Mesh
 from align_jax.data import tasks as task_lib
 from align_jax.data.pipeline import BatchIterator
 from align_jax.data.vocab import load_vocabulary
-from align_jax.models import (Transformer, TransformerConfig, TransformerWithHead,
-                              abstract_params, init_params, is_lora_path, merge_lora,
+from align_jax.models import (Transformer, TransformerConfig, TransformerWithHead, init_params,
                               merge_params, param_shardings, split_params)
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
-from align_jax.training.checkpoints import Checkpointer, config_record, restore_params
+from align_jax.training.checkpoints import config_record
 from align_jax.training.loop import (LoopConfig, batch_shardings, global_batch, init_train_state,
                                      state_shardings, train_loop)
 from align_jax.training.losses import lm_loss_sums
 from align_jax.training.optimizer import OptimizerConfig, make_optimizer
 from align_jax.training.reward import pairwise_loss_sums, process_loss_sums
+from align_jax.training.runs import REWARD_KINDS, _trains_with_lora
+from align_jax.training.runs import (finish_run, fresh_head, is_hf_dir, load_initial_params,
+                                     vocabulary_record)
 from align_jax.training.sft import make_train_step
 
 
 # The loss each data kind trains with (see `align_jax.training.losses` and `.reward`).
 LOSSES = {"lm": lm_loss_sums, "sft": lm_loss_sums, "preference": pairwise_loss_sums,
           "process": process_loss_sums}
-REWARD_KINDS = ("preference", "process")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,15 +82,6 @@ class DataConfig:
       object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
 
 
-def vocabulary_record(vocab) -> dict[str, Any]:
-  """Facts that identify a vocabulary, stored with checkpoints and checked on load."""
-  raw = getattr(vocab, "sp_model", None)
-  fingerprint = (hashlib.sha256(raw).hexdigest() if isinstance(raw, bytes)
-                 else getattr(vocab, "_fingerprint", None))
-  return {"vocab_size": int(vocab.vocab_size), "eos_id": int(vocab.eos_id),
-          "fingerprint": fingerprint}
-
-
 def _register_tasks(name: str, data: DataConfig, vocab) -> tuple[str, str | None, str]:
   """(task name, eval split or None, train split)."""
   if data.task:
@@ -106,107 +96,6 @@ def _register_tasks(name: str, data: DataConfig, vocab) -> tuple[str, str | None
   template = data.chat_template if data.kind != "lm" else None
   task_lib.register_jsonl_task(name, files, vocab, kind=data.kind, chat_template=template)
   return name, ("validation" if data.eval_files else None), "train"
-
-
-def _is_hf_dir(path: str) -> bool:
-  return os.path.exists(os.path.join(path, "config.json"))
-
-
-def checkpoints_dir(path: str) -> str:
-  """A previous run's WORKDIR or its checkpoints folder."""
-  candidate = os.path.join(path, "checkpoints")
-  return candidate if os.path.isdir(candidate) else path
-
-
-def restore_run_params(run_dir: str, module, mesh: Mesh, rules: LogicalRules,
-                       vocab_record: dict | None = None) -> Any:
-  """The parameters of `module` (a Transformer or TransformerWithHead) from another run's
-  latest checkpoint (run_dir: its WORKDIR or checkpoints folder), placed on their
-  shardings; the run's model config (and vocabulary, if given) must match.
-
-  A run that trained LoRA adapters stored only what it trained (the adapters, and a
-  reward model's head); for a LoRA-free `module` its base is loaded from the `init_from`
-  in its record and the adapters are folded into the base kernels.
-  """
-  record = read_run_record(run_dir)
-  if (record.get("model_config") or {}).get("lora_rank", 0) > 0 and module.config.lora_rank == 0:
-    return _restore_lora_run(run_dir, record, module, mesh, rules, vocab_record)
-  params, _ = restore_params(checkpoints_dir(run_dir), placed_abstract_params(module, mesh, rules),
-                             _expected_record(module.config, vocab_record))
-  return params
-
-
-def _expected_record(config: TransformerConfig, vocab_record: dict | None) -> dict[str, Any]:
-  expected = {"model_config": config_record(config)}
-  if vocab_record is not None:
-    expected["vocabulary"] = vocab_record
-  return expected
-
-
-def placed_abstract_params(module, mesh: Mesh, rules: LogicalRules) -> Any:
-  """Shapes and dtypes of `module`'s parameters, each with its sharding (a restore target)."""
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      abstract_params(module), param_shardings(module, mesh, rules))
-
-
-def read_run_record(run_dir: str) -> dict[str, Any]:
-  """The record (model config, vocabulary, ...) stored with a run's latest checkpoint."""
-  checkpointer = Checkpointer(checkpoints_dir(run_dir), async_save=False)
-  try:
-    step = checkpointer.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"{run_dir}: no checkpoint found")
-    return checkpointer.read_record(step)
-  finally:
-    checkpointer.close()
-
-
-def _restore_lora_run(run_dir: str, record: dict, module, mesh: Mesh, rules: LogicalRules,
-                      vocab_record: dict | None) -> Any:
-  init_from = record.get("init_from")
-  if not init_from:
-    raise ValueError(f"{run_dir} trained LoRA adapters, but its checkpoint does not record the "
-                     "base model it started from (init_from); retrain it with this version "
-                     "of align_jax or export it merged (export_hf=True)")
-  if not os.path.exists(init_from):
-    raise FileNotFoundError(f"{run_dir} trained LoRA adapters over {init_from}, which no longer "
-                            "exists; the base model is needed to restore it")
-  stored = record["model_config"]
-  lora = dataclasses.replace(module.config, lora_rank=stored["lora_rank"],
-                             lora_alpha=stored["lora_alpha"],
-                             lora_targets=tuple(stored["lora_targets"]))
-  head = isinstance(module, TransformerWithHead)
-  vocab_record = vocab_record if vocab_record is not None else record.get("vocabulary")
-  _, base = load_initial_params(init_from, module.config, mesh, rules, seed=0,
-                                vocab_record=None if _is_hf_dir(init_from) else vocab_record)
-  abstract = placed_abstract_params(TransformerWithHead(lora) if head else Transformer(lora),
-                                    mesh, rules)
-  trained, _ = restore_params(checkpoints_dir(run_dir),
-                              split_params(abstract, _trains_with_lora(head))[0],
-                              _expected_record(lora, vocab_record))
-  full = merge_params(trained, {"backbone": base} if head else base)
-  return merge_lora(lora, full)[1]
-
-
-def load_initial_params(init_from: str | None, config: TransformerConfig, mesh: Mesh,
-                        rules: LogicalRules, seed: int, vocab_record: dict | None = None
-                        ) -> tuple[TransformerConfig, Any]:
-  """Parameters to start from: random, a Hugging Face directory, or an align_jax run."""
-  if init_from is None:
-    return config, init_params(Transformer(config), jax.random.key(seed), mesh, rules)
-  if _is_hf_dir(init_from):
-    from align_jax.hf import load_checkpoint
-    keep = {k: getattr(config, k) for k in ("dtype", "param_dtype", "scan_layers",
-                                              "remat_policy", "lora_rank", "lora_alpha",
-                                              "lora_targets")}
-    return load_checkpoint(init_from, mesh, rules, **keep)
-  params = restore_run_params(init_from, Transformer(dataclasses.replace(config, lora_rank=0)),
-                              mesh, rules, vocab_record)
-  if config.lora_rank > 0:
-    from align_jax.models import init_lora_params
-    params = merge_params(params, init_lora_params(Transformer(config), jax.random.key(seed),
-                                                   mesh, rules))
-  return config, params
 
 
 def _eval_fn(loss_sums, task: str, data: DataConfig, eval_split: str, mesh: Mesh,
@@ -273,7 +162,8 @@ def train_reward_model(workdir: str, model: TransformerConfig, data: DataConfig,
                        vocabulary: str, optimizer: OptimizerConfig = OptimizerConfig(),
                        loop: LoopConfig = LoopConfig(), *, init_from: str | None = None,
                        mesh: Mesh | None = None, rules: LogicalRules = DEFAULT_RULES,
-                       num_micro_batches: int = 1, seed: int = 0) -> dict[str, Any]:
+                       num_micro_batches: int = 1, seed: int = 0,
+                       export_hf: bool = False) -> dict[str, Any]:
   """Trains a reward model in WORKDIR: a scalar head on a language model's backbone.
 
   data.kind 'preference': pairwise Bradley-Terry loss on the score at each answer's
@@ -281,28 +171,25 @@ def train_reward_model(workdir: str, model: TransformerConfig, data: DataConfig,
   labelled tokens (step ends, or the EOS for an outcome model).
   init_from: the backbone (an align_jax LM run or a Hugging Face directory; None:
   random); the head starts fresh. With LoRA the adapters and the head train.
+  export_hf also writes WORKDIR/hf_export, a one-label sequence classifier for
+  transformers (see `align_jax.hf.save_checkpoint`) with the tokenizer files.
   """
   if data.kind not in REWARD_KINDS:
     raise ValueError(f"train_reward_model trains on DataConfig.kind {REWARD_KINDS}, got "
                      f"{data.kind!r}")
   return _train(workdir, model, data, vocabulary, optimizer, loop, init_from=init_from,
                 mesh=mesh, rules=rules, num_micro_batches=num_micro_batches, seed=seed,
-                export_hf=False, head=True)
+                export_hf=export_hf, head=True)
 
 
-def fresh_head(module: TransformerWithHead, key: jax.Array, mesh: Mesh,
-               rules: LogicalRules) -> Any:
-  """Newly initialised parameters of a model's scalar head only (the backbone's
-  initialisers are compiled away)."""
-  import flax.linen as nn
-  from align_jax.models.init import _boxed_init
-  shardings = param_shardings(module, mesh, rules)["head"]
-  return jax.jit(lambda k: nn.unbox(_boxed_init(module, k))["head"],
-                 out_shardings=shardings)(key)
+def _batch_tokens(batch) -> int:
+  """Real tokens in a batch; a preference batch holds both answers of each pair."""
+  keys = [k for k in ("segment_ids", "chosen_segment_ids", "rejected_segment_ids") if k in batch]
+  return int(sum((np.asarray(batch[k]) > 0).sum() for k in keys))
 
 
-def _trains_with_lora(head: bool):
-  return lambda path: is_lora_path(path) or (head and path[0] == "head")
+def _absolute(path: str) -> str:
+  return path if "://" in path else os.path.abspath(path)
 
 
 def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary: str,
@@ -318,7 +205,7 @@ def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary:
   task_name = "align_jax_" + hashlib.sha1(os.path.abspath(workdir).encode()).hexdigest()[:12]
   task, eval_split, train_split = _register_tasks(task_name, data, vocab)
 
-  init_vocab = vocab_record if init_from and not _is_hf_dir(init_from) else None
+  init_vocab = vocab_record if init_from and not is_hf_dir(init_from) else None
   if head and init_from is None:
     config = model
     model_module = TransformerWithHead(config)
@@ -347,7 +234,8 @@ def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary:
              if eval_split is not None else None)
 
   record = {"model_config": config_record(config), "vocabulary": vocab_record,
-            "kind": data.kind}
+            "vocabulary_file": _absolute(vocabulary), "kind": data.kind,
+            "chat_template": data.chat_template if data.kind != "lm" else None}
   if init_from:
     # A LoRA run stores only its adapters (and head): loaders find the base here.
     record["init_from"] = os.path.abspath(init_from)
@@ -357,32 +245,7 @@ def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary:
       init_state=lambda: init_train_state(trainable, opt, seed, trainable_shardings, mesh),
       make_batches=lambda position: make_batches(start_position=position), config=loop,
       mesh=mesh, rules=rules, shardings=shardings, frozen=frozen, eval_fn=eval_fn,
-      record=record)
+      record=record, batch_tokens=_batch_tokens)
 
-  summary = {"steps": int(jax.device_get(state.step)),
-             "checkpoints": os.path.join(workdir, "checkpoints"),
-             "final_metrics": {k: float(v) for k, v in metrics.items()},
-             "model_config": config_record(config)}
-  if export_hf:
-    from align_jax.hf import save_checkpoint
-    # Written beside the final folder, then swapped in: a rerun re-exports the same
-    # final state instead of failing, and an interrupted export leaves no half folder.
-    export_dir = os.path.join(workdir, "hf_export")
-    staging = export_dir + ".partial"
-    full = merge_params(state.params, frozen) if frozen else state.params
-    save_checkpoint(staging, config, full, overwrite=True)
-    if jax.process_index() == 0:
-      if os.path.isdir(vocabulary):
-        for name in os.listdir(vocabulary):
-          if name.startswith("tokenizer") or name in ("special_tokens_map.json",):
-            shutil.copy(os.path.join(vocabulary, name), staging)
-      elif vocabulary.endswith(".model"):
-        shutil.copy(vocabulary, os.path.join(staging, "tokenizer.model"))
-      if os.path.isdir(export_dir):
-        shutil.rmtree(export_dir)  # an export of this same run's final state
-      os.replace(staging, export_dir)
-    summary["hf_export"] = export_dir
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "train_summary.json"), "w") as f:
-      json.dump(summary, f, indent=2)
-  return summary
+  full = merge_params(state.params, frozen) if frozen else state.params
+  return finish_run(workdir, state.step, metrics, config, full, vocabulary, export_hf)

@@ -133,11 +133,11 @@ def global_batch(batch: Mapping[str, np.ndarray], shardings) -> dict[str, jax.Ar
 
 
 def default_batch_tokens(batch: Mapping[str, np.ndarray]) -> int:
-  """Tokens processed in a batch: non-padding positions (segment ids > 0) where known."""
-  for key in ("segment_ids", "chosen_segment_ids"):
-    if key in batch:
-      total = int((np.asarray(batch[key]) > 0).sum())
-      return total * (2 if key.startswith("chosen") else 1)
+  """Tokens processed in a batch: non-padding positions (segment ids > 0) where known,
+  else the size of its first feature. Trainers whose batches count otherwise pass
+  their own `batch_tokens` to `train_loop`."""
+  if "segment_ids" in batch:
+    return int((np.asarray(batch["segment_ids"]) > 0).sum())
   first = next(iter(batch.values()))
   return int(np.prod(np.shape(first)))
 
@@ -148,6 +148,7 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
                eval_fn: Callable[[TrainState, Any], Mapping[str, float]] | None = None,
                hooks: Sequence[Hook] = (), record: Mapping[str, Any] | None = None,
                batch_tokens: Callable[[Mapping[str, np.ndarray]], int] = default_batch_tokens,
+               progress_metrics: Sequence[str] = (),
                ) -> tuple[TrainState, dict[str, float]]:
   """Trains to `config.total_steps`, resuming from WORKDIR/checkpoints if present.
 
@@ -157,6 +158,8 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
   frozen: parameters the step reads but does not train (a LoRA base, a reference).
   record: JSON facts stored with every checkpoint and checked on resume
     (`model_config`, `vocabulary`).
+  batch_tokens(batch): tokens a batch holds (for tokens/s).
+  progress_metrics: metric names the progress bar shows besides loss and tokens/s.
   Returns the final state and the last metrics.
   """
   record = dict(record or {})
@@ -175,7 +178,7 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
     state, saved = checkpointer.restore(latest, abstract, expected=record)
     position = saved["data_position"]
     writer.event(latest, event="resumed", data_position=position)
-    logging.info("resumed from %s at step %d (data position %d)", checkpointer.directory,
+    logging.info("resumed from %s at step %d (data position %s)", checkpointer.directory,
                  latest, position)
     print(f"[align_jax] resuming from step {latest}", flush=True)
   else:
@@ -243,8 +246,8 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
                                for k, v in getattr(batches, "stats", {}).items()})
           writer.write(step, step_metrics)
           postfix = {"loss": f"{loss:.4f}", "tok_s": f"{step_metrics['tokens_per_s']:.0f}"}
-          if "reward/total" in step_metrics:
-            postfix["reward"] = f"{step_metrics['reward/total']:.3f}"
+          postfix.update({name.split("/")[-1]: f"{step_metrics[name]:.3f}"
+                          for name in progress_metrics if name in step_metrics})
           bar.set_postfix(postfix)
         metrics.update(step_metrics)
         bar.update(1)

@@ -46,12 +46,24 @@ def learning_rate_schedule(config: OptimizerConfig) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
 
 
-def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
-  """The optimizer for the trainable parameters (frozen ones are never passed in)."""
+def make_optimizer(config: OptimizerConfig,
+                   steps_per_schedule_step: int = 1) -> optax.GradientTransformation:
+  """The optimizer for the trainable parameters (frozen ones are never passed in).
+
+  The learning-rate schedule advances once every `steps_per_schedule_step` updates
+  (e.g. once per PPO iteration), so its warmup_steps and total_steps count groups of
+  that many updates.
+  """
+  if steps_per_schedule_step < 1:
+    raise ValueError(f"steps_per_schedule_step must be >= 1, got {steps_per_schedule_step}")
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+  schedule = learning_rate_schedule(config)
+  if steps_per_schedule_step > 1:
+    base = schedule
+    schedule = lambda count: base(count // steps_per_schedule_step)  # noqa: E731
   parts = []
   if config.max_grad_norm:
     parts.append(optax.clip_by_global_norm(config.max_grad_norm))
-  parts.append(optax.adamw(learning_rate_schedule(config), b1=config.b1, b2=config.b2,
-                           eps=config.eps, weight_decay=config.weight_decay, mask=decay_mask))
+  parts.append(optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps,
+                           weight_decay=config.weight_decay, mask=decay_mask))
   return optax.chain(*parts)

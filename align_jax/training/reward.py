@@ -14,7 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from align_jax.training.ppo_math import last_token_index
+
+
+def last_token_index(mask: jax.Array) -> jax.Array:
+  """Index of the last 1 in each row of a [batch, length] mask (0 for empty rows)."""
+  length = mask.shape[-1]
+  positions = jnp.arange(length)
+  return jnp.max(jnp.where(mask > 0, positions, 0), axis=-1)
 
 
 def unshift(batch: Mapping[str, jax.Array], prefix: str = "") -> tuple[jax.Array, jax.Array]:
@@ -62,23 +68,43 @@ def process_loss_sums(model, params: Any, batch: Mapping[str, jax.Array]):
   return (bce * mask).sum(), mask.sum(), {"correct": (correct * mask).sum()}
 
 
-def score_sequences(model, params: Any, sequences, batch_size: int = 64) -> np.ndarray:
-  """A reward model's score at the last token of each token sequence (float32 [N]).
+class SequenceScorer:
+  """Scores token sequences with a reward model at each one's last token, compiled once.
 
   Sequences are right-padded into batches of `batch_size` rows whose length is a
-  multiple of 16, so few shapes compile.
+  multiple of 16, so few shapes compile; with a mesh the rows are split over its
+  batch axes.
   """
-  score = jax.jit(lambda p, t, s: sequence_scores(model, p, t, s))
-  out = np.zeros(len(sequences), np.float32)
-  for start in range(0, len(sequences), batch_size):
-    chunk = [np.asarray(x) for x in sequences[start:start + batch_size]]
-    length = -(-max(len(x) for x in chunk) // 16) * 16
-    tokens = np.zeros((batch_size, length), np.int32)
-    segments = np.zeros((batch_size, length), np.int32)
-    for i, x in enumerate(chunk):
-      tokens[i, :len(x)], segments[i, :len(x)] = x, 1
-    out[start:start + len(chunk)] = np.asarray(score(params, tokens, segments))[:len(chunk)]
-  return out
+
+  def __init__(self, model, params: Any, batch_size: int = 64, mesh=None, rules=None):
+    self.model, self.params, self.batch_size = model, params, batch_size
+    self.mesh, self.rules = mesh, rules
+    self._score = jax.jit(lambda p, t, s: sequence_scores(model, p, t, s))
+
+  def _place(self, x: np.ndarray):
+    if self.mesh is None:
+      return x
+    from align_jax.parallel.partitioning import logical_sharding
+    return jax.device_put(x, logical_sharding(("act_batch", None), self.rules, self.mesh,
+                                              x.shape))
+
+  def __call__(self, sequences) -> np.ndarray:
+    out = np.zeros(len(sequences), np.float32)
+    for start in range(0, len(sequences), self.batch_size):
+      chunk = [np.asarray(x) for x in sequences[start:start + self.batch_size]]
+      length = -(-max(len(x) for x in chunk) // 16) * 16
+      tokens = np.zeros((self.batch_size, length), np.int32)
+      segments = np.zeros((self.batch_size, length), np.int32)
+      for i, x in enumerate(chunk):
+        tokens[i, :len(x)], segments[i, :len(x)] = x, 1
+      scores = self._score(self.params, self._place(tokens), self._place(segments))
+      out[start:start + len(chunk)] = np.asarray(jax.device_get(scores))[:len(chunk)]
+    return out
+
+
+def score_sequences(model, params: Any, sequences, batch_size: int = 64) -> np.ndarray:
+  """A reward model's score at the last token of each token sequence (float32 [N])."""
+  return SequenceScorer(model, params, batch_size)(sequences)
 
 
 def fit_normalization(scores: np.ndarray) -> dict[str, float]:

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from align_jax.rewards import (CompositeReward, RewardBatch, correctness_term,
-                               language_match_term, length_term, missing_eos_term,
-                               model_score_term)
+                               language_match_term, length_term, missing_eos_term)
 
 
 def _batch():
@@ -42,7 +41,7 @@ def test_language_match_is_deterministic():
 def test_composite_adds_weighted_terms_and_logs_each_mean():
   reward = CompositeReward({
       "eos": (missing_eos_term(-6.0), 1.0),
-      "model": (model_score_term(lambda b: np.arange(len(b), dtype=np.float32)), 0.5),
+      "model": (lambda b: np.arange(len(b), dtype=np.float32), 0.5),
   })
   total, logged = reward(_batch())
   np.testing.assert_allclose(total, [0.0, 0.5, -5.0, -4.5])

@@ -19,14 +19,12 @@ import jax
 from jax.sharding import Mesh
 
 from align_jax.data.jsonl import read_jsonl, write_jsonl
-from align_jax.data.vocab import load_vocabulary
 from align_jax.methods.recite import analysis, data
 from align_jax.methods.recite.prompts import Exemplar
 from align_jax.methods.recite.recite import ReciteConfig, Reciter
-from align_jax.models import Transformer, TransformerConfig
+from align_jax.models import TransformerConfig
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
-from align_jax.sampling import Sampler
-from align_jax.sampling.generate import load_model
+from align_jax.training.runs import load_run
 
 METHODS = ("direct", "chain_of_thought", "recite", "multi_recite", "diversified",
            "hinted_recite")
@@ -89,10 +87,10 @@ def recite_eval(workdir: str, checkpoint: str, dataset: str, exemplars: str, *,
   shots = load_exemplars(exemplars)
 
   mesh = mesh or create_mesh()
-  vocab = load_vocabulary(vocabulary or checkpoint)
-  model_config, params = load_model(checkpoint, config, mesh, rules, vocab)
-  sampler = Sampler(Transformer(model_config), params, vocab=vocab, mesh=mesh,
-                    batch_size=batch_size)
+  run = load_run(checkpoint, config=config, vocabulary=vocabulary, mesh=mesh, rules=rules)
+  if run.vocab is None:
+    raise ValueError(f"{checkpoint} names no vocabulary; bind recite_eval.vocabulary")
+  sampler = run.sampler(batch_size=batch_size)
   reciter = Reciter(sampler, shots, recite)
   key = jax.random.key(seed)
   runs = {"direct": lambda: reciter.direct(records),

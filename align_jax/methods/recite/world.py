@@ -44,17 +44,18 @@ import numpy as np
 from jax.sharding import Mesh
 
 from align_jax.data.jsonl import read_jsonl, write_jsonl
-from align_jax.data.vocab import load_vocabulary
 from align_jax.methods.recite import analysis
 from align_jax.methods.recite import prompts as prompt_lib
 from align_jax.methods.recite.recite import ReciteConfig, Reciter
-from align_jax.models import Transformer, TransformerConfig
+from align_jax.models import TransformerConfig
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
-from align_jax.pipeline import Pipeline, Stage, is_writer, run_seeds
-from align_jax.reports import markdown_table, mean_std, plot_curves, plot_lines, write_report
-from align_jax.quickstart import TrainingSchedule, load_trained, training_stage, vocabulary_stage
-from align_jax.training.checkpoints import config_record
+from align_jax.pipeline import (Pipeline, Stage, TrainingSchedule, is_writer, run_seeds,
+                                stage_seconds, training_stage, vocabulary_stage)
+from align_jax.pipeline.reports import (markdown_table, mean_std, plot_curves, plot_lines,
+                                        write_report)
 from align_jax.sampling import Sampler
+from align_jax.training.checkpoints import config_record
+from align_jax.training.runs import load_run
 from align_jax.worlds.encyclopedia import (EncyclopediaConfig, EncyclopediaWorld, QAPair,
                                            build_world, passage_hint)
 
@@ -200,10 +201,8 @@ def _exemplars(world: EncyclopediaWorld, hops: int, shots: int, seed: int
 def _sampler(run_dir: str, model: TransformerConfig, vocabulary: str,
              settings: WorldEvalConfig, mesh, rules) -> Sampler:
   """A sampler over the parameters a training stage left in run_dir."""
-  vocab = load_vocabulary(vocabulary)
-  params = load_trained(run_dir, model, vocab, mesh, rules)
-  return Sampler(Transformer(model), params, vocab=vocab, mesh=mesh,
-                 batch_size=settings.batch_size, length_buckets=(128, 256, 384, 512))
+  run = load_run(run_dir, config=model, vocabulary=vocabulary, mesh=mesh, rules=rules)
+  return run.sampler(batch_size=settings.batch_size, length_buckets=(128, 256, 384, 512))
 
 
 def world_stage(config: EncyclopediaConfig, corpus: CorpusConfig, seed: int):
@@ -402,9 +401,9 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
   for s in seeds:
     seed_dir = os.path.dirname(per_seed[s]["world"]["dir"])
     record = {"seed": s}
-    for name in ("world", "vocabulary", "pretrain", "hint_data", "hint_finetune", "eval"):
-      with open(os.path.join(seed_dir, name, "COMPLETED.json")) as f:
-        record[name] = round(json.load(f)["seconds"], 1)
+    seconds = stage_seconds(seed_dir, ("world", "vocabulary", "pretrain", "hint_data",
+                                       "hint_finetune", "eval"))
+    record.update({name: round(value, 1) for name, value in seconds.items()})
     record["total"] = round(sum(v for k, v in record.items() if k != "seed"), 1)
     times.append(record)
   paths = f"({most} paths)"
@@ -508,4 +507,4 @@ def recite_world(workdir: str, model: TransformerConfig,
           recite, settings, mesh_fn, rules, seed),
       lambda per_seed, seconds: write_world_report(workdir, per_seed, seconds,
                                                    settings.path_counts),
-      ["method", "hops", "n", "em", "f1"])
+      lambda results: results["eval"]["rows"], ["method", "hops", "n", "em", "f1"])

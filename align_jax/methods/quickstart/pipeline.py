@@ -11,7 +11,6 @@ Stages (each in WORKDIR/<stage>/, resumable, see `align_jax.pipeline`):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -24,38 +23,16 @@ from jax.sharding import Mesh
 
 from align_jax.data.chat import get_template
 from align_jax.data.jsonl import read_jsonl, write_jsonl
-from align_jax.data.vocab import load_vocabulary, train_sentencepiece
+from align_jax.data.vocab import load_vocabulary
 from align_jax.eval.qa import exact_match, f1_score
-from align_jax.models import Transformer, TransformerConfig
+from align_jax.models import TransformerConfig
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
-from align_jax.pipeline import Pipeline, Stage, is_writer
-from align_jax.reports import markdown_table, plot_curves, write_report
+from align_jax.pipeline import (Pipeline, Stage, TrainingSchedule, is_writer, stage_seconds,
+                                trained_run, training_stage, vocabulary_stage)
+from align_jax.pipeline.reports import markdown_table, plot_curves, write_report
 from align_jax.sampling import Sampler, SamplingConfig
 from align_jax.training.checkpoints import config_record
-from align_jax.training.lm_trainer import (DataConfig, restore_run_params, train_lm,
-                                           vocabulary_record)
-from align_jax.training.loop import LoopConfig
-from align_jax.training.optimizer import OptimizerConfig
 from align_jax.worlds import EncyclopediaConfig, build_world, passage_hint
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingSchedule:
-  """Steps and optimisation settings of one training stage."""
-  steps: int = 1000
-  learning_rate: float = 1e-3
-  warmup_steps: int = 50
-  batch_size: int = 32
-  seq_len: int = 256
-  weight_decay: float = 0.0
-  checkpoint_every: int = 200
-
-  def optimizer(self) -> OptimizerConfig:
-    return OptimizerConfig(learning_rate=self.learning_rate, warmup_steps=self.warmup_steps,
-                           total_steps=self.steps, weight_decay=self.weight_decay)
-
-  def loop(self) -> LoopConfig:
-    return LoopConfig(total_steps=self.steps, checkpoint_every=self.checkpoint_every)
 
 
 def _files_exist(directory: str, names) -> bool:
@@ -102,41 +79,6 @@ def world_stage(world_config: EncyclopediaConfig, chat_template: str, qa_in_pret
   return run
 
 
-def vocabulary_stage(vocab_size: int, **options: Any):
-  """Trains a sentencepiece vocabulary on the world's `vocab_corpus` (extra trainer
-  options, e.g. split_digits=True, pass through)."""
-  def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
-    prefix = os.path.join(stage_dir, "spm")
-    if is_writer() and not os.path.exists(prefix + ".model"):
-      texts = [r["text"] for r in read_jsonl(results["world"]["vocab_corpus"])]
-      train_sentencepiece(texts, prefix, vocab_size,
-                          extra_options={"hard_vocab_limit": False, **options})
-    return {"model": prefix + ".model"}
-  return run
-
-
-def training_stage(model: TransformerConfig, schedule: TrainingSchedule, kind: str,
-                   data_key: str, init_stage: str | None, chat_template: str, mesh_fn, rules,
-                   seed: int, data_stage: str = "world"):
-  """Trains on the file results[data_stage][data_key], from init_stage's run if given."""
-  def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
-    data = DataConfig(kind=kind, train_files=(results[data_stage][data_key],),
-                      chat_template=chat_template, batch_size=schedule.batch_size,
-                      seq_len=schedule.seq_len, seed=seed)
-    init_from = os.path.join(results[init_stage]["workdir"]) if init_stage else None
-    summary = train_lm(stage_dir, model, data, results["vocabulary"]["model"],
-                       schedule.optimizer(), schedule.loop(), init_from=init_from,
-                       mesh=mesh_fn(), rules=rules, seed=seed)
-    return {"workdir": stage_dir, "final_loss": summary["final_metrics"].get("loss"),
-            "steps": summary["steps"]}
-  return run
-
-
-def load_trained(workdir: str, model: TransformerConfig, vocab, mesh: Mesh, rules):
-  """The parameters a training stage (or a PPO run's `policy/`) left in WORKDIR."""
-  return restore_run_params(workdir, Transformer(model), mesh, rules, vocabulary_record(vocab))
-
-
 def answer_questions(sampler: Sampler, vocab, template, questions, max_new_tokens: int
                      ) -> list[str]:
   """Greedy closed-book answers, cut at the end of the first line."""
@@ -157,9 +99,8 @@ def eval_stage(model: TransformerConfig, chat_template: str, stages: tuple[str, 
     mesh = mesh_fn()
     rows = []
     for stage in stages:
-      params = load_trained(results[stage]["workdir"], model, vocab, mesh, rules)
-      sampler = Sampler(Transformer(model), params, vocab=vocab, mesh=mesh, batch_size=64,
-                        length_buckets=(32, 64))
+      sampler = trained_run(results, stage, model, mesh, rules).sampler(
+          batch_size=64, length_buckets=(32, 64))
       for split in ("train", "heldout"):
         records = [r for r in read_jsonl(os.path.join(world_dir, f"qa_{split}.jsonl"))
                    if r.get("variant", 0) == 0]
@@ -190,9 +131,8 @@ def report_stage(title: str, started: float):
     plot_curves(os.path.join(stage_dir, "loss.png"), series, "Training loss", "loss", logy=True)
     table = markdown_table(results["eval"]["rows"], ["model", "split", "hops", "n", "em", "f1"])
     stats = results["world"]["stats"]
-    seconds = {name: (json.load(open(os.path.join(os.path.dirname(stage_dir), name,
-                                                   "COMPLETED.json")))["seconds"])
-               for name in ("world", "vocabulary", "pretrain", "sft", "eval")}
+    seconds = stage_seconds(os.path.dirname(stage_dir),
+                            ("world", "vocabulary", "pretrain", "sft", "eval"))
     timing = markdown_table([{"stage": k, "seconds": round(v, 1)} for k, v in seconds.items()],
                             ["stage", "seconds"])
     path = write_report(os.path.join(os.path.dirname(stage_dir), "report.md"), title, [

@@ -50,7 +50,31 @@ def _jsonable(value: Any) -> Any:
   return json.loads(json.dumps(value, default=str))
 
 
+def read_completion(workdir: str, name: str) -> dict[str, Any] | None:
+  """The completion record of stage `name` in a pipeline's WORKDIR (None: not completed)."""
+  path = os.path.join(workdir, name, COMPLETION_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}: invalid JSON ({e}); remove the file to rerun the stage") from None
+
+
+def stage_seconds(workdir: str, names: Sequence[str]) -> dict[str, float]:
+  """How long each completed stage took (from its completion record)."""
+  seconds = {}
+  for name in names:
+    record = read_completion(workdir, name)
+    if record is not None:
+      seconds[name] = float(record["seconds"])
+  return seconds
+
+
 class Pipeline:
+  """Named stages run in order in one WORKDIR (see the module docstring)."""
+
   def __init__(self, workdir: str, stages: Sequence[Stage]):
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
@@ -59,11 +83,7 @@ class Pipeline:
     self.stages = list(stages)
 
   def completion(self, name: str) -> dict[str, Any] | None:
-    path = os.path.join(self.workdir, name, COMPLETION_FILE)
-    if not os.path.exists(path):
-      return None
-    with open(path) as f:
-      return json.load(f)
+    return read_completion(self.workdir, name)
 
   def run(self, only: Sequence[str] | None = None) -> dict[str, Any]:
     """Runs every stage not yet completed; returns all stages' results."""
@@ -107,17 +127,18 @@ class Pipeline:
 def run_seeds(workdir: str, seeds: Sequence[int],
               run_seed: Callable[[str, int], Mapping[str, Any]],
               write_report: Callable[[Mapping[int, Mapping[str, Any]], float], str],
+              rows: Callable[[Mapping[str, Any]], Sequence[Mapping[str, Any]]],
               columns: Sequence[str]) -> dict[str, Any]:
   """Runs one pipeline per seed in WORKDIR/seed_<k>/ (run_seed(seed_dir, seed) returns
-  its stages' results, with the evaluation's table in ["eval"]["rows"]), prints each
-  seed's table, and has the writer process write the report across seeds."""
-  from align_jax.reports import markdown_table
+  its stages' results), prints each seed's table (`rows(results)`, shown by `columns`),
+  and has the writer process write the report across seeds."""
+  from align_jax.pipeline.reports import markdown_table
   started = time.perf_counter()
   per_seed = {}
   for seed in seeds:
     per_seed[seed] = run_seed(os.path.join(workdir, f"seed_{seed}"), seed)
-    print(markdown_table([{"seed": seed, **r} for r in per_seed[seed]["eval"]["rows"]],
+    print(markdown_table([{"seed": seed, **r} for r in rows(per_seed[seed])],
                          ["seed", *columns]))
   report = write_report(per_seed, time.perf_counter() - started) if is_writer() else None
   print(f"[align_jax] report: {report} ({time.perf_counter() - started:.0f}s)")
-  return {"report": report, "seeds": {s: r["eval"]["rows"] for s, r in per_seed.items()}}
+  return {"report": report, "seeds": {s: list(rows(r)) for s, r in per_seed.items()}}

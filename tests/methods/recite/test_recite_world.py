@@ -10,7 +10,7 @@ from align_jax.methods.recite import world as recite_world
 from align_jax.methods.recite.analysis import ERROR_CLASSES
 from align_jax.methods.recite.recite import ReciteConfig
 from align_jax.models import TransformerConfig
-from align_jax.quickstart import TrainingSchedule
+from align_jax.pipeline import TrainingSchedule
 from align_jax.worlds.encyclopedia import EncyclopediaConfig, build_world, passage_hint
 
 CORPUS = recite_world.CorpusConfig(shots=1, passage_repeats=2, qa_repeats=2, skill_worlds=2,

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from align_jax.pipeline import COMPLETION_FILE, Pipeline, Stage
-from align_jax.reports import markdown_table, plot_curves, write_report
+from align_jax.pipeline import COMPLETION_FILE, Pipeline, Stage, stage_seconds
+from align_jax.pipeline.reports import markdown_table, plot_curves, write_report
 
 
 def test_completed_stages_are_skipped_and_feed_later_ones(tmp_path):
@@ -33,7 +33,11 @@ def test_completed_stages_are_skipped_and_feed_later_ones(tmp_path):
   assert pipeline.run() == results  # everything completed: nothing runs
   assert calls == ["make", "use", "use"]
   record = json.loads((tmp_path / "use" / COMPLETION_FILE).read_text())
-  assert record["result"] == {"seen": 6} and record["seconds"] >= 0
+  assert record["result"] == {"seen": 6}
+  assert record["settings"] == {"upstream": {"make": {"rows": 3}}}
+  assert stage_seconds(str(tmp_path), ["make", "use", "missing"]) == {
+      "make": json.loads((tmp_path / "make" / COMPLETION_FILE).read_text())["seconds"],
+      "use": record["seconds"]}
 
 
 def test_changed_settings_of_a_completed_stage_stop_the_run(tmp_path):

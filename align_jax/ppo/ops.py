@@ -14,6 +14,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from align_jax.training.reward import last_token_index
+
 Array = jax.Array
 
 
@@ -47,35 +49,33 @@ def masked_whiten(x: Array, mask: Array, shift_mean: bool = True, eps: float = 1
 
 
 def kl_penalty(logprobs: Array, ref_logprobs: Array, estimator: str = "k1",
-               clamp: float = 20.0) -> Array:
+               clamp: float = 20.0, clamp_min: float | None = None) -> Array:
   """Per-token KL estimate of policy vs reference from sampled-token log-probabilities.
 
-  k1: log p - log q (unbiased, can be negative per token).
+  k1: log p - log q (unbiased, can be negative per token); with clamp_min, at least
+    clamp_min (clamp_min=0 never rewards moving below the reference, and biases the
+    estimate upwards).
   k3: exp(-x) - 1 + x with x = log p - log q, clamped before exp (always >= 0).
   """
   log_ratio = logprobs - ref_logprobs
+  if clamp_min is not None and estimator != "k1":
+    raise ValueError(f"clamp_min applies to the 'k1' estimator only, got {estimator!r}")
   if estimator == "k1":
-    return log_ratio
+    return log_ratio if clamp_min is None else jnp.maximum(log_ratio, clamp_min)
   if estimator == "k3":
     x = jnp.clip(log_ratio, -clamp, clamp)
     return jnp.exp(-x) - 1.0 + x
   raise ValueError(f"unknown KL estimator {estimator!r}; expected 'k1' or 'k3'")
 
 
-def last_token_index(mask: Array) -> Array:
-  """Index of the last 1 in each row of a [batch, length] mask (0 for empty rows)."""
-  length = mask.shape[-1]
-  positions = jnp.arange(length)
-  return jnp.max(jnp.where(mask > 0, positions, 0), axis=-1)
-
-
 def token_rewards(scores: Array, kl: Array, mask: Array, beta: float | Array) -> Array:
   """Per-token rewards: -beta * KL on every response token, plus each sequence's
-  score on its last response token (the EOS, or the last token when it has none)."""
-  rewards = -beta * kl * mask
-  last = last_token_index(mask)
-  placed = jax.nn.one_hot(last, mask.shape[-1], dtype=rewards.dtype) * scores[:, None]
-  return rewards + placed * (jnp.sum(mask, axis=-1, keepdims=True) > 0)
+  score on its last response token (the EOS, or the last token when it has none);
+  0 outside the mask."""
+  rewards = jnp.where(mask > 0, -beta * kl, 0.0)
+  last = jnp.arange(mask.shape[-1]) == last_token_index(mask)[:, None]
+  last = last & (jnp.sum(mask, axis=-1, keepdims=True) > 0)
+  return rewards + jnp.where(last, scores[:, None], 0.0)
 
 
 def missing_eos_penalty(scores: Array, has_eos: Array, penalty: float) -> Array:
@@ -90,13 +90,13 @@ def gae(rewards: Array, values: Array, mask: Array, gamma: float = 1.0,
   Positions outside the mask contribute nothing and get advantage 0; the value after
   the last real token is taken as 0 (episodes end with the response).
   """
-  rewards, values = rewards * mask, values * mask
+  rewards, values = jnp.where(mask > 0, rewards, 0.0), jnp.where(mask > 0, values, 0.0)
 
   def step(carry, inputs):
     next_value, next_advantage = carry
     reward, value, m = inputs
     delta = reward + gamma * next_value - value
-    advantage = (delta + gamma * lam * next_advantage) * m
+    advantage = jnp.where(m > 0, delta + gamma * lam * next_advantage, 0.0)
     # Outside the mask, pass the running quantities through unchanged.
     new_value = jnp.where(m > 0, value, next_value)
     new_advantage = jnp.where(m > 0, advantage, next_advantage)
@@ -107,33 +107,20 @@ def gae(rewards: Array, values: Array, mask: Array, gamma: float = 1.0,
   xs = (rewards.T[::-1], values.T[::-1], mask.T[::-1].astype(rewards.dtype))
   _, advantages = jax.lax.scan(step, init, xs)
   advantages = advantages[::-1].T
-  returns = (advantages + values) * mask
+  returns = jnp.where(mask > 0, advantages + values, 0.0)
   return advantages, returns
 
 
 def policy_loss_terms(logprobs: Array, old_logprobs: Array, advantages: Array, mask: Array,
                       clip: float = 0.2) -> dict[str, Array]:
   """Per-token pieces of the clipped surrogate: loss, clipped (0/1), ratio, log-ratio."""
-  log_ratio = (logprobs - old_logprobs) * mask
+  log_ratio = jnp.where(mask > 0, logprobs - old_logprobs, 0.0)
   ratio = jnp.exp(log_ratio)
   unclipped = -advantages * ratio
   clipped = -advantages * jnp.clip(ratio, 1.0 - clip, 1.0 + clip)
   return {"loss": jnp.maximum(unclipped, clipped),
           "clipped": (clipped > unclipped).astype(jnp.float32),
           "ratio": ratio, "log_ratio": log_ratio}
-
-
-def policy_loss(logprobs: Array, old_logprobs: Array, advantages: Array, mask: Array,
-                clip: float = 0.2) -> tuple[Array, dict[str, Array]]:
-  """Clipped surrogate loss (masked mean) and its diagnostics."""
-  terms = policy_loss_terms(logprobs, old_logprobs, advantages, mask, clip)
-  stats = {
-      "policy/clip_fraction": masked_mean(terms["clipped"], mask),
-      "policy/approx_kl": masked_mean(0.5 * terms["log_ratio"] ** 2, mask),
-      "policy/ratio_mean": masked_mean(terms["ratio"], mask),
-      "policy/ratio_max": jnp.max(jnp.where(mask > 0, terms["ratio"], 0.0)),
-  }
-  return masked_mean(terms["loss"], mask), stats
 
 
 def value_loss_terms(values: Array, old_values: Array, returns: Array,
@@ -147,14 +134,6 @@ def value_loss_terms(values: Array, old_values: Array, returns: Array,
   clipped_error = (clipped_values - returns) ** 2
   return {"loss": 0.5 * jnp.maximum(error, clipped_error),
           "clipped": (clipped_error > error).astype(jnp.float32)}
-
-
-def value_loss(values: Array, old_values: Array, returns: Array, mask: Array,
-               clip: float | None = 0.2) -> tuple[Array, dict[str, Array]]:
-  """Squared error to the returns, optionally clipped around the old values (x 0.5)."""
-  terms = value_loss_terms(values, old_values, returns, clip)
-  stats = {} if clip is None else {"value/clip_fraction": masked_mean(terms["clipped"], mask)}
-  return masked_mean(terms["loss"], mask), stats
 
 
 def explained_variance(values: Array, returns: Array, mask: Array) -> Array:

@@ -5,8 +5,9 @@ Stages per seed (in WORKDIR/seed_<k>/<stage>/, resumable, see `align_jax.pipelin
                prompts, held-out evaluation prompts
   vocabulary   a sentencepiece vocabulary with digits split
   sft          a tiny policy trained from scratch on the supervised data
-  preferences  the SFT policy samples several answers per RL prompt; the gold judge
-               labels them; (correct, wrong) pairs become preference data
+  preferences  the SFT policy samples several answers per RL prompt (a resumable
+               generation, `judged_samples.jsonl`); the gold judge labels them;
+               (correct, wrong) pairs become preference data
   reward       a Bradley-Terry reward model on those pairs (backbone from the SFT
                policy), its score normalised on SFT-policy samples
   ppo          PPO against the reward model with a KL penalty (beta > 0)
@@ -29,19 +30,18 @@ from jax.sharding import Mesh
 
 from align_jax.data.chat import get_template
 from align_jax.data.jsonl import read_jsonl, write_jsonl
-from align_jax.data.tasks import tokenize_record
 from align_jax.data.vocab import load_vocabulary
 from align_jax.models import Transformer, TransformerConfig
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
-from align_jax.pipeline import Pipeline, Stage, is_writer, run_seeds
-from align_jax.quickstart import (TrainingSchedule, load_trained, training_stage,
-                                  vocabulary_stage)
-from align_jax.reports import markdown_table, mean_std, plot_curves, write_report
+from align_jax.pipeline import (Pipeline, Stage, TrainingSchedule, is_writer, run_seeds,
+                                trained_run, training_stage, vocabulary_stage)
+from align_jax.pipeline.generation import generate_to_jsonl, prompt_renderer
+from align_jax.pipeline.reports import markdown_table, mean_std, plot_curves, write_report
 from align_jax.sampling import Sampler, SamplingConfig
 from align_jax.training.checkpoints import config_record
-from align_jax.training.lm_trainer import DataConfig, train_reward_model
-from align_jax.training.ppo import NORMALIZATION_FILE, PPOConfig, load_reward_model, train_ppo
-from align_jax.training.reward import fit_normalization, score_sequences
+from align_jax.ppo import PPOConfig, train_ppo
+from align_jax.rewards import fit_reward_normalization
+from align_jax.training import DataConfig, train_reward_model
 from align_jax.worlds.arithmetic import ArithmeticConfig, build_world, judge
 
 
@@ -95,18 +95,26 @@ def gold_accuracy(sampler: Sampler, vocab, template, records, max_new_tokens: in
 def preferences_stage(model: TransformerConfig, chat_template: str, num_samples: int,
                       max_new_tokens: int, mesh_fn, rules, seed: int):
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
-    vocab = load_vocabulary(results["vocabulary"]["model"])
-    template = get_template(chat_template)
-    mesh = mesh_fn()
-    params = load_trained(results["sft"]["workdir"], model, vocab, mesh, rules)
-    sampler = Sampler(Transformer(model), params, vocab=vocab, mesh=mesh, batch_size=256,
-                      length_buckets=(16, 32))
-    records = list(read_jsonl(results["world"]["rl_prompts"]))
-    texts, correct = sample_and_judge(sampler, vocab, template, records, num_samples, 1.0,
-                                      max_new_tokens, jax.random.key(seed + 100))
+    run_sft = trained_run(results, "sft", model, mesh_fn(), rules)
+    judged = os.path.join(stage_dir, "judged_samples.jsonl")
+
+    def judge_row(record, completions):  # each sample's text and the gold judge's verdict
+      texts = [c["text"] for c in completions]
+      return {**record, "responses": texts,
+              "correct": [judge(c["text"], record["answer"]) and c["finished"]
+                          for c in completions]}
+
+    generate_to_jsonl(
+        judged, read_jsonl(results["world"]["rl_prompts"]),
+        prompt_renderer(run_sft.vocab, chat_template),
+        run_sft.sampler(batch_size=256, length_buckets=(16, 32)),
+        SamplingConfig(max_new_tokens=max_new_tokens, temperature=1.0, num_samples=num_samples),
+        seed=seed + 100, chunk_size=256, postprocess=judge_row, desc="preferences")
+    records = list(read_jsonl(judged))
+    correct = np.array([r["correct"] for r in records])
     rng = np.random.default_rng(seed)
     pairs, samples = [], []
-    for record, row, ok in zip(records, texts, correct):
+    for record, row, ok in zip(records, [r["responses"] for r in records], correct):
       samples += [{"prompt": record["prompt"], "response": t} for t in row]
       good = [t for t, c in zip(row, ok) if c]
       bad = [t for t, c in zip(row, ok) if not c]
@@ -125,7 +133,8 @@ def preferences_stage(model: TransformerConfig, chat_template: str, num_samples:
       paths[name] = os.path.join(stage_dir, name + ".jsonl")
       if is_writer() and not os.path.exists(paths[name]):
         write_jsonl(paths[name], rows)
-    return {**paths, "pairs": len(pairs), "sft_sample_accuracy": float(correct.mean())}
+    return {**paths, "judged_samples": judged, "pairs": len(pairs),
+            "sft_sample_accuracy": float(correct.mean())}
   return run
 
 
@@ -142,19 +151,8 @@ def reward_stage(model: TransformerConfig, schedule: TrainingSchedule, chat_temp
                                  init_from=results["sft"]["workdir"], mesh=mesh, rules=rules,
                                  seed=seed)
     # Normalise: the SFT (reference) policy's samples score mean 0, std 1.
-    path = os.path.join(stage_dir, NORMALIZATION_FILE)
-    if not os.path.exists(path):
-      vocab = load_vocabulary(results["vocabulary"]["model"])
-      module, params, _ = load_reward_model(stage_dir, model, mesh, rules)
-      samples = list(read_jsonl(results["preferences"]["sft_samples"]))
-      template = get_template(chat_template)
-      sequences = [tokenize_record(r, "sft", vocab, chat_template=template)["tokens"]
-                   for r in samples]
-      scores = score_sequences(module, params, sequences)
-      if is_writer():
-        with open(path + ".tmp", "w") as f:
-          json.dump(fit_normalization(scores), f)
-        os.replace(path + ".tmp", path)
+    fit_reward_normalization(stage_dir, list(read_jsonl(results["preferences"]["sft_samples"])),
+                             chat_template=chat_template, mesh=mesh, rules=rules)
     final = summary["final_metrics"]
     return {"workdir": stage_dir, "eval_accuracy": final.get("eval/accuracy"),
             "eval_loss": final.get("eval/loss"), "steps": summary["steps"]}
@@ -199,10 +197,8 @@ def eval_stage(model: TransformerConfig, chat_template: str, stages: tuple[str, 
     mesh = mesh_fn()
     rows = []
     for stage in stages:
-      run_dir = results[stage].get("policy", results[stage]["workdir"])
-      params = load_trained(run_dir, model, vocab, mesh, rules)
-      sampler = Sampler(Transformer(model), params, vocab=vocab, mesh=mesh, batch_size=256,
-                        length_buckets=(16, 32))
+      sampler = trained_run(results, stage, model, mesh, rules).sampler(
+          batch_size=256, length_buckets=(16, 32))
       scores = gold_accuracy(sampler, vocab, template, records, max_new_tokens, num_samples,
                              seed + 1000)
       rows.append({"policy": stage, "n": len(records),
@@ -327,4 +323,4 @@ def rlhf_demo(workdir: str, model: TransformerConfig,
           seed_dir, model, world, sft, reward, ppo_schedule, ppo, vocab_size, chat_template,
           num_samples, eval_every, eval_prompts, mesh_fn, rules, seed),
       lambda per_seed, seconds: write_demo_report(workdir, per_seed, seconds),
-      ["policy", "n", "greedy", "sampled"])
+      lambda results: results["eval"]["rows"], ["policy", "n", "greedy", "sampled"])

@@ -1,7 +1,6 @@
 """A job that builds a model on the mesh, runs it, and reports what it built.
 
-Used by the quickstart until the full pipelines land, and useful before a long run:
-it shows the parameter count, each parameter's sharding, the loss of random tokens
+Useful before a long run: it shows the parameter count, each parameter's sharding, the loss of random tokens
 (about log(vocab) for a fresh model), and checks the KV-cache path against a full
 forward on the real devices.
 """
@@ -38,10 +37,9 @@ def model_summary(workdir: str, config: TransformerConfig,
     mesh = create_mesh()
   start = time.perf_counter()
   if checkpoint:
-    from align_jax.hf import load_checkpoint
-    config, params = load_checkpoint(checkpoint, mesh, rules, dtype=config.dtype,
-                                     param_dtype=config.param_dtype,
-                                     scan_layers=config.scan_layers)
+    from align_jax.training.runs import load_run
+    loaded = load_run(checkpoint, config=config, mesh=mesh, rules=rules)
+    config, params = loaded.config, loaded.params
   else:
     params = init_params(Transformer(config), jax.random.key(seed), mesh, rules)
   init_seconds = time.perf_counter() - start

@@ -17,8 +17,7 @@ from align_jax.data.vocab import train_sentencepiece
 from align_jax.models import TransformerConfig
 from align_jax.training import LoopConfig, OptimizerConfig
 from align_jax.training.lm_trainer import DataConfig, train_lm, train_reward_model
-from align_jax.training.ppo import (PPOConfig, assemble_rollouts, make_ppo_step, run_ppo,
-                                   setup_ppo)
+from align_jax.ppo import PPOConfig, assemble_rollouts, make_ppo_step, run_ppo, setup_ppo
 from align_jax.worlds.arithmetic import ArithmeticConfig, build_world, judge
 
 CONFIG = TransformerConfig(vocab_size=320, num_layers=1, d_model=32, num_heads=4, num_kv_heads=2,
@@ -176,8 +175,8 @@ def test_a_lora_reward_model_loads_merged_over_its_base(runs, tmp_path):
                                 split_params)
   from align_jax.parallel import DEFAULT_RULES, create_mesh
   from align_jax.training.checkpoints import restore_params
-  from align_jax.training.lm_trainer import placed_abstract_params, restore_run_params
-  from align_jax.training.ppo import last_token_scores, load_reward_model
+  from align_jax.rewards.reward_model import last_token_scores, load_reward_model
+  from align_jax.training.runs import placed_abstract_params, restore_run_params
 
   lora = dataclasses.replace(CONFIG, lora_rank=4, lora_targets=("q", "v", "up"))
   run = str(tmp_path / "lora_reward")
@@ -219,7 +218,7 @@ def test_a_lora_sft_run_is_a_policy_init(runs, tmp_path):
   from align_jax.models import Transformer, is_lora_path, merge_params, split_params
   from align_jax.parallel import DEFAULT_RULES, create_mesh
   from align_jax.training.checkpoints import restore_params
-  from align_jax.training.lm_trainer import placed_abstract_params, restore_run_params
+  from align_jax.training.runs import placed_abstract_params, restore_run_params
 
   lora = dataclasses.replace(CONFIG, lora_rank=4, lora_targets=("k", "o", "down"))
   run = str(tmp_path / "lora_sft")
@@ -273,7 +272,7 @@ import json, sys
 import jax
 from align_jax.parallel import create_mesh
 from align_jax.training import LoopConfig, OptimizerConfig
-from align_jax.training.ppo import PPOConfig, run_ppo, setup_ppo
+from align_jax.ppo import PPOConfig, run_ppo, setup_ppo
 from align_jax.models import TransformerConfig
 args = json.loads(sys.argv[1])
 assert jax.device_count() == 8

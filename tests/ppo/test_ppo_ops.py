@@ -5,10 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from align_jax.training.ppo_math import (AdaptiveKLController, explained_variance, gae,
-                                         kl_penalty, masked_mean, masked_var, masked_whiten,
-                                         missing_eos_penalty, policy_loss, token_rewards,
-                                         value_loss)
+from align_jax.ppo.ops import (AdaptiveKLController, explained_variance, gae, kl_penalty,
+                               masked_mean, masked_var, masked_whiten, missing_eos_penalty,
+                               policy_loss_terms, token_rewards, value_loss_terms)
 
 
 def _batch(seed=0, batch=4, length=7):
@@ -58,6 +57,25 @@ def test_gae_equals_reference_loop_and_ignores_masked_positions(gamma, lam):
   assert (np.asarray(advantages)[mask == 0] == 0).all()
 
 
+def test_inf_and_nan_in_padding_never_reach_the_results():
+  rewards, mask = _batch(7)
+  values, _ = _batch(8)
+  junk = lambda x, value: jnp.asarray(np.where(mask > 0, x, value))  # noqa: E731
+  clean = gae(jnp.asarray(rewards), jnp.asarray(values), jnp.asarray(mask), 0.9, 0.8)
+  dirty = gae(junk(rewards, np.nan), junk(values, np.inf), jnp.asarray(mask), 0.9, 0.8)
+  for x, y in zip(clean, dirty):
+    np.testing.assert_array_equal(x, y)
+  scores = jnp.array([1.0, -2.0, 0.5, 3.0])
+  placed = token_rewards(scores, junk(values, np.inf), mask, beta=0.1)
+  np.testing.assert_array_equal(placed, token_rewards(scores, junk(values, 0.0), mask, beta=0.1))
+  assert np.isfinite(np.asarray(placed)).all()
+  terms = policy_loss_terms(junk(rewards, -np.inf), junk(values, np.nan), clean[0], mask)
+  clean_terms = policy_loss_terms(jnp.asarray(rewards), jnp.asarray(values), clean[0], mask)
+  for name, value in terms.items():
+    np.testing.assert_array_equal(value, clean_terms[name], err_msg=name)
+  assert (np.asarray(terms["log_ratio"])[mask == 0] == 0).all()
+
+
 def test_gae_with_gamma_lambda_one_is_reward_to_go_minus_value():
   rewards, mask = _batch(3)
   values, _ = _batch(4)
@@ -70,31 +88,36 @@ def test_gae_with_gamma_lambda_one_is_reward_to_go_minus_value():
 def test_ratio_is_one_when_policy_equals_old_policy():
   logprobs, mask = _batch(5)
   advantages, _ = _batch(6)
-  loss, stats = policy_loss(jnp.asarray(logprobs), jnp.asarray(logprobs), jnp.asarray(advantages),
-                            jnp.asarray(mask))
-  assert float(stats["policy/ratio_mean"]) == 1.0 and float(stats["policy/ratio_max"]) == 1.0
-  assert float(stats["policy/approx_kl"]) == 0.0 and float(stats["policy/clip_fraction"]) == 0.0
-  np.testing.assert_allclose(loss, -(advantages * mask).sum() / mask.sum(), rtol=1e-6)
+  terms = policy_loss_terms(jnp.asarray(logprobs), jnp.asarray(logprobs),
+                            jnp.asarray(advantages), jnp.asarray(mask))
+  ratio_max = jnp.max(jnp.where(mask > 0, terms["ratio"], 0.0))
+  assert float(masked_mean(terms["ratio"], mask)) == 1.0 and float(ratio_max) == 1.0
+  assert float(masked_mean(0.5 * terms["log_ratio"] ** 2, mask)) == 0.0
+  assert float(masked_mean(terms["clipped"], mask)) == 0.0
+  np.testing.assert_allclose(masked_mean(terms["loss"], mask),
+                             -(advantages * mask).sum() / mask.sum(), rtol=1e-6)
 
 
 def test_policy_loss_clips_large_ratios():
   old = jnp.zeros((1, 2))
   new = jnp.log(jnp.array([[2.0, 0.5]]))
   advantages = jnp.array([[1.0, -1.0]])
-  loss, stats = policy_loss(new, old, advantages, jnp.ones((1, 2)), clip=0.2)
+  mask = jnp.ones((1, 2))
+  terms = policy_loss_terms(new, old, advantages, mask, clip=0.2)
   # Token 1: min(2*1, 1.2*1) -> 1.2; token 2: -1*0.5 vs -1*0.8 -> the pessimistic -0.8.
-  np.testing.assert_allclose(loss, -(1.2 - 0.8) / 2, rtol=1e-6)
-  assert float(stats["policy/clip_fraction"]) == 1.0
+  np.testing.assert_allclose(masked_mean(terms["loss"], mask), -(1.2 - 0.8) / 2, rtol=1e-6)
+  assert float(masked_mean(terms["clipped"], mask)) == 1.0
 
 
 def test_value_loss_clipping_and_explained_variance():
   returns = jnp.array([[1.0, 2.0, 3.0]])
   mask = jnp.ones((1, 3))
-  loss, _ = value_loss(returns, returns, returns, mask)
-  assert float(loss) == 0.0
+  value_loss = lambda values, clip: masked_mean(  # noqa: E731
+      value_loss_terms(values, returns, returns, clip)["loss"], mask)
+  assert float(value_loss(returns, 0.2)) == 0.0
   far = returns + 1.0
-  unclipped, _ = value_loss(far, returns, returns, mask, clip=None)
-  clipped, stats = value_loss(far, returns, returns, mask, clip=0.2)
+  unclipped = value_loss(far, None)
+  clipped = value_loss(far, 0.2)
   np.testing.assert_allclose(unclipped, 0.5)
   np.testing.assert_allclose(clipped, 0.5)  # max(error, clipped error) keeps the larger one
   assert float(explained_variance(returns, returns, mask)) == pytest.approx(1.0)

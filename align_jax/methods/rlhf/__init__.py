@@ -1,0 +1,3 @@
+"""The RLHF demo: SFT -> preferences -> reward model -> PPO on the arithmetic world."""
+
+from align_jax.methods.rlhf.pipeline import rlhf_demo
