@@ -31,6 +31,7 @@ def gin_dirs() -> list[Path]:
 
 
 def available_gin_files() -> list[str]:
+  """The shipped gin files, as paths relative to their gin folder, sorted."""
   files: set[str] = set()
   for root in gin_dirs():
     files.update(str(p.relative_to(root)) for p in root.rglob("*.gin"))
@@ -179,6 +180,8 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
 
 
 def main(argv: Sequence[str] | None = None) -> object:
+  """Runs the job that the flags and gin files configure and returns its result; a
+  configuration error exits with status 2."""
   args = parse_flags(sys.argv[1:] if argv is None else argv)
   logging.basicConfig(level=args.log_level.upper(),
                       format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -14,6 +14,7 @@ import jax
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+  """(seconds, output) of one call of `fn`, its arrays computed to the end."""
   start = time.perf_counter()
   out = fn()
   out = jax.block_until_ready(out)
@@ -21,14 +22,17 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def summary(seconds: list[float]) -> dict[str, float]:
+  """Median, minimum and number of repeated timings."""
   return {"median_s": statistics.median(seconds), "min_s": min(seconds), "runs": len(seconds)}
 
 
 def peak_rss_mb() -> float:
+  """This process's peak resident memory so far, in MiB."""
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def machine() -> dict[str, Any]:
+  """The JAX backend, device count, CPU count and processor a benchmark ran on."""
   return {"platform": jax.default_backend(), "devices": jax.device_count(),
           "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine()}
 

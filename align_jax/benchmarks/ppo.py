@@ -53,6 +53,8 @@ CONFIGS["d512_inexact"] = (CONFIGS["d512"][0],
 
 
 def bench(name: str, iterations: int, vocab) -> dict:
+  """Mean generation, scoring and training times of config `name`'s PPO iterations and
+  their shares, over `iterations` iterations after the first (reported apart)."""
   config, ppo = CONFIGS[name]
   mesh = create_mesh()
   policy, value = Transformer(config), TransformerWithHead(config)
@@ -108,6 +110,7 @@ def bench(name: str, iterations: int, vocab) -> dict:
 
 
 def main() -> None:
+  """Runs the configs the flags name and prints the report as JSON."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--iterations", type=int, default=3)
   parser.add_argument("--configs", default="tiny,d512,d512_inexact")

@@ -26,6 +26,8 @@ from align_jax.sampling import Sampler, SamplingConfig
 
 
 def main(argv=None) -> dict:
+  """Runs the comparison the flags describe; prints the report as one JSON line and
+  returns it."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--d_model", type=int, default=512)
   parser.add_argument("--layers", type=int, default=8)

@@ -5,10 +5,9 @@ clipping, AdamW update) at the same batch and sequence length, one framework aft
 the other in the same process; and the achieved FLOP/s (6 x matmul parameters +
 causal attention, per token) as a fraction of the measured matmul peak of this
 machine (the faster of XLA and PyTorch on a square matmul in the config's compute
-dtype). On a GPU the
-config trains in mixed precision (float32 parameters and AdamW state, bfloat16
-compute; PyTorch under autocast) and the report adds MFU against the chip's dense
-bfloat16 datasheet peak. Host memory is kept for reuse as in training jobs
+dtype). On a GPU the config trains in mixed precision (float32 parameters and AdamW
+state, bfloat16 compute; PyTorch under autocast) and the report adds MFU against the
+chip's dense bfloat16 datasheet peak. Host memory is kept for reuse as in training jobs
 (`align_jax.parallel.host`; `--host_memory release` for glibc's default) and the
 report gives the page faults per step.
 
@@ -79,11 +78,13 @@ def _sync(device: str) -> None:
 
 
 def datasheet_peak() -> float | None:
+  """The dense bfloat16 datasheet FLOP/s of the first device's chip (None if unlisted)."""
   kind = jax.devices()[0].device_kind
   return next((v for k, v in DATASHEET_BF16.items() if k in kind), None)
 
 
 def flops_per_token(config, seq: int) -> float:
+  """Training FLOPs per token at length `seq`: 6 x matmul parameters + causal attention."""
   d, layers = config.d_model, config.num_layers
   matmul_params = layers * (d * config.head_dim * (2 * config.num_heads + 2 * config.num_kv_heads)
                             + 3 * d * config.mlp_dim) + d * config.vocab_size
@@ -92,6 +93,8 @@ def flops_per_token(config, seq: int) -> float:
 
 
 def bench_config(name: str, spec: dict, steps: int, repeats: int) -> dict:
+  """Training throughput of align_jax and transformers on one config, with align_jax's
+  FLOP/s, step breakdown and page faults per step."""
   import torch
   import transformers
   device = "cuda" if jax.default_backend() == "gpu" else "cpu"
@@ -156,8 +159,8 @@ def bench_config(name: str, spec: dict, steps: int, repeats: int) -> dict:
   def our_step():
     holder["state"], holder["metrics"] = step(holder["state"], jbatch, None)
 
-  # One framework after the other (interleaved blocks made each side's first step
-  # page-fault through the heap the other had just freed).
+  # One framework after the other: in interleaved blocks, each side's first step would
+  # page-fault through the heap the other has just freed.
   ours, faults = _timed_blocks(our_step, lambda: jax.block_until_ready(holder["metrics"]),
                                steps, repeats)
   theirs, _ = _timed_blocks(torch_step, lambda: _sync(device), steps, repeats)
@@ -250,6 +253,7 @@ def step_breakdown(model, params, optimizer, opt_state, batch) -> dict[str, floa
 
 
 def main(argv=None) -> dict:
+  """Runs the configs the flags name; prints the report as one JSON line and returns it."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--configs", default="tiny,d512")
   parser.add_argument("--steps", type=int, default=4)

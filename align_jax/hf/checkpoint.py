@@ -230,6 +230,7 @@ def _grouped(config: TransformerConfig) -> Iterator[tuple[tuple[str, ...], list[
 
 
 def load_config(path: str, **overrides) -> TransformerConfig:
+  """The TransformerConfig of a Hugging Face model directory's config.json (overrides win)."""
   config_path = os.path.join(path, "config.json")
   if not os.path.exists(config_path):
     raise FileNotFoundError(f"{path}: no config.json; expected a Hugging Face model directory")

@@ -59,6 +59,7 @@ class SafetensorsFile:
     return tuple(self._entries[name]["shape"])
 
   def get(self, name: str) -> np.ndarray:
+    """Tensor `name` as a read-only array over the mapped file."""
     entry = self._entries[name]
     dtype_name = entry["dtype"]
     if dtype_name not in _DTYPES:

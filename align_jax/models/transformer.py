@@ -25,6 +25,7 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.floa
 
 
 def as_dtype(name: str | Any) -> Any:
+  """The jnp dtype a name ('float32', 'bfloat16', 'float16') stands for; a dtype as is."""
   if isinstance(name, str):
     if name not in _DTYPES:
       raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(_DTYPES)}")
@@ -113,6 +114,7 @@ class TransformerConfig:
 
   @property
   def num_params(self) -> int:
+    """Number of parameters, without LoRA adapters or a scalar head."""
     d, h, k, f, v = self.d_model, self.head_dim, self.num_kv_heads, self.mlp_dim, self.vocab_size
     attn = d * self.num_heads * h * 2 + d * k * h * 2
     if self.qkv_bias:
@@ -161,8 +163,7 @@ def rope_tables(positions: Array, config: TransformerConfig) -> tuple[Array, Arr
 def apply_rope(x: Array, cos: Array, sin: Array, heads_first: bool = False) -> Array:
   """Rotates x [batch, length, heads, head_dim] (or [batch, heads, length, head_dim] with
   heads_first) by the tables."""
-  # Per half, without materialising the rotated copy of x: fewer passes over memory
-  # (about 8% of the d512 layer stack's forward+backward on XLA:CPU).
+  # Per half, without materialising the rotated copy of x: fewer passes over memory.
   half = x.shape[-1] // 2
   cos, sin = cos[..., :half].astype(x.dtype), sin[..., :half].astype(x.dtype)
   # [batch, length, half] -> broadcast over the heads axis.
@@ -235,6 +236,7 @@ def _lora_delta(module: nn.Module, name: str, x: Array, x_spec: str,
 
 
 class RMSNorm(nn.Module):
+  """RMS normalisation over the last axis in float32, times (norm_offset + scale)."""
   config: TransformerConfig
 
   @nn.compact
@@ -256,6 +258,7 @@ def _attend(q: Array, k: Array, v: Array, bias: Array, dtype) -> Array:
 
 
 class Attention(nn.Module):
+  """Grouped-query self-attention with rotary embeddings, optionally over a KV cache."""
   config: TransformerConfig
 
   def _proj(self, name, x, heads, head_axis, heads_first):
@@ -350,14 +353,15 @@ def _flat_matmul(x: Array, kernel: Array) -> Array:
   """x [..., k] @ kernel [k, ...], as one 2-D product of the flattened axes.
 
   The weight gradient is then x^T @ dy with a single contracting axis; with x in 3-D,
-  XLA:CPU contracts (batch, length) by first transposing the activations, which made
-  the d512 MLP's forward + backward run at 292 instead of 426 GFLOP/s.
+  XLA:CPU contracts (batch, length) by first transposing the activations, a copy that
+  the 2-D form avoids.
   """
   y = x.reshape(-1, x.shape[-1]) @ kernel.reshape(kernel.shape[0], -1)
   return y.reshape(x.shape[:-1] + kernel.shape[1:])
 
 
 class MLP(nn.Module):
+  """Gated feed-forward block: down(activation(gate(x)) * up(x))."""
   config: TransformerConfig
 
   @nn.compact
@@ -380,6 +384,7 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
+  """Pre-norm decoder block: attention, then the MLP, each added to the residual stream."""
   config: TransformerConfig
 
   @nn.compact
@@ -415,6 +420,8 @@ class Transformer(nn.Module):
   config: TransformerConfig
 
   def setup(self):
+    """The embedder, the decoder layers (scanned and/or rematerialised as configured), the
+    final norm and, unless embeddings are tied, the output head."""
     cfg = self.config
     self.embedder = nn.Embed(
         cfg.vocab_size, cfg.d_model, dtype=as_dtype(cfg.dtype),
@@ -503,6 +510,7 @@ class Transformer(nn.Module):
     return result, new_cache
 
   def logits_from_hidden(self, hidden: Array) -> Array:
+    """float32 logits [batch, length, vocab] of final hidden states."""
     cfg = self.config
     if cfg.tie_embeddings:
       logits = self.embedder.attend(hidden)

@@ -3,13 +3,12 @@
 XLA:CPU allocates a compiled program's buffers (its temporary arena: activations kept
 for the backward pass, logits chunks, gradients) each time the program runs, and frees
 them when it returns. glibc's malloc serves every block over 32 MiB with a fresh `mmap`
-and unmaps it on `free`, so each training step touches its whole arena as new pages:
-on the d512 benchmark config (1.4 GiB of temporaries) that is about 417,000 page faults,
-some 0.3 s of a 2.2 s step. `retain_freed_host_memory` tells glibc to keep freed memory
-in one heap for reuse instead (one arena for all threads, no `mmap`, no trimming), the
-behaviour TCMalloc-style allocators give TensorFlow and PyTorch CPU jobs. The price is
-that the process keeps its high-water mark of host memory, with some fragmentation on
-top (d512 step: 5.3 GiB resident against 2.8 GiB).
+and unmaps it on `free`, so each training step touches its whole arena as new pages
+and takes a page fault for every one of them. `retain_freed_host_memory` tells glibc to
+keep freed memory in one heap for reuse instead (one arena for all threads, no `mmap`,
+no trimming), the behaviour TCMalloc-style allocators give TensorFlow and PyTorch CPU
+jobs. The price is that the process keeps its high-water mark of host memory, with some
+fragmentation on top.
 
 Only the CPU backend computes in host memory, so "auto" turns this on where JAX can run
 on nothing else; on GPU and TPU hosts the host heap is left as it is.

@@ -50,6 +50,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
 
 @dataclasses.dataclass(frozen=True)
 class ShardingContext:
+  """The mesh and logical-axis rules that activation constraints resolve against."""
   mesh: Mesh
   rules: tuple[tuple[str, Any], ...]
 
@@ -70,6 +71,7 @@ def sharding_context(mesh: Mesh, rules: LogicalRules = DEFAULT_RULES) -> Iterato
 
 
 def current_context() -> ShardingContext | None:
+  """The active `sharding_context`, or None outside one."""
   return _CONTEXT.get()
 
 
@@ -127,6 +129,7 @@ def logical_to_spec(
 
 
 def logical_sharding(logical_axes, rules, mesh, shape=None) -> NamedSharding:
+  """A NamedSharding on `mesh` for logical axis names (see `logical_to_spec`)."""
   return NamedSharding(mesh, logical_to_spec(logical_axes, rules, mesh, shape))
 
 

@@ -65,6 +65,8 @@ def mean_std(values: Sequence[float]) -> str:
 
 
 def markdown_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> str:
+  """A markdown table of `columns` over the rows; floats with three decimals, missing
+  cells empty."""
   def cell(v):
     return f"{v:.3f}" if isinstance(v, float) else str(v)
   lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

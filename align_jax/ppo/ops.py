@@ -156,6 +156,7 @@ class AdaptiveKLController:
 
 @dataclasses.dataclass
 class FixedKLController:
+  """A constant KL coefficient beta (when no target KL is set)."""
   beta: float
 
   def update(self, kl: float, n_episodes: int) -> float:

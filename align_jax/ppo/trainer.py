@@ -273,7 +273,6 @@ def save_policy(directory: str, setup: PPOSetup, params: Any) -> str:
   return directory
 
 
-
 def _architecture(config: TransformerConfig) -> dict[str, Any]:
   """What a config says about the parameters (not how they run)."""
   record = config_record(config)

@@ -52,6 +52,7 @@ class GenerationResult:
 
 
 def default_length_buckets(max_length: int, smallest: int = 16) -> tuple[int, ...]:
+  """Padded prompt lengths: smallest, twice that, ... below max_length, then max_length."""
   buckets, size = [], smallest
   while size < max_length:
     buckets.append(size)

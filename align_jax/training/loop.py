@@ -75,6 +75,7 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclasses.dataclass
 class Hook:
+  """A callback `fn(step, state, metrics)` that the loop calls every `every` steps."""
   every: int
   fn: Callable[[int, TrainState, Mapping[str, float]], None]
 

@@ -34,6 +34,7 @@ class MetricsWriter:
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> None:
+    """Appends the metrics of `step` as one record; numeric ones also go to TensorBoard."""
     if not self._active:
       return
     record = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}

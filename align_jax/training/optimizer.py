@@ -30,6 +30,7 @@ class OptimizerConfig:
 
 
 def learning_rate_schedule(config: OptimizerConfig) -> optax.Schedule:
+  """The learning rate per step: linear warmup from 0, then the configured decay."""
   peak, end = config.learning_rate, config.learning_rate * config.end_lr_fraction
   warmup = max(config.warmup_steps, 0)
   decay_steps = max(config.total_steps - warmup, 1)

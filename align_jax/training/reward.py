@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 
 
-
 def last_token_index(mask: jax.Array) -> jax.Array:
   """Index of the last 1 in each row of a [batch, length] mask (0 for empty rows)."""
   length = mask.shape[-1]

@@ -27,6 +27,9 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class ArithmeticConfig:
+  """The world's problems and supervised data: operands in [0, max_operand], the number
+  of distinct problems per split (num_sft, num_rl, num_eval) and the shares of flawed
+  supervised answers; `seed` draws the splits and the flaws."""
   seed: int = 0
   max_operand: int = 49
   num_sft: int = 1200
@@ -48,6 +51,7 @@ class ArithmeticConfig:
 
 
 def question(a: int, b: int) -> str:
+  """The prompt of a problem: 'a+b='."""
   return f"{a}+{b}="
 
 
@@ -71,6 +75,7 @@ def _wrong(answer: int, rng: np.random.Generator) -> int:
 
 @dataclasses.dataclass
 class ArithmeticWorld:
+  """The problems (a, b) of each split and the records made from them."""
   config: ArithmeticConfig
   splits: dict[str, list[tuple[int, int]]]
 
@@ -105,6 +110,7 @@ class ArithmeticWorld:
 
 
 def build_world(config: ArithmeticConfig = ArithmeticConfig()) -> ArithmeticWorld:
+  """The world: disjoint splits of distinct problems, drawn with `config.seed`."""
   rng = np.random.default_rng([config.seed, 0])
   n = config.max_operand + 1
   order = rng.permutation(n * n)[:config.num_sft + config.num_rl + config.num_eval]

@@ -275,7 +275,6 @@ class QAPair:
 # Answers, judging and passage hints.
 
 
-
 def judge(qa_pair: QAPair, prediction: str | None) -> bool:
   """Exact match of the normalised prediction against any normalised gold answer."""
   if prediction is None or not normalize_answer(prediction):

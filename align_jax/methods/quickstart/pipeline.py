@@ -40,6 +40,8 @@ def _files_exist(directory: str, names) -> bool:
 
 
 def world_stage(world_config: EncyclopediaConfig, chat_template: str, qa_in_pretraining: bool):
+  """Writes the world's articles and QA splits, and the pretraining, SFT and vocabulary
+  corpora made from them."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     world = build_world(world_config)
     names = ("articles.jsonl", "qa_train.jsonl", "qa_heldout.jsonl")
@@ -92,6 +94,8 @@ def answer_questions(sampler: Sampler, vocab, template, questions, max_new_token
 
 def eval_stage(model: TransformerConfig, chat_template: str, stages: tuple[str, ...],
                max_examples: int, max_new_tokens: int, mesh_fn, rules):
+  """Closed-book EM/F1 of each stage's model on training and held-out questions (first
+  wording), per hop count."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     world_dir = results["world"]["dir"]
     vocab = load_vocabulary(results["vocabulary"]["model"])
@@ -125,6 +129,7 @@ def eval_stage(model: TransformerConfig, chat_template: str, stages: tuple[str, 
 
 
 def report_stage(title: str, started: float):
+  """report.md: training-loss curves (PNG), the EM/F1 table, the world's stats, stage times."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     series = [(os.path.join(results[s]["workdir"], "metrics.jsonl"), "loss", s)
               for s in ("pretrain", "sft") if s in results]

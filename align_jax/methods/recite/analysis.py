@@ -27,6 +27,7 @@ ERROR_CLASSES = ("hits@majority", "hits@k paths", "hits@k recitations", "not rec
 
 @dataclasses.dataclass
 class Path:
+  """One path: the recitations the model produced and the answer it gave from them."""
   recitations: tuple[str, ...]
   answer: str
   hint: str | None = None           # the passage hint it recited from (diversified)
@@ -34,6 +35,7 @@ class Path:
 
 @dataclasses.dataclass
 class QuestionResult:
+  """A question, its gold answers and its paths; `prediction` is the paths' vote."""
   question: str
   answers: tuple[str, ...]          # gold answers
   paths: list[Path]
@@ -72,10 +74,12 @@ def contains_answer(text: str, answers: Sequence[str]) -> bool:
 
 
 def path_correct(path: Path, answers: Sequence[str]) -> bool:
+  """Whether the path's answer exactly matches a gold answer."""
   return exact_match(path.answer, answers) == 1.0
 
 
 def error_class(result: QuestionResult) -> str:
+  """The question's class in the error analysis (see the module docstring)."""
   if exact_match(result.prediction, result.answers) == 1.0:
     return "hits@majority"
   if any(path_correct(p, result.answers) for p in result.paths):

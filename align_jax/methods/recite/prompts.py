@@ -79,11 +79,13 @@ def _need(exemplars: Sequence[Exemplar], what: str) -> None:
 
 
 def direct_prompt(exemplars: Sequence[Exemplar], question: str) -> str:
+  """Question -> answer, closed-book."""
   return _prompt([_block(("Question", e.question), ("Answer", e.answer)) for e in exemplars],
                  _block(("Question", question), ("Answer", None)))
 
 
 def chain_of_thought_prompt(exemplars: Sequence[Exemplar], question: str) -> str:
+  """Question -> reasoning, then the answer (exemplars need their reasoning)."""
   _need(exemplars, "reasoning")
   return _prompt([_block(("Question", e.question), ("Reasoning", e.reasoning),
                          ("Answer", e.answer)) for e in exemplars],

@@ -24,6 +24,15 @@ END_OF_LINE = "\n"
 
 @dataclasses.dataclass(frozen=True)
 class ReciteConfig:
+  """Generation settings of RECITE and its baselines (defaults: the paper's).
+
+  num_paths: recitation paths sampled per question. temperature, top_k (0: off): the
+    sampling of recitations, hints and questions (answers are greedy).
+  recitation_tokens, answer_tokens, reasoning_tokens, hint_tokens, question_tokens: the
+    most new tokens of a recitation (per hop in multi-recitation), an answer, a chain of
+    thought, a passage hint and a written question.
+  num_hints: hints sampled per question for diversified recitation (repeats dropped).
+  """
   num_paths: int = 20
   temperature: float = 0.7
   top_k: int = 0

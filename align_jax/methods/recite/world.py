@@ -25,11 +25,10 @@ retrieves the passage and then reads the answer from it, which is what the exper
 measures.
 
 Why skill worlds: a model this small, shown reading and hint documents only about the
-training entities, memorises their answers instead of learning to read: it answered
-training entities' questions from their passage perfectly, held-out ones 28% of the time,
-and another world's 2%, and it wrote hints naming the exemplar's entity instead of the
-question's (5% right on held-out entities). Documents about never-memorised entities can
-only be completed from the context, so reading and copying names become skills.
+training entities, memorises their answers instead of learning to read: it answers from
+a passage only what it already knows about the entity, and writes hints that name the
+exemplar's entity instead of the question's. Documents about never-memorised entities
+can only be completed from the context, so reading and copying names become skills.
 """
 
 from __future__ import annotations
@@ -180,6 +179,12 @@ class HintDataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class WorldEvalConfig:
+  """How the held-out evaluation runs.
+
+  path_counts: numbers of voting paths EM is reported at; the largest is sampled per
+    question, the others vote on `resamples` random subsets of those paths.
+  max_questions: held-out questions per hop count. batch_size: the samplers' batch size.
+  """
   path_counts: tuple[int, ...] = (1, 5, 20)
   resamples: int = 5
   max_questions: int = 100          # per hop count, held-out, first wording only
@@ -206,6 +211,7 @@ def _sampler(run_dir: str, model: TransformerConfig, vocabulary: str,
 
 
 def world_stage(config: EncyclopediaConfig, corpus: CorpusConfig, seed: int):
+  """The seed's world: its pretraining documents (also the vocabulary corpus) and stats."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     world = _seed_world(config, seed)
     paths = write_documents(stage_dir, world, corpus, seed)
@@ -356,6 +362,7 @@ def seed_pipeline(workdir: str, model: TransformerConfig, world: EncyclopediaCon
                   corpus: CorpusConfig, pretrain: TrainingSchedule, hint_data: HintDataConfig,
                   hint_finetune: TrainingSchedule, vocab_size: int, recite: ReciteConfig,
                   settings: WorldEvalConfig, mesh_fn, rules, seed: int) -> dict[str, Any]:
+  """Runs one seed's stages, world to eval, in `workdir` and returns their results."""
   common = {"model": config_record(model), "seed": seed}
   stages = [
       Stage("world", world_stage(world, corpus, seed),

@@ -46,6 +46,7 @@ from align_jax.worlds.arithmetic import ArithmeticConfig, build_world, judge
 
 
 def world_stage(config: ArithmeticConfig, chat_template: str):
+  """Writes the world's supervised data, RL and evaluation prompts and vocabulary corpus."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     world = build_world(config)
     template = get_template(chat_template)
@@ -94,6 +95,8 @@ def gold_accuracy(sampler: Sampler, vocab, template, records, max_new_tokens: in
 
 def preferences_stage(model: TransformerConfig, chat_template: str, num_samples: int,
                       max_new_tokens: int, mesh_fn, rules, seed: int):
+  """SFT-policy samples on the RL prompts, judged by the gold judge -> (correct, wrong)
+  preference pairs (train / eval), and the samples for the reward normalisation."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     run_sft = trained_run(results, "sft", model, mesh_fn(), rules)
     judged = os.path.join(stage_dir, "judged_samples.jsonl")
@@ -140,6 +143,8 @@ def preferences_stage(model: TransformerConfig, chat_template: str, num_samples:
 
 def reward_stage(model: TransformerConfig, schedule: TrainingSchedule, chat_template: str,
                  mesh_fn, rules, seed: int):
+  """A reward model on the preference pairs (backbone from the SFT run), normalised on
+  SFT-policy samples."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     data = DataConfig(kind="preference", train_files=(results["preferences"]["preferences_train"],),
                       eval_files=(results["preferences"]["preferences_eval"],),
@@ -162,6 +167,8 @@ def reward_stage(model: TransformerConfig, schedule: TrainingSchedule, chat_temp
 def ppo_stage(model: TransformerConfig, ppo: PPOConfig, schedule: TrainingSchedule,
               chat_template: str, eval_every: int, eval_prompts: int, mesh_fn, rules,
               seed: int):
+  """PPO of the SFT policy against the reward model, with gold accuracy on `eval_prompts`
+  evaluation prompts every `eval_every` steps."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     vocab = load_vocabulary(results["vocabulary"]["model"])
     template = get_template(chat_template)
@@ -190,6 +197,7 @@ def ppo_stage(model: TransformerConfig, ppo: PPOConfig, schedule: TrainingSchedu
 
 def eval_stage(model: TransformerConfig, chat_template: str, stages: tuple[str, ...],
                max_new_tokens: int, num_samples: int, mesh_fn, rules, seed: int):
+  """Gold accuracy (greedy and sampled) of each stage's policy on the held-out problems."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     vocab = load_vocabulary(results["vocabulary"]["model"])
     template = get_template(chat_template)
@@ -213,6 +221,7 @@ def seed_pipeline(workdir: str, model: TransformerConfig, world: ArithmeticConfi
                   ppo: PPOConfig, vocab_size: int, chat_template: str, num_samples: int,
                   eval_every: int, eval_prompts: int, mesh_fn, rules, seed: int
                   ) -> dict[str, Any]:
+  """Runs one seed's stages, world to eval, in `workdir` and returns their results."""
   settings = {"model": config_record(model), "seed": seed, "chat_template": chat_template}
   world = dataclasses.replace(world, seed=seed)
   no_kl = dataclasses.replace(ppo, kl_coef=0.0, target_kl=None)
