@@ -10,9 +10,13 @@ from align_jax.data.chat import (
 from align_jax.data.jsonl import JsonlError, read_jsonl, write_jsonl
 from align_jax.data.pipeline import (
     BATCH_FEATURES,
+    DEFAULT_TRUNCATE,
     STATS_KEYS,
     TRUNCATE_POLICIES,
     BatchIterator,
+    check_seq_len,
+    data_summary,
+    describe_stats,
     make_batch_iterator,
     pack_examples,
 )
@@ -40,9 +44,13 @@ __all__ = [
     "load_vocabulary",
     "train_sentencepiece",
     "BATCH_FEATURES",
+    "DEFAULT_TRUNCATE",
     "STATS_KEYS",
     "TRUNCATE_POLICIES",
     "BatchIterator",
+    "check_seq_len",
+    "data_summary",
+    "describe_stats",
     "make_batch_iterator",
     "pack_examples",
     "FEATURES",

@@ -23,20 +23,47 @@ five features above, one pair per row (never packed). Kind 'prompt' gives
 `prompt_lengths` int32 [rows]; there is no shift.
 
 A sequence fits a row when it has at most seq_len + 1 tokens (seq_len for
-prompts). Longer ones follow `truncate`: 'right' keeps the first tokens,
-'left' the last ones, 'drop' skips the sequence (for preference, the pair is
-dropped if either side is too long). Sequences with fewer than 2 tokens
+prompts). Longer ones follow `truncate` (None: `DEFAULT_TRUNCATE[kind]`):
+
+  'split'          kind 'lm' only: the document becomes consecutive chunks of
+                   seq_len + 1 tokens (the last one shorter), each a sequence of
+                   its own (packed like any other). Consecutive chunks share one
+                   token, the last of a chunk being the first of the next, so
+                   every token of the document but the first is a target exactly
+                   once: the chunks' targets, concatenated, are tokens[1:].
+  'keep_response'  trims the prompt (the tokens before the first trained
+                   target) from the left, down to the one token the first target
+                   needs as its input, then cuts the tail: the trained tokens are
+                   all kept when they fit. Both sides of a preference pair lose
+                   the same prompt tokens. For 'lm' this is 'right', for prompts
+                   'left'.
+  'right'          keeps the first tokens; 'left' keeps the last ones.
+  'drop'           skips the sequence (for preference, the pair is dropped if
+                   either side is too long).
+
+A cut that would leave a sequence none of the trained targets it had (e.g.
+'right' on an SFT row whose prompt fills the row) skips it instead (for
+preference, the pair), counted as dropped. Sequences with fewer than 2 tokens
 (fewer than 1 for prompts) have nothing to train on and are skipped.
 MAX_CONSECUTIVE_SKIPS skipped sequences in a row raise ValueError (so an
 endless stream of unusable sequences cannot spin forever).
 
 `BatchIterator.stats` counts, over all batches yielded so far:
-  sequences      sequences placed in rows (pairs for preference)
-  truncated      of those, how many were cut (pairs with a cut side)
-  dropped        sequences (pairs) skipped by truncate='drop'
-  too_short      sequences (pairs) skipped for being too short
-  tokens         non-padding positions (both sides for preference)
-  target_tokens  positions with a nonzero loss weight
+  sequences        sequences placed in rows (pairs for preference; each chunk
+                   of a split document counts)
+  split_documents  documents split into chunks by truncate='split'
+  chunks           the chunks they became
+  truncated        placed sequences that were cut (pairs with a cut side)
+  cut_targets      of those, how many lost trained targets (the others lost
+                   prompt tokens only)
+  dropped          sequences (pairs) skipped by truncate='drop', or because a
+                   cut would leave them none of their trained targets
+  too_short        sequences (pairs) skipped for being too short
+  tokens           non-padding positions (both sides for preference)
+  target_tokens    positions with a nonzero loss weight
+
+`data_summary` counts them over one pass of a split, and `describe_stats`
+puts them in one line for the log.
 """
 
 from __future__ import annotations
@@ -51,7 +78,18 @@ import seqio
 
 from align_jax.data.tasks import FEATURES, KINDS
 
-TRUNCATE_POLICIES = ("right", "left", "drop")
+TRUNCATE_POLICIES = ("split", "keep_response", "right", "left", "drop")
+
+# The policy each kind gets when `truncate` is None. Long documents are split;
+# chat kinds keep the first tokens as they always have ('keep_response' is
+# the policy that keeps their responses).
+DEFAULT_TRUNCATE: Mapping[str, str] = {
+    "lm": "split",
+    "sft": "right",
+    "preference": "right",
+    "process": "right",
+    "prompt": "right",
+}
 
 BATCH_FEATURES = (
     "input_tokens",
@@ -63,7 +101,10 @@ BATCH_FEATURES = (
 
 STATS_KEYS = (
     "sequences",
+    "split_documents",
+    "chunks",
     "truncated",
+    "cut_targets",
     "dropped",
     "too_short",
     "tokens",
@@ -101,16 +142,25 @@ def _place(row: Batch, offset: int, segment: int, ids: np.ndarray,
   return n
 
 
-def _truncate(ids: np.ndarray, mask: np.ndarray, limit: int,
-              policy: str) -> tuple[np.ndarray, np.ndarray] | None:
-  """Cuts a sequence to `limit` tokens, or None if the policy drops it."""
-  if len(ids) <= limit:
-    return ids, mask
-  if policy == "drop":
-    return None
+def _first_target(trained: np.ndarray) -> int:
+  """The index of the first trained target (never 0), or len(trained) if none."""
+  hits = np.flatnonzero(trained[1:])
+  return int(hits[0]) + 1 if len(hits) else len(trained)
+
+
+def _prompt_trim(length: int, first: int, limit: int) -> int:
+  """How many leading tokens 'keep_response' removes to fit `limit` tokens."""
+  return max(0, min(length - limit, first - 1))
+
+
+def _window(length: int, first: int, limit: int, policy: str, trim: int) -> slice:
+  """The part a cutting policy keeps of a sequence of `length` tokens."""
   if policy == "right":
-    return ids[:limit], mask[:limit]
-  return ids[-limit:], mask[-limit:]
+    return slice(0, limit)
+  if policy == "left":
+    return slice(length - limit, length)
+  start = min(trim, first - 1)  # 'keep_response'
+  return slice(start, min(length, start + limit))
 
 
 @dataclasses.dataclass
@@ -156,8 +206,8 @@ class _Batcher:
 
     skipped = 0
     for example in examples:
-      row = self._make_row(_as_arrays(example, self.kind), pending, current)
-      if row is None:
+      rows = self._make_rows(_as_arrays(example, self.kind), pending, current)
+      if not rows:
         skipped += 1
         if skipped >= MAX_CONSECUTIVE_SKIPS:
           raise ValueError(
@@ -168,18 +218,19 @@ class _Batcher:
         continue
       skipped = 0
       for key in pending:
-        row.counts[key] += pending[key]
+        rows[0].counts[key] += pending[key]
         pending[key] = 0
-      if row is not current:
-        if current is not None:
+      for row in rows:
+        if row is not current:
+          if current is not None:
+            done.append(current)
+          current = row
+        if not self.pack:
           done.append(current)
-        current = row
-      if not self.pack:
-        done.append(current)
-        current = None
-      while len(done) >= self.rows:
-        yield self._stack(done[:self.rows])
-        done = done[self.rows:]
+          current = None
+        while len(done) >= self.rows:
+          yield self._stack(done[:self.rows])
+          done = done[self.rows:]
 
     if current is not None:
       done.append(current)
@@ -207,11 +258,12 @@ class _Batcher:
       return {**_empty_row(self.seq_len), "labels": np.zeros([self.seq_len], np.float32)}
     return _empty_row(self.seq_len)
 
-  def _make_row(self, arrays: dict[str, np.ndarray], pending: dict[str, int],
-                current: _Row | None) -> _Row | None:
-    """Adds one example: to `current` if it fits, else to a new row.
+  def _make_rows(self, arrays: dict[str, np.ndarray], pending: dict[str, int],
+                 current: _Row | None) -> list[_Row]:
+    """Adds one example: to `current` if it fits, else to new rows (several for a
+    split document).
 
-    Returns the row that received it, or None if it was skipped (counted in
+    Returns the rows that received it, in order; none if it was skipped (counted in
     `pending`).
     """
     if self.kind == "prompt":
@@ -220,84 +272,130 @@ class _Batcher:
       return self._preference_row(arrays, pending)
 
     ids = arrays["tokens"]
+    labels = None
     if self.kind == "lm":
-      mask = np.ones_like(ids)
+      weights = np.ones_like(ids)
     elif self.kind == "process":
-      mask = arrays["label_values"]  # -1: no label; 0/1 labels (made a mask below)
+      labels = arrays["label_values"]  # -1: no label; 0/1 labels.
+      weights = (labels >= 0).astype(np.int32)
     else:
-      mask = arrays["loss_mask"]
-    cut = self._fit(ids, mask, pending)
-    if cut is None:
-      return None
-    truncated = len(cut[0]) < len(ids)
-    ids, mask = cut
+      weights = arrays["loss_mask"]
+    limit = self.seq_len + 1
+    if self.truncate == "split" and len(ids) > limit:
+      pieces = [slice(start, start + limit) for start in range(0, len(ids) - 1, self.seq_len)]
+    else:
+      piece = self._cut(ids, weights != 0, pending, limit)
+      if piece is None:
+        return []
+      pieces = [piece]
+    rows = []
+    for piece in pieces:
+      current = self._place_sequence(ids[piece], weights[piece],
+                                     None if labels is None else labels[piece], current)
+      rows.append(current)
+      if len(pieces) > 1:
+        current.counts["chunks"] += 1
+    if len(pieces) > 1:
+      rows[0].counts["split_documents"] += 1
+    else:
+      self._count_cut(rows[0].counts, weights != 0, pieces[0])
+    return rows
+
+  def _place_sequence(self, ids: np.ndarray, weights: np.ndarray, labels: np.ndarray | None,
+                      current: _Row | None) -> _Row:
+    """Writes one sequence into `current` if it fits, else into a new row; returns that row."""
     n = len(ids) - 1
     row = current
-    if row is None or row.used + n > self.seq_len:
+    if row is None or not self.pack or row.used + n > self.seq_len:
       row = _Row(self._empty())
     row.segments += 1
-    if self.kind == "process":
-      row.features["labels"][row.used:row.used + n] = np.maximum(mask[1:], 0)
-      mask = (mask >= 0).astype(np.int32)
-    _place(row.features, row.used, row.segments, ids, mask)
+    if labels is not None:
+      row.features["labels"][row.used:row.used + n] = np.maximum(labels[1:], 0)
+    _place(row.features, row.used, row.segments, ids, weights)
     row.used += n
     row.counts["sequences"] += 1
-    row.counts["truncated"] += int(truncated)
     row.counts["tokens"] += n
-    row.counts["target_tokens"] += int(np.count_nonzero(mask[1:]))
+    row.counts["target_tokens"] += int(np.count_nonzero(weights[1:]))
     return row
 
-  def _fit(self, ids: np.ndarray, mask: np.ndarray, pending: dict[str, int]
-           ) -> tuple[np.ndarray, np.ndarray] | None:
-    """The sequence cut to a row (by the truncation policy), or None when it is skipped
-    (too short to have a target, or dropped); skips are counted in `pending`."""
-    if len(ids) < 2:
+  def _cut(self, ids: np.ndarray, trained: np.ndarray, pending: dict[str, int], limit: int,
+           *, trim: int = 0, min_length: int = 2) -> slice | None:
+    """The part of a sequence that goes into a row (see the module docstring), or None
+    when it is skipped: too short, dropped by the policy, or left without the trained
+    targets it had. Skips are counted in `pending`.
+
+    `trim`: the prompt tokens 'keep_response' removes even when the sequence fits (the
+    shorter side of a preference pair).
+    """
+    length = len(ids)
+    if length < min_length:
       pending["too_short"] += 1
       return None
-    cut = _truncate(ids, mask, self.seq_len + 1, self.truncate)
-    if cut is None:
+    if length <= limit and not trim:
+      return slice(0, length)
+    if self.truncate == "drop":
       pending["dropped"] += 1
-    return cut
+      return None
+    first = _first_target(trained)
+    if self.truncate == "keep_response" and not trim:
+      trim = _prompt_trim(length, first, limit)
+    piece = _window(length, first, limit, self.truncate, trim)
+    if trained[1:].any() and not trained[piece][1:].any():
+      pending["dropped"] += 1
+      return None
+    return piece
+
+  @staticmethod
+  def _count_cut(counts: dict[str, int], trained: np.ndarray, piece: slice) -> None:
+    """Adds one to `truncated` (and `cut_targets`) when `piece` is less than the sequence."""
+    if piece.start == 0 and piece.stop >= len(trained):
+      return
+    counts["truncated"] += 1
+    kept = int(np.count_nonzero(trained[piece][1:]))
+    counts["cut_targets"] += int(kept < int(np.count_nonzero(trained[1:])))
 
   def _preference_row(self, arrays: dict[str, np.ndarray],
-                      pending: dict[str, int]) -> _Row | None:
-    sides = {}
-    truncated = False
-    for side in ("chosen", "rejected"):
-      ids = arrays[f"{side}_tokens"]
-      mask = arrays[f"{side}_loss_mask"]
-      cut = self._fit(ids, mask, pending)
-      if cut is None:
-        return None
-      truncated |= len(cut[0]) < len(ids)
-      sides[side] = cut
-    row = _Row(self._empty())
+                      pending: dict[str, int]) -> list[_Row]:
+    limit = self.seq_len + 1
+    sides = {side: (arrays[f"{side}_tokens"], arrays[f"{side}_loss_mask"])
+             for side in ("chosen", "rejected")}
+    trim = 0
+    if self.truncate == "keep_response":  # Both sides keep the same prompt tokens.
+      trim = max(_prompt_trim(len(ids), _first_target(mask != 0), limit)
+                 for ids, mask in sides.values())
+    pieces = {}
     for side, (ids, mask) in sides.items():
+      piece = self._cut(ids, mask != 0, pending, limit, trim=trim)
+      if piece is None:
+        return []
+      pieces[side] = piece
+    row = _Row(self._empty())
+    side_counts = dict.fromkeys(("truncated", "cut_targets"), 0)
+    for side, (ids, mask) in sides.items():
+      piece = pieces[side]
       single = _empty_row(self.seq_len)
-      row.counts["tokens"] += _place(single, 0, 1, ids, mask)
-      row.counts["target_tokens"] += int(np.count_nonzero(mask[1:]))
+      row.counts["tokens"] += _place(single, 0, 1, ids[piece], mask[piece])
+      row.counts["target_tokens"] += int(np.count_nonzero(mask[piece][1:]))
+      self._count_cut(side_counts, mask != 0, piece)
       for key, value in single.items():
         row.features[f"{side}_{key}"] = value
     row.counts["sequences"] += 1
-    row.counts["truncated"] += int(truncated)
-    return row
+    for key, value in side_counts.items():
+      row.counts[key] += int(value > 0)
+    return [row]
 
-  def _prompt_row(self, ids: np.ndarray, pending: dict[str, int]) -> _Row | None:
-    if len(ids) < 1:
-      pending["too_short"] += 1
-      return None
-    cut = _truncate(ids, ids, self.seq_len, self.truncate)
-    if cut is None:
-      pending["dropped"] += 1
-      return None
+  def _prompt_row(self, ids: np.ndarray, pending: dict[str, int]) -> list[_Row]:
+    piece = self._cut(ids, np.zeros(len(ids), bool), pending, self.seq_len, min_length=1)
+    if piece is None:
+      return []
     row = _Row(self._empty())
-    kept = cut[0]
+    kept = ids[piece]
     row.features["prompt_tokens"][self.seq_len - len(kept):] = kept
     row.features["prompt_lengths"] = np.asarray(len(kept), np.int32)
     row.counts["sequences"] += 1
     row.counts["truncated"] += int(len(kept) < len(ids))
     row.counts["tokens"] += len(kept)
-    return row
+    return [row]
 
   def _stack(self, rows: Sequence[_Row]) -> tuple[Batch, dict[str, int]]:
     batch = {key: np.stack([row.features[key] for row in rows])
@@ -316,7 +414,7 @@ def pack_examples(
     batch_size: int,
     seq_len: int,
     pack: bool = True,
-    truncate: str = "right",
+    truncate: str | None = None,
     stats: dict[str, int] | None = None,
 ) -> Iterator[Batch]:
   """Yields batches of `batch_size` rows from tokenized examples, in order.
@@ -324,7 +422,7 @@ def pack_examples(
   The last batch is filled up with padding rows. If `stats` is given, the
   counts of every yielded batch are added to it.
   """
-  _check_args(kind, batch_size, seq_len, truncate)
+  truncate = _check_args(kind, batch_size, seq_len, truncate)
   batcher = _Batcher(kind, batch_size, seq_len, pack, truncate)
   for batch, counts in batcher(examples):
     if stats is not None:
@@ -334,17 +432,25 @@ def pack_examples(
       yield batch
 
 
-def _check_args(kind: str, batch_size: int, seq_len: int, truncate: str) -> None:
+def _check_args(kind: str, batch_size: int, seq_len: int, truncate: str | None) -> str:
+  """The truncation policy (the kind's default for None), once the arguments are valid."""
   if kind not in KINDS:
     raise ValueError(f"Unknown kind {kind!r}; expected one of {KINDS}.")
+  if truncate is None:
+    truncate = DEFAULT_TRUNCATE[kind]
   if truncate not in TRUNCATE_POLICIES:
     raise ValueError(
         f"Unknown truncate policy {truncate!r}; expected one of "
         f"{TRUNCATE_POLICIES}.")
+  if truncate == "split" and kind != "lm":
+    raise ValueError(
+        f"truncate='split' splits documents (kind 'lm'), not kind {kind!r}; "
+        "'keep_response' keeps the trained tokens of a long row.")
   if batch_size < 1 or seq_len < 1:
     raise ValueError(
         f"batch_size and seq_len must be positive, got {batch_size} and "
         f"{seq_len}.")
+  return truncate
 
 
 def list_stream(examples: Sequence[Example], shard_info: seqio.ShardInfo,
@@ -386,6 +492,8 @@ class BatchIterator:
   repeated `num_epochs` times (None: forever). A finite stream ends with a
   batch filled up with padding rows. A stream without any batch (empty
   data, or every sequence skipped) raises ValueError on the first `next`.
+  Sequences longer than a row follow `truncate` (see the module docstring;
+  None: `DEFAULT_TRUNCATE[kind]`, kept in `self.truncate`).
 
   `position` counts the batches yielded so far. A new iterator built with
   the same arguments and `start_position=N` regenerates and discards the
@@ -403,14 +511,14 @@ class BatchIterator:
       split: str = "train",
       seed: int = 0,
       pack: bool = True,
-      truncate: str = "right",
+      truncate: str | None = None,
       num_epochs: int | None = None,
       start_position: int = 0,
       shuffle: bool = True,
       shuffle_buffer_size: int = 10_000,
       shard_info: seqio.ShardInfo | None = None,
   ):
-    _check_args(kind, batch_size, seq_len, truncate)
+    truncate = _check_args(kind, batch_size, seq_len, truncate)
     if shard_info is None:
       shard_info = seqio.ShardInfo(jax.process_index(), jax.process_count())
     if batch_size % shard_info.num_shards:
@@ -423,6 +531,7 @@ class BatchIterator:
     self.batch_size = batch_size
     self.rows = batch_size // shard_info.num_shards
     self.seq_len = seq_len
+    self.truncate = truncate
     self.shard_info = shard_info
     self.stats: dict[str, int] = dict.fromkeys(STATS_KEYS, 0)
     self.position = 0
@@ -488,7 +597,7 @@ def make_batch_iterator(
     kind: str,
     seed: int,
     pack: bool = True,
-    truncate: str = "right",
+    truncate: str | None = None,
     num_epochs: int | None = None,
     start_position: int = 0,
 ) -> BatchIterator:
@@ -505,3 +614,61 @@ def make_batch_iterator(
       num_epochs=num_epochs,
       start_position=start_position,
   )
+
+
+def data_summary(
+    source: str | seqio.Task | seqio.Mixture | Sequence[Example],
+    *,
+    kind: str,
+    seq_len: int,
+    split: str = "train",
+    pack: bool = True,
+    truncate: str | None = None,
+) -> dict[str, int]:
+  """The `stats` of one epoch of `split`, every host's examples included.
+
+  A full pass over the data: meant for data held in memory (jsonl tasks,
+  lists), not for large lazily read datasets.
+
+  Raises:
+    ValueError: as `BatchIterator`, e.g. when every sequence is skipped.
+  """
+  batches = BatchIterator(source, kind=kind, batch_size=1, seq_len=seq_len, split=split,
+                          pack=pack, truncate=truncate, num_epochs=1, shuffle=False,
+                          shard_info=seqio.ShardInfo(0, 1))
+  for _ in batches:
+    pass
+  return dict(batches.stats)
+
+
+def describe_stats(stats: Mapping[str, int]) -> str:
+  """One line for the log: examples read, documents split, rows truncated and skipped.
+
+  E.g. '1200 examples, 37 long documents split into 95 chunks, 12 truncated (3
+  of them lost trained tokens), 0 dropped'.
+  """
+  c = {key: int(stats.get(key, 0)) for key in STATS_KEYS}
+  examples = c["sequences"] - c["chunks"] + c["split_documents"] + c["dropped"] + c["too_short"]
+  parts = [f"{examples} examples"]
+  if c["split_documents"]:
+    parts.append(f"{c['split_documents']} long documents split into {c['chunks']} chunks")
+  truncated = f"{c['truncated']} truncated"
+  if c["truncated"]:
+    truncated += f" ({c['cut_targets']} of them lost trained tokens)"
+  parts += [truncated, f"{c['dropped']} dropped"]
+  if c["too_short"]:
+    parts.append(f"{c['too_short']} too short")
+  return ", ".join(parts)
+
+
+def check_seq_len(length: int, max_seq_len: int, *, length_name: str = "DataConfig.seq_len",
+                  max_name: str = "TransformerConfig.max_seq_len") -> None:
+  """Raises ValueError when sequences of `length` tokens exceed the model's `max_seq_len`.
+
+  The message names both numbers and the settings that change them
+  (`length_name`, `max_name`: gin keys, or wherever the numbers come from).
+  """
+  if length > max_seq_len:
+    raise ValueError(
+        f"{length_name} = {length} exceeds the model's max_seq_len = {max_seq_len}; "
+        f"lower {length_name} or raise {max_name}.")

@@ -40,6 +40,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from align_jax.data.pipeline import check_seq_len
 from align_jax.data.vocab import load_vocabulary
 from align_jax.models import (Transformer, TransformerConfig, TransformerWithHead,
                               init_lora_params, is_lora_path, merge_lora, merge_params,
@@ -114,10 +115,8 @@ def setup_ppo(workdir: str, model: TransformerConfig, prompts: Sequence[str] | s
   vocab_record = vocabulary_record(vocab)
   prompt_records = load_prompts((prompts,) if isinstance(prompts, str) else tuple(prompts),
                                 vocab, chat_template, ppo.max_prompt_len)
-  if ppo.max_prompt_len + ppo.max_new_tokens > model.max_seq_len:
-    raise ValueError(f"PPOConfig.max_prompt_len + max_new_tokens = "
-                     f"{ppo.max_prompt_len + ppo.max_new_tokens} exceeds the model's "
-                     f"max_seq_len={model.max_seq_len}")
+  check_seq_len(ppo.max_prompt_len + ppo.max_new_tokens, model.max_seq_len,
+                length_name="PPOConfig.max_prompt_len + PPOConfig.max_new_tokens")
   init_vocab = None if is_hf_dir(policy_init) else vocab_record
   config, policy_params = load_initial_params(policy_init, model, mesh, rules, seed, init_vocab)
   lora = config.lora_rank > 0

@@ -22,7 +22,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from align_jax.data import tasks as task_lib
-from align_jax.data.pipeline import BatchIterator
+from align_jax.data.pipeline import (DEFAULT_TRUNCATE, BatchIterator, check_seq_len, data_summary,
+                                     describe_stats)
 from align_jax.data.vocab import load_vocabulary
 from align_jax.models import (Transformer, TransformerConfig, TransformerWithHead, init_params,
                               merge_params, param_shardings, split_params)
@@ -56,7 +57,11 @@ class DataConfig:
     or `task`: the name of an already registered seqio task (train split 'train',
     eval split `eval_split`).
   batch_size: global rows per step; seq_len: tokens per row (packed when `pack`).
-  truncate: 'right', 'left' or 'drop' for sequences longer than a row.
+  truncate: what happens to a sequence longer than a row: 'split' (documents, kind 'lm',
+    into consecutive chunks), 'keep_response' (trim the prompt from the left, then the
+    response's tail), 'right', 'left' or 'drop'; None: the kind's default
+    (`align_jax.data.pipeline.DEFAULT_TRUNCATE`). Rows left with no trained token are
+    dropped and counted; a summary line is printed before training.
   """
   kind: str = "lm"
   train_files: tuple[str, ...] = ()
@@ -67,7 +72,7 @@ class DataConfig:
   batch_size: int = 32
   seq_len: int = 256
   pack: bool = True
-  truncate: str = "right"
+  truncate: str | None = None
   seed: int = 0
   eval_batches: int = 8
 
@@ -196,6 +201,12 @@ def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary:
            optimizer: OptimizerConfig, loop: LoopConfig, *, init_from: str | None,
            mesh: Mesh | None, rules: LogicalRules, num_micro_batches: int, seed: int,
            export_hf: bool, head: bool) -> dict[str, Any]:
+  if init_from and is_hf_dir(init_from):  # The model's length is the checkpoint's.
+    from align_jax.hf import load_config
+    check_seq_len(data.seq_len, load_config(init_from).max_seq_len,
+                  max_name=f"max_position_embeddings in {init_from}/config.json")
+  else:
+    check_seq_len(data.seq_len, model.max_seq_len)
   mesh = mesh or create_mesh()
   vocab = load_vocabulary(vocabulary)
   vocab_record = vocabulary_record(vocab)
@@ -204,6 +215,15 @@ def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary:
                      f"vocab_size is {model.vocab_size}; raise TransformerConfig.vocab_size")
   task_name = "align_jax_" + hashlib.sha1(os.path.abspath(workdir).encode()).hexdigest()[:12]
   task, eval_split, train_split = _register_tasks(task_name, data, vocab)
+  if data.train_files:  # Held in memory: one pass counts what splitting and truncation do.
+    stats = data_summary(task, kind=data.kind, seq_len=data.seq_len, split=train_split,
+                         pack=data.pack, truncate=data.truncate)
+    policy = data.truncate or DEFAULT_TRUNCATE[data.kind]
+    print(f"[align_jax] data: {describe_stats(stats)} (seq_len {data.seq_len}, truncate "
+          f"{policy!r})", flush=True)
+  else:  # A registered task may be large and lazy: the counts are logged as they come.
+    print(f"[align_jax] data: task {data.task!r}; splits, truncations and drops are logged as "
+          "the data/* metrics", flush=True)
 
   init_vocab = vocab_record if init_from and not is_hf_dir(init_from) else None
   if head and init_from is None:

@@ -94,7 +94,8 @@ def test_packing_segments_positions_and_padding():
     pad = batch["segment_ids"] == 0
     for key in BATCH_FEATURES:
       assert not batch[key][pad].any()
-  assert stats == {"sequences": 5, "truncated": 0, "dropped": 0, "too_short": 0,
+  assert stats == {"sequences": 5, "split_documents": 0, "chunks": 0, "truncated": 0,
+                   "cut_targets": 0, "dropped": 0, "too_short": 0,
                    "tokens": 3 + 2 + 4 + 1 + 8, "target_tokens": 18}
 
 
@@ -324,10 +325,11 @@ def test_hosts_read_disjoint_shards(source, vocab):
   src = _lm(*[2 + i % 3 for i in range(24)]) if source == "list" else _lm_task(vocab).name
   seen = []
   for index in range(2):
-    it = BatchIterator(src, kind="lm", batch_size=4, seq_len=16, num_epochs=1, seed=0, pack=False,
+    # Every example fits a row (the longest has 23 tokens): one row each.
+    it = BatchIterator(src, kind="lm", batch_size=4, seq_len=32, num_epochs=1, seed=0, pack=False,
                        shard_info=seqio.ShardInfo(index, 2))
     batches = list(it)
-    assert all(b["input_tokens"].shape == (2, 16) for b in batches)
+    assert all(b["input_tokens"].shape == (2, 32) for b in batches)
     seen.append([tuple(row) for b in batches for row in b["input_tokens"] if row.any()])
   assert len(seen[0]) == len(seen[1]) == 12
   assert len(set(seen[0]) | set(seen[1])) == 24
