@@ -3,8 +3,9 @@
 `train_loop` owns what is the same for SFT, reward models and PPO: resuming from the
 latest checkpoint (state, PRNG key and data position), the jitted sharded step,
 metrics (metrics.jsonl, TensorBoard, a progress bar), periodic evaluation, hooks,
-asynchronous checkpoints, and the NaN guard. A trainer supplies a pure
-`step_fn(state, batch, frozen) -> (state, metrics)` and its data.
+asynchronous checkpoints, the NaN guard, and stopping on SIGINT/SIGTERM (Ctrl-C, a TPU
+VM's preemption notice) with a checkpoint of the last finished step. A trainer supplies
+a pure `step_fn(state, batch, frozen) -> (state, metrics)` and its data.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import dataclasses
 import logging
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
@@ -71,6 +75,51 @@ class LoopConfig:
 
 class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or infinite; the run stopped without saving that state."""
+
+
+class TrainingInterrupted(SystemExit):
+  """SIGINT or SIGTERM stopped training after a finished step, whose checkpoint is saved.
+
+  A SystemExit with status 128 + the signal number (130 for SIGINT, 143 for SIGTERM):
+  left uncaught the process exits without a traceback, and `except Exception` does
+  not swallow it, so a caller stops too. Rerunning the same command resumes.
+  """
+
+  def __init__(self, step: int, signum: int, directory: str):
+    super().__init__(128 + signum)
+    self.step, self.signum, self.directory = step, signum, directory
+
+
+class _StopSignals:
+  """While installed (main thread only), SIGINT and SIGTERM ask training to stop after
+  the current step instead of raising at once; a repeated signal is ignored, so it
+  cannot cut the checkpoint short."""
+
+  SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+  def __init__(self):
+    self.signum: int | None = None
+    self._previous: dict[int, Any] = {}
+
+  def install(self) -> None:
+    if threading.current_thread() is not threading.main_thread():
+      return
+    for signum in self.SIGNALS:
+      self._previous[signum] = signal.signal(signum, self._handle)
+
+  def restore(self) -> None:
+    for signum, previous in self._previous.items():
+      signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+    self._previous.clear()
+
+  def _handle(self, signum: int, frame: Any) -> None:
+    name = signal.Signals(signum).name
+    if self.signum is None:
+      self.signum = signum
+      message = f"[align_jax] {name}: stopping after the current step to save a checkpoint"
+    else:
+      message = f"[align_jax] {name} ignored: already stopping to save a checkpoint"
+    os.write(sys.stderr.fileno(), (message + "\n").encode())  # no buffered I/O in a handler
 
 
 @dataclasses.dataclass
@@ -162,9 +211,12 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
   batch_tokens(batch): tokens a batch holds (for tokens/s).
   progress_metrics: metric names the progress bar shows besides loss and tokens/s.
   Returns the final state and the last metrics.
+
+  SIGINT or SIGTERM during training: the current step finishes, its checkpoint is
+  saved (synchronously), and TrainingInterrupted is raised; a resume drops the
+  metrics.jsonl records written after its checkpoint, so each step is logged once.
   """
   record = dict(record or {})
-  writer = MetricsWriter(workdir)
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints,
                               save_every=config.checkpoint_every,
                               async_save=config.async_checkpoints)
@@ -173,6 +225,8 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
     best = Checkpointer(os.path.join(workdir, "checkpoints_best"), keep=1, async_save=False)
 
   latest = checkpointer.latest_step()
+  # A resume drops what an attempt logged after its checkpoint (a fresh start: all of it).
+  writer = MetricsWriter(workdir, resumed_from=latest or 0)
   if latest is not None:
     abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                             jax.eval_shape(init_state), shardings)
@@ -202,7 +256,7 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
     nonlocal best_value
     with sharding_context(mesh, rules):
       results = {k: float(v) for k, v in eval_fn(state, frozen).items()}
-    writer.write(step, results)
+    writer.write(step, results, replace=step == latest)  # a finished run evaluated again
     metrics.update(results)
     if best is not None:
       if config.keep_best_by not in results:
@@ -216,6 +270,22 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
         best.save(step, state, {**record, "step": step, "data_position": batches.position,
                                 config.keep_best_by: value})
 
+  def stop_if_interrupted(step: int) -> None:
+    if stop.signum is None:
+      return
+    checkpointer.save(step, state, {**record, "step": step, "data_position": batches.position},
+                      force=True)
+    checkpointer.wait()
+    bar.close()
+    writer.flush()
+    logging.info("%s at step %d: checkpoint saved", signal.Signals(stop.signum).name, step)
+    print(f"[align_jax] interrupted at step {step}: checkpoint saved in "
+          f"{checkpointer.directory}; rerun the same command to resume", file=sys.stderr,
+          flush=True)
+    raise TrainingInterrupted(step, stop.signum, checkpointer.directory)
+
+  stop = _StopSignals()
+  stop.install()
   try:
     with sharding_context(mesh, rules):
       for step in range(start_step + 1, config.total_steps + 1):
@@ -262,12 +332,15 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
                                           "data_position": batches.position},
                             force=step == config.total_steps)
           last_good = step
+        stop_if_interrupted(step)
     if eval_fn is not None and (not config.eval_every or config.total_steps % config.eval_every):
       evaluate(config.total_steps)
+    stop_if_interrupted(int(jax.device_get(state.step)))
   finally:
     bar.close()
     writer.close()
     checkpointer.close()
     if best is not None:
       best.close()
+    stop.restore()  # last: a signal while the checkpoints above finish is still deferred
   return state, metrics

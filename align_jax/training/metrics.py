@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 
@@ -21,23 +21,42 @@ def _plain(value: Any) -> Any:
 class MetricsWriter:
   """Appends `{"step": s, name: value, ...}` lines to WORKDIR/metrics.jsonl and the same
   scalars to TensorBoard under WORKDIR/tensorboard. Only process 0 writes.
+
+  resumed_from: the checkpoint step a run continues from (0 for a fresh start). The
+  records after it (written by an attempt that stopped before its next checkpoint) are
+  dropped from metrics.jsonl, so the file holds each step once; TensorBoard is told to
+  hide the earlier events after that step (a purge step), but its old event files still
+  hold them.
   """
 
-  def __init__(self, workdir: str, tensorboard: bool = True):
+  def __init__(self, workdir: str, tensorboard: bool = True, resumed_from: int | None = None):
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._active = jax.process_index() == 0
     self._tb = None
     if self._active:
       os.makedirs(workdir, exist_ok=True)
+      if resumed_from is not None:
+        self.rewind(resumed_from)
       if tensorboard:
         from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                                 purge_step=None if resumed_from is None else resumed_from + 1)
 
-  def write(self, step: int, metrics: Mapping[str, Any]) -> None:
-    """Appends the metrics of `step` as one record; numeric ones also go to TensorBoard."""
+  def rewind(self, step: int) -> None:
+    """Drops the records after `step` (and any line cut short by a crash)."""
+    self._rewrite(lambda record: record["step"] <= step)
+
+  def write(self, step: int, metrics: Mapping[str, Any], replace: bool = False) -> None:
+    """Appends the metrics of `step` as one record; numeric ones also go to TensorBoard.
+
+    replace: first drop an earlier record of `step` with the same names (a result that
+    is recomputed, e.g. the final evaluation of a finished run that is run again).
+    """
     if not self._active:
       return
     record = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
+    if replace:
+      self._rewrite(lambda old: old["step"] != record["step"] or set(old) != set(record))
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
     if self._tb is not None:
@@ -50,6 +69,32 @@ class MetricsWriter:
     if self._active:
       with open(self.path, "a") as f:
         f.write(json.dumps({"step": int(step), **fields}) + "\n")
+
+  def _rewrite(self, keep: Callable[[dict[str, Any]], bool]) -> None:
+    """Replaces metrics.jsonl (atomically) by its records for which `keep` holds."""
+    if not os.path.exists(self.path):
+      return
+    kept, changed = [], False
+    with open(self.path) as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError:
+          changed = changed or bool(line.strip())
+          continue
+        if isinstance(record, dict) and "step" in record and keep(record):
+          changed = changed or not line.endswith("\n")
+          kept.append(line if line.endswith("\n") else line + "\n")
+        else:
+          changed = True
+    if not changed:
+      return
+    temporary = self.path + ".tmp"
+    with open(temporary, "w") as f:
+      f.writelines(kept)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(temporary, self.path)
 
   def flush(self) -> None:
     if self._tb is not None:

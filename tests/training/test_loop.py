@@ -1,7 +1,9 @@
-"""The training loop: accumulation, LoRA, NaN guard, checkpoint checks, kill-and-resume."""
+"""The training loop: accumulation, LoRA, NaN guard, checkpoint checks, kill-and-resume,
+metrics after a resume."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -195,3 +197,23 @@ def test_best_checkpoint_survives_a_resume_with_worse_evaluations(tmp_path):
   best = Checkpointer(str(tmp_path / "checkpoints_best"))
   assert best.all_steps() == [4] and best.read_record(4)["eval/loss"] == 0.5
   best.close()
+
+
+def test_resume_logs_each_step_once_with_the_resumed_values(tmp_path):
+  work = str(tmp_path)
+  run_training(work, total_steps=6, checkpoint_every=3, async_checkpoints=False)
+  metrics = os.path.join(work, "metrics.jsonl")
+  first = {r["step"]: r["loss"] for r in map(json.loads, open(metrics)) if "loss" in r}
+  # As if the run had died after logging step 6 but before its checkpoint was written;
+  # the rerun (with another learning rate, so its steps differ) resumes from step 3.
+  shutil.rmtree(os.path.join(work, "checkpoints", "6"))
+  with open(metrics, "a") as f:
+    f.write('{"step": 7, "loss": 1.')  # a line cut short by the crash
+  run_training(work, total_steps=6, checkpoint_every=3, async_checkpoints=False,
+               learning_rate=1e-2)
+  rows = [json.loads(l) for l in open(metrics)]
+  losses = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+  assert [step for step, _ in losses] == [1, 2, 3, 4, 5, 6]
+  assert all(loss == first[step] for step, loss in losses if step <= 4)  # before the update
+  assert all(loss != first[step] for step, loss in losses if step > 4)
+  assert [(r["step"], r["event"]) for r in rows if "event" in r] == [(3, "resumed")]
