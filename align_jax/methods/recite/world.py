@@ -408,9 +408,9 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
   for s in seeds:
     seed_dir = os.path.dirname(per_seed[s]["world"]["dir"])
     record = {"seed": s}
-    seconds = stage_seconds(seed_dir, ("world", "vocabulary", "pretrain", "hint_data",
-                                       "hint_finetune", "eval"))
-    record.update({name: round(value, 1) for name, value in seconds.items()})
+    stage_times = stage_seconds(seed_dir, ("world", "vocabulary", "pretrain", "hint_data",
+                                           "hint_finetune", "eval"))
+    record.update({name: round(value, 1) for name, value in stage_times.items()})
     record["total"] = round(sum(v for k, v in record.items() if k != "seed"), 1)
     times.append(record)
   paths = f"({most} paths)"
