@@ -183,3 +183,13 @@ def test_the_export_job_writes_a_lora_run_merged_with_its_tokenizer(runs, tmp_pa
   with torch.no_grad():
     theirs = model(torch.tensor(tokens, dtype=torch.long)).logits.numpy()
   np.testing.assert_allclose(theirs, run.module.apply({"params": run.params}, tokens), atol=1e-4)
+
+
+def test_a_run_that_does_not_exist_is_an_error_and_is_never_created(tmp_path):
+  from align_jax.training.runs import load_initial_params
+  missing = tmp_path / "no_such_run"
+  with pytest.raises(FileNotFoundError, match="no_such_run"):
+    load_run(str(missing))
+  with pytest.raises(FileNotFoundError, match="no_such_run"):
+    load_initial_params(str(missing), CONFIG, create_mesh(), DEFAULT_RULES, seed=0)
+  assert not missing.exists()
