@@ -1,11 +1,19 @@
 """A small training set-up shared by the training tests and their subprocess workers."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from align_jax.models import Transformer, TransformerConfig, init_params, param_shardings
 from align_jax.parallel import DEFAULT_RULES, create_mesh
-from align_jax.training import (LoopConfig, OptimizerConfig, config_record, init_train_state,
-                                make_lm_step, make_optimizer, state_shardings, train_loop)
+from align_jax.training import (LoopConfig, OptimizerConfig, TrainState, config_record,
+                                init_train_state, make_lm_step, make_optimizer, state_shardings,
+                                train_loop)
+
+# gin flags for a one-layer d_model 32 model of gin/models/tiny.gin over a 320-token vocabulary.
+TINY_MODEL_FLAGS = ["--gin_file=gin/models/tiny.gin", "--gin.VOCAB_SIZE=320",
+                    "--gin.TransformerConfig.num_layers=1", "--gin.TransformerConfig.d_model=32",
+                    "--gin.TransformerConfig.mlp_dim=64", "--gin.TransformerConfig.head_dim=8"]
 
 CONFIG = TransformerConfig(vocab_size=97, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
                            head_dim=8, mlp_dim=64, max_seq_len=64)
@@ -59,3 +67,21 @@ def run_training(workdir: str, total_steps: int, checkpoint_every: int = 4, conf
 def jax_eval_params(model):
   from align_jax.models import abstract_params
   return abstract_params(model)
+
+
+def scalar_state() -> TrainState:
+  """A train state whose parameters are one float (for loop mechanics without a model)."""
+  return TrainState(step=jnp.zeros((), jnp.int32), params=jnp.zeros(()), opt_state=(),
+                    rng=jax.random.key_data(jax.random.key(0)))
+
+
+def scalar_shardings(mesh) -> TrainState:
+  """The shardings of `scalar_state` on `mesh` (everything replicated)."""
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return TrainState(step=replicated, params=replicated, opt_state=(), rng=replicated)
+
+
+def counting_step(state, batch, frozen):
+  """A step that adds 1 to the scalar parameters, with a constant loss."""
+  del batch, frozen
+  return state.replace(step=state.step + 1, params=state.params + 1.0), {"loss": 1.0}

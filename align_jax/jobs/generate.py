@@ -21,21 +21,10 @@ from jax.sharding import Mesh
 from align_jax.data.jsonl import read_jsonl
 from align_jax.models import TransformerConfig
 from align_jax.parallel import DEFAULT_RULES, LogicalRules
-from align_jax.pipeline.generation import (check_prompt_record, generate_to_jsonl,
-                                           progress_path, prompt_renderer)
+from align_jax.pipeline.generation import (check_prompt_record, generate_to_jsonl, is_finished,
+                                           prompt_renderer)
 from align_jax.sampling import SamplingConfig
 from align_jax.training.runs import load_run
-
-
-def _finished_output(path: str) -> bool:
-  """Whether `path` is a complete output, or a file this job did not write."""
-  if not os.path.exists(path):
-    return False
-  sidecar = progress_path(path)
-  if not os.path.exists(sidecar):
-    return True
-  with open(sidecar) as f:
-    return bool(json.load(f).get("complete"))
 
 
 def generate_job(workdir: str, prompts_file: str, checkpoint: str,
@@ -58,7 +47,7 @@ def generate_job(workdir: str, prompts_file: str, checkpoint: str,
   chunk_size: prompts generated and written at a time (the resume granularity).
   """
   output_path = os.path.join(workdir, output_name)
-  if _finished_output(output_path):
+  if is_finished(output_path):
     raise FileExistsError(f"{output_path} already exists; choose another WORKDIR or "
                           "output_name (nothing was generated)")
   records = list(read_jsonl(prompts_file, check_prompt_record))

@@ -137,6 +137,15 @@ def progress_path(path: str) -> str:
   return path + PROGRESS_SUFFIX
 
 
+def is_finished(path: str) -> bool:
+  """Whether `path` is a complete output of `generate_to_jsonl`, or a file it did not make
+  (either way, a file that must not be written to)."""
+  if not os.path.exists(path):
+    return False
+  state = _read_state(progress_path(path))
+  return state is None or bool(state.get("complete"))
+
+
 def generate_to_jsonl(path: str, records: Iterable[Mapping[str, Any]], make_prompt: MakePrompt,
                       sampler: Sampler, sampling: SamplingConfig, *, seed: int,
                       chunk_size: int = 64, postprocess: Postprocess | None = None,

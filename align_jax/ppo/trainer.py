@@ -56,8 +56,8 @@ from align_jax.training.loop import (LoopConfig, TrainState, init_train_state, s
                                      train_loop)
 from align_jax.training.optimizer import OptimizerConfig, make_optimizer
 from align_jax.training.runs import RUNTIME_FIELDS
-from align_jax.training.runs import (finish_run, fresh_head, is_hf_dir, load_initial_params,
-                                     vocabulary_record)
+from align_jax.training.runs import (absolute_path, finish_run, fresh_head, is_hf_dir,
+                                     load_initial_params, vocabulary_record)
 
 
 @dataclasses.dataclass
@@ -200,7 +200,7 @@ def setup_ppo(workdir: str, model: TransformerConfig, prompts: Sequence[str] | s
   eval_fn = None if evaluate is None else evaluate_policy
 
   record = {"model_config": config_record(config), "vocabulary": vocab_record,
-            "vocabulary_file": vocabulary if "://" in vocabulary else os.path.abspath(vocabulary),
+            "vocabulary_file": absolute_path(vocabulary),
             "chat_template": chat_template, "ppo_config": config_record(ppo)}
   return PPOSetup(
       config=config, policy=policy, value=value_module, trainable=trainable, frozen=frozen,

@@ -34,9 +34,9 @@ from align_jax.training.loop import (LoopConfig, batch_shardings, global_batch, 
 from align_jax.training.losses import lm_loss_sums
 from align_jax.training.optimizer import OptimizerConfig, make_optimizer
 from align_jax.training.reward import pairwise_loss_sums, process_loss_sums
-from align_jax.training.runs import REWARD_KINDS, _trains_with_lora
-from align_jax.training.runs import (finish_run, fresh_head, is_hf_dir, load_initial_params,
-                                     vocabulary_record)
+from align_jax.training.runs import REWARD_KINDS, lora_trainable
+from align_jax.training.runs import (absolute_path, finish_run, fresh_head, is_hf_dir,
+                                     load_initial_params, vocabulary_record)
 from align_jax.training.sft import make_train_step
 
 
@@ -193,10 +193,6 @@ def _batch_tokens(batch) -> int:
   return int(sum((np.asarray(batch[k]) > 0).sum() for k in keys))
 
 
-def _absolute(path: str) -> str:
-  return path if "://" in path else os.path.abspath(path)
-
-
 def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary: str,
            optimizer: OptimizerConfig, loop: LoopConfig, *, init_from: str | None,
            mesh: Mesh | None, rules: LogicalRules, num_micro_batches: int, seed: int,
@@ -238,8 +234,8 @@ def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary:
                 "head": fresh_head(model_module, jax.random.key(seed + 1), mesh, rules)}
   all_shardings = param_shardings(model_module, mesh, rules)
   if config.lora_rank > 0:
-    trainable, frozen = split_params(params, _trains_with_lora(head))
-    trainable_shardings = split_params(all_shardings, _trains_with_lora(head))[0]
+    trainable, frozen = split_params(params, lora_trainable(head))
+    trainable_shardings = split_params(all_shardings, lora_trainable(head))[0]
   else:
     trainable, frozen, trainable_shardings = params, None, all_shardings
   del params
@@ -254,7 +250,7 @@ def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary:
              if eval_split is not None else None)
 
   record = {"model_config": config_record(config), "vocabulary": vocab_record,
-            "vocabulary_file": _absolute(vocabulary), "kind": data.kind,
+            "vocabulary_file": absolute_path(vocabulary), "kind": data.kind,
             "chat_template": data.chat_template if data.kind != "lm" else None}
   if init_from:
     # A LoRA run stores only its adapters (and head): loaders find the base here.

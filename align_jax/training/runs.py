@@ -44,6 +44,11 @@ RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat_policy", "attent
                   "attention_impl", "max_seq_len")
 
 
+def absolute_path(path: str) -> str:
+  """`path` made absolute, unless it has a scheme (gs://, ...), which is kept as it is."""
+  return path if "://" in path else os.path.abspath(path)
+
+
 def is_hf_dir(path: str) -> bool:
   """Whether `path` is a Hugging Face model directory (it holds config.json)."""
   return os.path.exists(os.path.join(path, "config.json"))
@@ -103,7 +108,8 @@ def _expected_record(config: TransformerConfig, vocab_record: dict | None) -> di
   return expected
 
 
-def _trains_with_lora(head: bool):
+def lora_trainable(head: bool):
+  """Which parameters a LoRA run trains: the adapters, and a reward model's head."""
   return lambda path: is_lora_path(path) or (head and path[0] == "head")
 
 
@@ -146,7 +152,7 @@ def _restore_lora_run(run_dir: str, record: dict, module, mesh: Mesh, rules: Log
   abstract = placed_abstract_params(TransformerWithHead(lora) if head else Transformer(lora),
                                     mesh, rules)
   trained, _ = restore_params(checkpoints_dir(run_dir),
-                              split_params(abstract, _trains_with_lora(head))[0],
+                              split_params(abstract, lora_trainable(head))[0],
                               _expected_record(lora, vocab_record))
   full = merge_params(trained, {"backbone": base} if head else base)
   return merge_lora(lora, full)[1]

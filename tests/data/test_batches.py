@@ -12,20 +12,12 @@ from align_jax.data import (
     register_function_task,
     register_jsonl_task,
     tokenize_record,
-    train_sentencepiece,
     write_jsonl,
 )
-from tests.hf_fixtures import WORDS, words_corpus
+from tests.hf_fixtures import WORDS
 
 EOS = 1
 ONE_HOST = seqio.ShardInfo(0, 1)
-
-
-@pytest.fixture(scope="module")
-def vocab(tmp_path_factory) -> seqio.SentencePieceVocabulary:
-  corpus = words_corpus(300) + ["User: Assistant: System:"] * 20
-  prefix = tmp_path_factory.mktemp("sp") / "spm"
-  return train_sentencepiece(corpus, str(prefix), 300)
 
 
 def _lm(*lengths, start=10):

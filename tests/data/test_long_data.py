@@ -27,13 +27,6 @@ EOS = 1
 ONE_HOST = seqio.ShardInfo(0, 1)
 
 
-@pytest.fixture(scope="module")
-def vocab(tmp_path_factory) -> seqio.SentencePieceVocabulary:
-  corpus = words_corpus(300) + ["User: Assistant: System:"] * 20
-  prefix = tmp_path_factory.mktemp("sp") / "spm"
-  return train_sentencepiece(corpus, str(prefix), 300)
-
-
 def _sft(n_prompt, n_response, start=100):
   """An sft example: `n_prompt` untrained tokens, then `n_response` trained ones."""
   tokens = np.arange(start, start + n_prompt + n_response, dtype=np.int32)

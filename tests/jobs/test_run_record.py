@@ -10,11 +10,10 @@ from align_jax.data.vocab import train_sentencepiece
 from align_jax.jobs import run as run_module
 from align_jax.jobs.run import check_run_record, is_ignored, parse_config, run_fingerprint
 from align_jax.training import Checkpointer
+from training_fixtures import TINY_MODEL_FLAGS
 from hf_fixtures import words_corpus
 
-MODEL = ["--gin_file=gin/models/tiny.gin", "--gin.VOCAB_SIZE=320",
-         "--gin.TransformerConfig.num_layers=1", "--gin.TransformerConfig.d_model=32",
-         "--gin.TransformerConfig.mlp_dim=64", "--gin.TransformerConfig.head_dim=8"]
+MODEL = TINY_MODEL_FLAGS
 SMALL = ["--gin.DataConfig.batch_size=4", "--gin.DataConfig.seq_len=32",
          "--gin.OptimizerConfig.warmup_steps=2", "--gin.LoopConfig.progress_bar=False",
          "--gin.LoopConfig.checkpoint_every=2"]

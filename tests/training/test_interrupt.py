@@ -10,13 +10,12 @@ import textwrap
 import time
 
 import jax
-import jax.numpy as jnp
 import pytest
 
 from align_jax.parallel import DEFAULT_RULES, create_mesh
 from align_jax.training import Checkpointer, Hook, LoopConfig, TrainState, train_loop
 from align_jax.training.loop import TrainingInterrupted
-from training_fixtures import SyntheticBatches, run_training
+from training_fixtures import SyntheticBatches, counting_step, run_training, scalar_state
 
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,13 +91,7 @@ def test_sigint_saves_the_step_and_the_rerun_matches_an_uninterrupted_run(tmp_pa
 def test_sigterm_stops_in_process_and_restores_the_handlers(tmp_path):
   mesh = create_mesh((1, 1, 1))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-
-  def step_fn(state, batch, frozen):
-    return state.replace(step=state.step + 1, params=state.params + 1.0), {"loss": 1.0}
-
-  def init():
-    return TrainState(step=jnp.zeros((), jnp.int32), params=jnp.zeros(()), opt_state=(),
-                      rng=jax.random.key_data(jax.random.key(0)))
+  step_fn, init = counting_step, scalar_state
 
   def preempt(step, state, metrics):
     if step == 3:

@@ -10,11 +10,10 @@ import transformers
 from align_jax import main as entry
 from align_jax.data.vocab import train_sentencepiece
 from align_jax.training import read_metrics
+from training_fixtures import TINY_MODEL_FLAGS
 from hf_fixtures import save_tiny_llama, words_corpus
 
-MODEL = ["--gin_file=gin/models/tiny.gin", "--gin.VOCAB_SIZE=320",
-         "--gin.TransformerConfig.num_layers=1", "--gin.TransformerConfig.d_model=32",
-         "--gin.TransformerConfig.mlp_dim=64", "--gin.TransformerConfig.head_dim=8"]
+MODEL = TINY_MODEL_FLAGS
 SMALL = ["--gin.DataConfig.batch_size=8", "--gin.DataConfig.seq_len=64",
          "--gin.OptimizerConfig.learning_rate=3e-3", "--gin.OptimizerConfig.warmup_steps=2",
          "--gin.LoopConfig.progress_bar=False"]

@@ -22,7 +22,8 @@ from align_jax.training import (Checkpointer, LoopConfig, NonFiniteLossError, Op
                                 TrainState, accumulate_gradients, init_train_state,
                                 lm_loss_sums, make_lm_step, make_optimizer, read_metrics,
                                 state_shardings, train_loop)
-from training_fixtures import CONFIG, SyntheticBatches, run_training
+from training_fixtures import (CONFIG, SyntheticBatches, counting_step, run_training, scalar_shardings,
+                               scalar_state)
 
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -83,17 +84,14 @@ def test_lora_trains_only_adapters_and_stores_only_them(tmp_path):
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
   mesh = create_mesh((1, 1, 1))
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
   def step_fn(state, batch, frozen):
     step = state.step + 1
     loss = jnp.where(step == 5, jnp.nan, 1.0 / step)
     return state.replace(step=step, params=state.params + 1.0), {"loss": loss}
 
-  def init():
-    return TrainState(step=jnp.zeros((), jnp.int32), params=jnp.zeros(()), opt_state=(),
-                      rng=jax.random.key_data(jax.random.key(0)))
-  shardings = TrainState(step=replicated, params=replicated, opt_state=(), rng=replicated)
+  init = scalar_state
+  shardings = scalar_shardings(mesh)
   with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 5; stopping without saving "
                                                r"this state; the last good checkpoint \(step 4\)"):
     train_loop(workdir=str(tmp_path), step_fn=step_fn, init_state=init,
@@ -174,13 +172,7 @@ def test_sigkill_and_restart_reproduces_the_uninterrupted_run(tmp_path):
 def test_best_checkpoint_survives_a_resume_with_worse_evaluations(tmp_path):
   mesh = create_mesh((1, 1, 1))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-
-  def step_fn(state, batch, frozen):
-    return state.replace(step=state.step + 1, params=state.params + 1.0), {"loss": 1.0}
-
-  def init():
-    return TrainState(step=jnp.zeros((), jnp.int32), params=jnp.zeros(()), opt_state=(),
-                      rng=jax.random.key_data(jax.random.key(0)))
+  step_fn, init = counting_step, scalar_state
   eval_loss = {2: 1.0, 4: 0.5, 6: 0.9}  # best at step 4; step 6 (after the resume) is worse
 
   def run(total):
