@@ -1,4 +1,4 @@
-"""The quickstart pipeline end to end (a smaller world and schedule than the default)."""
+"""The closed-book QA pipeline end to end (a smaller world and schedule than the default)."""
 
 import pytest
 
@@ -16,9 +16,9 @@ SMALL = [
 
 
 @pytest.mark.slow
-def test_quickstart_learns_training_facts_and_writes_a_report(tmp_path, capsys):
+def test_closed_book_qa_learns_training_facts_and_writes_a_report(tmp_path, capsys):
   workdir = tmp_path / "qs"
-  command = ["--gin_file=gin/quickstart.gin", f"--gin.WORKDIR='{workdir}'"] + SMALL
+  command = ["--gin_file=gin/methods/closed_book_qa.gin", f"--gin.WORKDIR='{workdir}'"] + SMALL
   results = entry.main(command)
   rows = {(r["model"], r["split"], r["hops"]): r for r in results["eval"]["rows"]}
   # Facts of training entities were seen as QA pairs: the fine-tuned model answers most.

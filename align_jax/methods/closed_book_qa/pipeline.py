@@ -1,4 +1,4 @@
-"""The quickstart: closed-book QA on the encyclopedia world, end to end on a CPU.
+"""Closed-book QA on the encyclopedia world, end to end on a CPU.
 
 Stages (each in WORKDIR/<stage>/, resumable, see `align_jax.pipeline`):
   world       build the seeded encyclopedia; write articles, QA splits and training files
@@ -180,7 +180,7 @@ def encyclopedia_qa(workdir: str, model: TransformerConfig,
       Stage("eval", eval_stage(model, chat_template, ("pretrain", "sft"), eval_examples,
                                answer_tokens, mesh_fn, rules),
             {**settings, "examples": eval_examples}),
-      Stage("report", report_stage("align_jax quickstart: closed-book QA on the encyclopedia "
+      Stage("report", report_stage("align_jax closed-book QA on the encyclopedia "
                                    "world", started)),
   ]
   results = Pipeline(workdir, stages).run()
