@@ -1,10 +1,14 @@
-"""jsonl files between stages: reading with line-numbered errors, writing without loss."""
+"""jsonl files between stages: reading with line-numbered errors, writing without loss.
+
+Paths may be local or URLs (gs://...): both go through `align_jax.fs`.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from align_jax import fs
 
 
 class JsonlError(ValueError):
@@ -18,7 +22,7 @@ def read_jsonl(path: str, validate: Callable[[dict[str, Any]], str | None] | Non
   `validate(record)` returns None when the record is fine, or a message saying what
   is missing or invalid; the error then names the file and line number.
   """
-  with open(path, encoding="utf-8") as f:
+  with fs.open(path) as f:
     for number, line in enumerate(f, 1):
       if not line.strip():
         continue
@@ -40,14 +44,14 @@ def write_jsonl(path: str, records: Iterable[Mapping[str, Any]], overwrite: bool
 
   An existing file is never replaced unless `overwrite`.
   """
-  if os.path.exists(path) and not overwrite:
+  if fs.exists(path) and not overwrite:
     raise FileExistsError(f"{path} already exists; refusing to overwrite it")
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fs.makedirs(fs.dirname(fs.resolve(path)))
   tmp = path + ".partial"
   count = 0
-  with open(tmp, "w", encoding="utf-8") as f:
+  with fs.open(tmp, "w") as f:
     for record in records:
       f.write(json.dumps(record, ensure_ascii=False) + "\n")
       count += 1
-  os.replace(tmp, path)
+  fs.replace(tmp, path)
   return count

@@ -4,18 +4,20 @@ A safetensors file is an 8-byte little-endian header size, a JSON header mapping
 each tensor name to its dtype, shape and byte range, then the raw bytes. Reading
 maps the file and returns zero-copy numpy views (bfloat16 included, through
 ml_dtypes); writing streams one tensor at a time, so neither side ever holds a
-whole model in host memory.
+whole model in host memory. A checkpoint under a URL (gs://..., through
+`align_jax.fs`) is read one whole file at a time instead of mapped.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import struct
 from typing import Callable, Mapping, Sequence
 
 import ml_dtypes
 import numpy as np
+
+from align_jax import fs
 
 _DTYPES: dict[str, np.dtype] = {
     "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
@@ -31,16 +33,16 @@ INDEX_FILE = "model.safetensors.index.json"
 
 
 class SafetensorsFile:
-  """One memory-mapped safetensors file."""
+  """One memory-mapped safetensors file (read into memory when it is under a URL)."""
 
   def __init__(self, path: str):
     self.path = path
-    with open(path, "rb") as f:
+    with fs.open(path, "rb") as f:
       raw = f.read(8)
       if len(raw) != 8:
         raise ValueError(f"{path}: not a safetensors file (shorter than its 8-byte header size)")
       (header_size,) = struct.unpack("<Q", raw)
-      if header_size > os.path.getsize(path) - 8:
+      if header_size > fs.getsize(path) - 8:
         raise ValueError(f"{path}: header size {header_size} exceeds the file; the file is "
                          "truncated or not safetensors")
       try:
@@ -50,7 +52,13 @@ class SafetensorsFile:
     self.metadata = header.pop("__metadata__", {}) or {}
     self._entries = header
     self._data_start = 8 + header_size
-    self._map = np.memmap(path, dtype=np.uint8, mode="r") if header else None
+    local = fs.local_path(path)
+    if not header:
+      self._map = None
+    elif local is not None:
+      self._map = np.memmap(local, dtype=np.uint8, mode="r")
+    else:
+      self._map = np.frombuffer(fs.read_bytes(path), dtype=np.uint8)
 
   def keys(self) -> list[str]:
     return list(self._entries)
@@ -74,18 +82,18 @@ class CheckpointReader:
 
   def __init__(self, directory: str):
     self.directory = directory
-    index_path = os.path.join(directory, INDEX_FILE)
-    single_path = os.path.join(directory, SINGLE_FILE)
+    index_path = fs.join(directory, INDEX_FILE)
+    single_path = fs.join(directory, SINGLE_FILE)
     self._files: dict[str, SafetensorsFile] = {}
-    if os.path.exists(index_path):
-      with open(index_path) as f:
+    if fs.exists(index_path):
+      with fs.open(index_path) as f:
         try:
           weight_map = json.load(f)["weight_map"]
         except (json.JSONDecodeError, KeyError) as e:
           raise ValueError(f"{index_path}: expected JSON with a 'weight_map' object ({e})") from None
       for shard in sorted(set(weight_map.values())):
-        shard_path = os.path.join(directory, shard)
-        if not os.path.exists(shard_path):
+        shard_path = fs.join(directory, shard)
+        if not fs.exists(shard_path):
           raise FileNotFoundError(f"{index_path} lists shard {shard!r}, but {shard_path} is missing")
         self._files[shard] = SafetensorsFile(shard_path)
       self._where = {}
@@ -93,7 +101,7 @@ class CheckpointReader:
         if name not in self._files[shard].keys():
           raise ValueError(f"{index_path} places {name!r} in {shard!r}, but that shard lacks it")
         self._where[name] = shard
-    elif os.path.exists(single_path):
+    elif fs.exists(single_path):
       self._files[SINGLE_FILE] = SafetensorsFile(single_path)
       self._where = {name: SINGLE_FILE for name in self._files[SINGLE_FILE].keys()}
     else:
@@ -104,7 +112,7 @@ class CheckpointReader:
     return list(self._where)
 
   def file_of(self, name: str) -> str:
-    return os.path.join(self.directory, self._where[name])
+    return fs.join(self.directory, self._where[name])
 
   def shape(self, name: str) -> tuple[int, ...]:
     return self._files[self._where[name]].shape(name)
@@ -154,8 +162,8 @@ def write_checkpoint(directory: str,
   total = 0
   for file_name, shard in zip(names, shards):
     header = _header(shard, metadata)
-    tmp = os.path.join(directory, file_name + ".partial")
-    with open(tmp, "wb") as f:
+    tmp = fs.join(directory, file_name + ".partial")
+    with fs.open(tmp, "wb") as f:
       f.write(struct.pack("<Q", len(header)))
       f.write(header)
       for name, shape, dtype in shard:
@@ -165,9 +173,9 @@ def write_checkpoint(directory: str,
         f.write(array.tobytes())
         total += array.nbytes
         weight_map[name] = file_name
-    os.replace(tmp, os.path.join(directory, file_name))
+    fs.replace(tmp, fs.join(directory, file_name))
   if len(shards) > 1:
-    with open(os.path.join(directory, INDEX_FILE), "w") as f:
+    with fs.open(fs.join(directory, INDEX_FILE), "w") as f:
       json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
     names.append(INDEX_FILE)
   return names

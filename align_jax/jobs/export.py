@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from jax.sharding import Mesh
 
+from align_jax import fs
 from align_jax.parallel import DEFAULT_RULES, LogicalRules
 from align_jax.training.runs import export_hf, is_hf_dir, load_run
 
@@ -22,7 +22,7 @@ def export_job(workdir: str, run: str, *, vocabulary: str | None = None,
   if source is None:
     raise ValueError(f"{run} records no vocabulary file; bind export.vocabulary so the export "
                      "ships a tokenizer")
-  directory = export_hf(os.path.join(workdir, "hf_export"), loaded.config, loaded.params,
+  directory = export_hf(fs.join(workdir, "hf_export"), loaded.config, loaded.params,
                         source)
   kind = "reward model (sequence classifier)" if loaded.head else "causal language model"
   print(f"[align_jax] exported {run} as a {kind} to {directory}", flush=True)

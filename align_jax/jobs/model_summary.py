@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from align_jax import fs
 from align_jax.models import (Transformer, TransformerConfig, abstract_params, init_cache,
                               init_params, param_shardings)
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, sharding_context
@@ -84,8 +85,7 @@ def _layout_summary(workdir: str, config: TransformerConfig, mesh: Mesh,
       "num_params": num_params, "config_num_params": config.num_params, "ran_model": False,
       "parameters": rows,
   }
-  with open(os.path.join(workdir, "model_summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  fs.write_atomically(fs.join(workdir, "model_summary.json"), json.dumps(summary, indent=2))
   _print_rows(rows, num_params, mesh)
   print("layout only (run_model=False): nothing was allocated or run")
   return summary
@@ -159,13 +159,12 @@ def model_summary(workdir: str, config: TransformerConfig,
       "init_seconds": init_seconds, "first_forward_seconds_incl_compile": forward_seconds,
       "parameters": rows,
   }
-  with open(os.path.join(workdir, "model_summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
-  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+  fs.write_atomically(fs.join(workdir, "model_summary.json"), json.dumps(summary, indent=2))
+  with fs.open(fs.join(workdir, "metrics.jsonl"), "a") as f:
     f.write(json.dumps({"step": 0, "loss_random_tokens": float(loss),
                         "kv_cache_max_abs_gap": cache_gap}) + "\n")
   _print_rows(rows, num_params, mesh)
   print(f"loss on random tokens: {float(loss):.4f} (log vocab = {math.log(config.vocab_size):.4f})")
   print(f"KV-cache decode vs full forward, max |logit gap|: {cache_gap:.2e}")
-  logging.info("model summary written to %s", os.path.join(workdir, "model_summary.json"))
+  logging.info("model summary written to %s", fs.join(workdir, "model_summary.json"))
   return summary

@@ -21,6 +21,11 @@ compared as written, so they follow the new number of steps.
 WORKDIR/config.gin holds the resolved config of the latest start that passed the
 check; an earlier config.gin that differs is kept as config.1.gin, config.2.gin, ...
 (in the order of the runs, the highest number the most recent of them).
+
+WORKDIR may be a local folder or a URL (gs://bucket/run, file:///abs/run): a URL is kept
+as given and written through `align_jax.fs`. It must be a place orbax can write
+checkpoints to (see `checkpoint_location`); any other scheme stops the run before
+anything is written.
 """
 
 from __future__ import annotations
@@ -30,13 +35,14 @@ import datetime
 import hashlib
 import json
 import logging
-import os
 import re
-from pathlib import Path
 from typing import Any, Callable
 
 import gin
 import jax
+
+from align_jax import fs
+from align_jax.training.checkpoints import checkpoint_location
 
 RECORD_FILE = "run_record.json"
 CHANGES_FILE = "config_changes.jsonl"
@@ -105,9 +111,9 @@ def _strings(value: Any) -> list[str]:
 
 def file_fingerprint(path: str) -> dict[str, Any]:
   """{'size', 'sha256'} of a file; 'sampled_sha256' instead for one over FULL_HASH_LIMIT."""
-  size = os.path.getsize(path)
+  size = fs.getsize(path)
   digest = hashlib.sha256()
-  with open(path, "rb") as f:
+  with fs.open(path, "rb") as f:
     if size <= FULL_HASH_LIMIT:
       for block in iter(lambda: f.read(1 << 20), b""):
         digest.update(block)
@@ -128,8 +134,8 @@ def run_fingerprint(config_text: str) -> dict[str, Any]:
     except (ValueError, SyntaxError, MemoryError, RecursionError):
       continue  # a reference (@name, %MACRO) or a constant, not a literal
     for name in _strings(parsed):
-      path = os.path.expanduser(name)
-      if name and os.path.isfile(path):
+      path = fs.resolve(name) if name else name
+      if name and _is_file(path):
         entry = files.setdefault(name, {"keys": [], **file_fingerprint(path)})
         entry["keys"].append(key)
   canonical = json.dumps({"config": config, "files": {p: {k: v for k, v in f.items()
@@ -138,6 +144,14 @@ def run_fingerprint(config_text: str) -> dict[str, Any]:
                          sort_keys=True)
   return {"fingerprint": hashlib.sha256(canonical.encode()).hexdigest(), "config": config,
           "files": files}
+
+
+def _is_file(path: str) -> bool:
+  """Whether `path` names a file (False for a URL no file system here serves)."""
+  try:
+    return fs.isfile(path)
+  except (ValueError, OSError):
+    return False
 
 
 def _digest(entry: dict[str, Any] | None) -> str:
@@ -171,20 +185,14 @@ def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[dict[
   return changes
 
 
-def _write_atomically(path: Path, text: str) -> None:
-  temporary = path.with_name(path.name + ".tmp")
-  temporary.write_text(text)
-  os.replace(temporary, path)
-
-
 def keep_previous_config(workdir: str, text: str) -> None:
   """Writes WORKDIR/config.gin; an earlier one that differs becomes config.N.gin."""
-  path = Path(workdir, "config.gin")
-  if path.exists() and path.read_text() != text:
-    numbers = [int(m.group(1)) for p in Path(workdir).glob("config.*.gin")
-               if (m := re.fullmatch(r"config\.(\d+)\.gin", p.name))]
-    os.replace(path, Path(workdir, f"config.{max(numbers, default=0) + 1}.gin"))
-  _write_atomically(path, text)
+  path = fs.join(workdir, "config.gin")
+  if fs.exists(path) and fs.read_text(path) != text:
+    numbers = [int(m.group(1)) for name in fs.listdir(workdir)
+               if (m := re.fullmatch(r"config\.(\d+)\.gin", name))]
+    fs.replace(path, fs.join(workdir, f"config.{max(numbers, default=0) + 1}.gin"))
+  fs.write_atomically(path, text)
 
 
 def check_run_record(workdir: str, config_text: str, allow_config_change: bool = False
@@ -196,12 +204,12 @@ def check_run_record(workdir: str, config_text: str, allow_config_change: bool =
   change is appended to WORKDIR/config_changes.jsonl (by process 0).
   """
   current = run_fingerprint(config_text)
-  path = Path(workdir, RECORD_FILE)
-  checkpoints = Path(workdir, "checkpoints")
-  if not path.exists() or not (checkpoints.is_dir() and any(
-      p.name.isdigit() for p in checkpoints.iterdir())):
+  path = fs.join(workdir, RECORD_FILE)
+  checkpoints = fs.join(workdir, "checkpoints")
+  if not fs.exists(path) or not (fs.isdir(checkpoints) and any(
+      name.isdigit() for name in fs.listdir(checkpoints))):
     return current
-  recorded = json.loads(path.read_text())
+  recorded = json.loads(fs.read_text(path))
   if recorded.get("fingerprint") == current["fingerprint"]:
     return current
   changes = differences(recorded, current)
@@ -212,16 +220,16 @@ def check_run_record(workdir: str, config_text: str, allow_config_change: bool =
     raise ValueError(
         f"WORKDIR {workdir} holds a run trained with another config or data:\n  {listing}\n"
         f"Use a new WORKDIR, or pass --gin.run.allow_config_change=True to continue this run "
-        f"with the new settings (the change is recorded in {os.path.join(workdir, CHANGES_FILE)})")
+        f"with the new settings (the change is recorded in {fs.join(workdir, CHANGES_FILE)})")
   if jax.process_index() == 0:
     entry = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "previous_fingerprint": recorded.get("fingerprint"),
              "fingerprint": current["fingerprint"], "changes": changes}
-    with open(os.path.join(workdir, CHANGES_FILE), "a") as f:
+    with fs.open(fs.join(workdir, CHANGES_FILE), "a") as f:
       f.write(json.dumps(entry) + "\n")
   logging.warning("continuing %s with a changed config:\n  %s", workdir, listing)
   print(f"[align_jax] continuing WORKDIR with a changed config (run.allow_config_change=True); "
-        f"recorded in {os.path.join(workdir, CHANGES_FILE)}:\n  {listing}", flush=True)
+        f"recorded in {fs.join(workdir, CHANGES_FILE)}:\n  {listing}", flush=True)
   return current
 
 
@@ -232,17 +240,19 @@ def run(job: Callable[..., object] = gin.REQUIRED, workdir: str = gin.REQUIRED,
   allow_config_change: continue a run whose recorded config or data differ from this
     start's (recorded in WORKDIR/config_changes.jsonl) instead of stopping.
   """
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
+  workdir = fs.resolve(workdir)  # a URL (gs://...) is kept as given
+  checkpoint_location(workdir, "WORKDIR")  # before anything is written
+  fs.makedirs(workdir)
   config_text = gin.config_str()
   record = check_run_record(workdir, config_text, allow_config_change)
   if jax.process_index() == 0:
     keep_previous_config(workdir, config_text)
-    _write_atomically(Path(workdir, RECORD_FILE), json.dumps(record, indent=1, sort_keys=True)
-                      + "\n")
+    fs.write_atomically(fs.join(workdir, RECORD_FILE),
+                        json.dumps(record, indent=1, sort_keys=True) + "\n")
   logging.info("WORKDIR: %s", workdir)
   print(f"[align_jax] WORKDIR {workdir}", flush=True)
   result = job(workdir=workdir)
-  Path(workdir, "operative_config.gin").write_text(gin.operative_config_str())
+  if jax.process_index() == 0:
+    fs.write_atomically(fs.join(workdir, "operative_config.gin"), gin.operative_config_str())
   print(f"[align_jax] done; outputs in {workdir}", flush=True)
   return result

@@ -7,9 +7,9 @@ their outputs (files, run directories) so later stages can find them.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Mapping
 
+from align_jax import fs
 from align_jax.data.jsonl import read_jsonl
 from align_jax.data.vocab import train_sentencepiece
 from align_jax.models import TransformerConfig
@@ -41,8 +41,8 @@ def vocabulary_stage(vocab_size: int, corpus_stage: str = "world", **options: An
   """Trains a sentencepiece vocabulary on results[corpus_stage]["vocab_corpus"] (a jsonl
   of {"text"}); extra trainer options (e.g. split_digits=True) pass through."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
-    prefix = os.path.join(stage_dir, "spm")
-    if is_writer() and not os.path.exists(prefix + ".model"):
+    prefix = fs.join(stage_dir, "spm")
+    if is_writer() and not fs.exists(prefix + ".model"):
       texts = [r["text"] for r in read_jsonl(results[corpus_stage]["vocab_corpus"])]
       train_sentencepiece(texts, prefix, vocab_size,
                           extra_options={"hard_vocab_limit": False, **options})

@@ -1,13 +1,14 @@
 """Reports: curves as PNG plots (metrics.jsonl series or given points) and a report.md
-that shows them."""
+that shows them. Paths may be local or URLs (gs://...): both go through `align_jax.fs`."""
 
 from __future__ import annotations
 
-import os
+import io
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from align_jax import fs
 from align_jax.training.metrics import read_metrics
 
 
@@ -53,8 +54,11 @@ def plot_lines(path: str, lines: Sequence[tuple[str, Sequence[float], Sequence[f
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path)
+  image = io.BytesIO()
+  fig.savefig(image, format="png")
   plt.close(fig)
+  fs.makedirs(fs.dirname(fs.resolve(path)))
+  fs.write_atomically(path, image.getvalue())
   return path
 
 
@@ -79,7 +83,6 @@ def write_report(path: str, title: str, sections: Sequence[tuple[str, str]]) -> 
   parts = [f"# {title}", ""]
   for heading, body in sections:
     parts += [f"## {heading}", "", body.strip(), ""]
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w") as f:
-    f.write("\n".join(parts))
+  fs.makedirs(fs.dirname(fs.resolve(path)))
+  fs.write_atomically(path, "\n".join(parts))
   return path

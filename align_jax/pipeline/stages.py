@@ -13,11 +13,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
+
+from align_jax import fs
 
 COMPLETION_FILE = "COMPLETED.json"
 
@@ -52,10 +53,10 @@ def _jsonable(value: Any) -> Any:
 
 def read_completion(workdir: str, name: str) -> dict[str, Any] | None:
   """The completion record of stage `name` in a pipeline's WORKDIR (None: not completed)."""
-  path = os.path.join(workdir, name, COMPLETION_FILE)
-  if not os.path.exists(path):
+  path = fs.join(workdir, name, COMPLETION_FILE)
+  if not fs.exists(path):
     return None
-  with open(path) as f:
+  with fs.open(path) as f:
     try:
       return json.load(f)
     except json.JSONDecodeError as e:
@@ -89,7 +90,7 @@ class Pipeline:
     """Runs every stage not yet completed; returns all stages' results."""
     results: dict[str, Any] = {}
     for stage in self.stages:
-      stage_dir = os.path.join(self.workdir, stage.name)
+      stage_dir = fs.join(self.workdir, stage.name)
       done = self.completion(stage.name)
       # A stage's output depends on its settings and on what the stages before it made.
       settings = _jsonable({**dict(stage.settings), "upstream": dict(results)})
@@ -105,7 +106,7 @@ class Pipeline:
         continue
       if only is not None and stage.name not in only:
         continue
-      os.makedirs(stage_dir, exist_ok=True)
+      fs.makedirs(stage_dir)
       print(f"[align_jax] stage {stage.name}: running in {stage_dir}", flush=True)
       start = time.perf_counter()
       result = _jsonable(stage.fn(stage_dir, dict(results)))
@@ -114,10 +115,7 @@ class Pipeline:
       record = {"stage": stage.name, "result": result, "settings": settings,
                 "seconds": seconds, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
       if jax.process_index() == 0:  # one writer; every host reads after the barrier
-        tmp = os.path.join(stage_dir, COMPLETION_FILE + ".partial")
-        with open(tmp, "w") as f:
-          json.dump(record, f, indent=2)
-        os.replace(tmp, os.path.join(stage_dir, COMPLETION_FILE))
+        fs.write_atomically(fs.join(stage_dir, COMPLETION_FILE), json.dumps(record, indent=2))
       _sync_hosts(f"stage {stage.name}")
       print(f"[align_jax] stage {stage.name}: done in {seconds:.1f}s", flush=True)
       results[stage.name] = result
@@ -136,7 +134,7 @@ def run_seeds(workdir: str, seeds: Sequence[int],
   started = time.perf_counter()
   per_seed = {}
   for seed in seeds:
-    per_seed[seed] = run_seed(os.path.join(workdir, f"seed_{seed}"), seed)
+    per_seed[seed] = run_seed(fs.join(workdir, f"seed_{seed}"), seed)
     print(markdown_table([{"seed": seed, **r} for r in rows(per_seed[seed])],
                          ["seed", *columns]))
   report = write_report(per_seed, time.perf_counter() - started) if is_writer() else None

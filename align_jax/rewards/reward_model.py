@@ -24,7 +24,6 @@ run in `reward_normalization.json`; every later load applies them.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -32,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import seqio
 
+from align_jax import fs
 from align_jax.data.chat import get_template
 from align_jax.data.tasks import tokenize_record
 from align_jax.models import TransformerConfig, TransformerWithHead
@@ -85,10 +85,10 @@ def last_token_scores(model: TransformerWithHead, params: Any,
 
 def read_normalization(run_dir: str) -> dict[str, float] | None:
   """The gain and bias stored beside a reward model run (None when it has none)."""
-  path = os.path.join(run_dir, NORMALIZATION_FILE)
-  if not os.path.exists(path):
+  path = fs.join(run_dir, NORMALIZATION_FILE)
+  if not fs.exists(path):
     return None
-  with open(path) as f:
+  with fs.open(path) as f:
     try:
       values = json.load(f)
     except json.JSONDecodeError as e:
@@ -225,10 +225,7 @@ def fit_reward_normalization(run_dir: str, samples: Sequence[Mapping[str, Any]],
   term.setup(RewardContext(mesh=mesh, rules=rules))
   normalization = fit_normalization(term.raw_scores(batch_from_records(samples)))
   if jax.process_index() == 0:
-    path = os.path.join(run_dir, NORMALIZATION_FILE)
-    with open(path + ".tmp", "w") as f:
-      json.dump(normalization, f)
-    os.replace(path + ".tmp", path)
+    fs.write_atomically(fs.join(run_dir, NORMALIZATION_FILE), json.dumps(normalization))
   return normalization
 
 

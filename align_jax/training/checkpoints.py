@@ -4,16 +4,41 @@ A checkpoint holds the train state (trainable parameters, optimizer state, step,
 key) and a JSON record: the step, the data position, the model config and the
 vocabulary it was trained with. Restoring compares that record and every array's
 shape with what the current run expects, and says exactly what differs.
+
+Checkpoints live in a local folder (a `file://` URL names one) or under a gs:// or s3://
+URL, which orbax writes through tensorstore; `checkpoint_location` refuses any other
+scheme (e.g. TensorFlow's in-memory ram://) before anything is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Mapping
 
 import jax
 import orbax.checkpoint as ocp
+
+from align_jax import fs
+
+# URL schemes orbax reads and writes checkpoints under, besides local folders and file://.
+CHECKPOINT_SCHEMES = ("gs", "s3")
+
+
+def checkpoint_location(directory: str, name: str = "checkpoint folder") -> str:
+  """Where orbax keeps checkpoints for `directory`: a local folder made absolute (also
+  for a `file://` URL, which names a local folder), or a gs:// or s3:// URL as given.
+
+  Raises ValueError, naming `name` and `directory`, for any other scheme.
+  """
+  local = fs.local_path(directory)
+  if local is not None:
+    return fs.resolve(local)
+  if fs.scheme(directory) in CHECKPOINT_SCHEMES:
+    return directory
+  schemes = ", ".join(f"{s}://" for s in CHECKPOINT_SCHEMES)
+  raise ValueError(f"{name} {directory}: checkpoints cannot be written under "
+                   f"{fs.scheme(directory)}://; orbax writes them to a local folder, a "
+                   f"file:// URL, or {schemes}; choose one of those")
 
 
 def _describe(path) -> str:
@@ -67,7 +92,7 @@ class Checkpointer:
 
   def __init__(self, directory: str, *, keep: int = 3, save_every: int = 100,
                async_save: bool = True):
-    self.directory = os.path.abspath(directory)
+    self.directory = checkpoint_location(directory)
     self.save_every = save_every
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, enable_async_checkpointing=async_save, create=True,
@@ -97,7 +122,7 @@ class Checkpointer:
   def restore(self, step: int, abstract_state: Any, expected: Mapping[str, Any] | None = None
               ) -> tuple[Any, dict[str, Any]]:
     """Restores `step` into the shapes/shardings of `abstract_state` (ShapeDtypeStructs)."""
-    where = os.path.join(self.directory, str(step))
+    where = fs.join(self.directory, str(step))
     record = self.read_record(step)
     if expected is not None:
       check_compatible(record, expected, where)
@@ -148,7 +173,7 @@ def restore_params(directory: str, abstract_params: Any, expected: Mapping[str, 
     if step is None:
       raise FileNotFoundError(f"{directory}: no checkpoint found")
     record = checkpointer.read_record(step)
-    where = os.path.join(checkpointer.directory, str(step))
+    where = fs.join(checkpointer.directory, str(step))
     if expected is not None:
       check_compatible(record, expected, where)
     metadata = checkpointer._manager.item_metadata(step)  # noqa: SLF001
@@ -158,7 +183,7 @@ def restore_params(directory: str, abstract_params: Any, expected: Mapping[str, 
     restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(
         sharding=x.sharding, global_shape=x.shape, dtype=x.dtype), target)
     with ocp.PyTreeCheckpointer() as reader:
-      restored = reader.restore(os.path.join(where, "state"), args=ocp.args.PyTreeRestore(
+      restored = reader.restore(fs.join(where, "state"), args=ocp.args.PyTreeRestore(
           item=target, restore_args=restore_args, partial_restore=True))
     return restored["params"], record
   finally:

@@ -28,6 +28,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
+from align_jax import fs
 from align_jax.parallel.partitioning import (LogicalRules, logical_sharding, sharding_context)
 from align_jax.training.checkpoints import Checkpointer
 from align_jax.training.metrics import MetricsWriter
@@ -217,12 +218,12 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
   metrics.jsonl records written after its checkpoint, so each step is logged once.
   """
   record = dict(record or {})
-  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints,
+  checkpointer = Checkpointer(fs.join(workdir, "checkpoints"), keep=config.keep_checkpoints,
                               save_every=config.checkpoint_every,
                               async_save=config.async_checkpoints)
   best = None
   if config.keep_best_by:
-    best = Checkpointer(os.path.join(workdir, "checkpoints_best"), keep=1, async_save=False)
+    best = Checkpointer(fs.join(workdir, "checkpoints_best"), keep=1, async_save=False)
 
   latest = checkpointer.latest_step()
   # A resume drops what an attempt logged after its checkpoint (a fresh start: all of it).

@@ -1,13 +1,18 @@
-"""Run metrics: one writer for metrics.jsonl and TensorBoard event files."""
+"""Run metrics: one writer for metrics.jsonl and TensorBoard event files.
+
+Both are written through `align_jax.fs`, so a WORKDIR on gs:// (or any URL) holds them;
+tensorboardX writes a URL's event files through the same layer (`_GfileEventFiles`).
+"""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Any, Callable, Mapping
 
 import jax
+
+from align_jax import fs
 
 
 def _plain(value: Any) -> Any:
@@ -30,17 +35,16 @@ class MetricsWriter:
   """
 
   def __init__(self, workdir: str, tensorboard: bool = True, resumed_from: int | None = None):
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = fs.join(workdir, "metrics.jsonl")
     self._active = jax.process_index() == 0
     self._tb = None
     if self._active:
-      os.makedirs(workdir, exist_ok=True)
+      fs.makedirs(workdir)
       if resumed_from is not None:
         self.rewind(resumed_from)
       if tensorboard:
-        from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
-                                 purge_step=None if resumed_from is None else resumed_from + 1)
+        self._tb = _summary_writer(fs.join(workdir, "tensorboard"),
+                                   purge_step=None if resumed_from is None else resumed_from + 1)
 
   def rewind(self, step: int) -> None:
     """Drops the records after `step` (and any line cut short by a crash)."""
@@ -57,7 +61,7 @@ class MetricsWriter:
     record = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
     if replace:
       self._rewrite(lambda old: old["step"] != record["step"] or set(old) != set(record))
-    with open(self.path, "a") as f:
+    with fs.open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
     if self._tb is not None:
       for name, value in record.items():
@@ -67,15 +71,15 @@ class MetricsWriter:
   def event(self, step: int, **fields: Any) -> None:
     """A non-scalar record, e.g. {"event": "resumed"}."""
     if self._active:
-      with open(self.path, "a") as f:
+      with fs.open(self.path, "a") as f:
         f.write(json.dumps({"step": int(step), **fields}) + "\n")
 
   def _rewrite(self, keep: Callable[[dict[str, Any]], bool]) -> None:
     """Replaces metrics.jsonl (atomically) by its records for which `keep` holds."""
-    if not os.path.exists(self.path):
+    if not fs.exists(self.path):
       return
     kept, changed = [], False
-    with open(self.path) as f:
+    with fs.open(self.path) as f:
       for line in f:
         try:
           record = json.loads(line)
@@ -89,12 +93,7 @@ class MetricsWriter:
           changed = True
     if not changed:
       return
-    temporary = self.path + ".tmp"
-    with open(temporary, "w") as f:
-      f.writelines(kept)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(temporary, self.path)
+    fs.write_atomically(self.path, "".join(kept))
 
   def flush(self) -> None:
     if self._tb is not None:
@@ -109,7 +108,7 @@ def read_metrics(path: str) -> list[dict[str, Any]]:
   """The scalar records of a metrics.jsonl, the last one kept where a step repeats
   (a resumed run recomputes the steps after its checkpoint)."""
   by_key: dict[tuple[int, tuple[str, ...]], dict[str, Any]] = {}
-  with open(path) as f:
+  with fs.open(path) as f:
     for line in f:
       if not line.strip():
         continue
@@ -118,3 +117,28 @@ def read_metrics(path: str) -> list[dict[str, Any]]:
         continue
       by_key[(record["step"], tuple(sorted(record)))] = record
   return sorted(by_key.values(), key=lambda r: r["step"])
+
+
+class _GfileEventFiles:
+  """A tensorboardX writer factory that writes event files through `align_jax.fs`."""
+
+  def open(self, path: str):
+    return fs.open(path, "wb")
+
+  def directory_check(self, path: str) -> None:
+    fs.makedirs(path)
+
+
+def _summary_writer(logdir: str, purge_step: int | None):
+  """A tensorboardX SummaryWriter for a local folder or a URL.
+
+  tensorboardX writes a path without a registered scheme with the builtin `open` (a
+  `ram://x` logdir would become a local folder `ram:`), and gs:// through a client it
+  does not ship; so a URL's scheme is registered to write through `align_jax.fs`
+  (gfile), and a file:// URL is written as the local folder it names.
+  """
+  from tensorboardX import SummaryWriter, record_writer
+  local = fs.local_path(logdir)
+  if local is None:
+    record_writer.register_writer_factory(fs.scheme(logdir), _GfileEventFiles())
+  return SummaryWriter(logdir if local is None else local, purge_step=purge_step)

@@ -77,12 +77,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 
+from align_jax import fs
 from align_jax.eval.qa import exact_match, normalize_answer
 
 Location = tuple[str, str, int]  # (title, section, paragraph index from 0)
@@ -869,17 +869,17 @@ class EncyclopediaWorld:
         "qa_train.jsonl": [q.to_dict() for q in self.qa(TRAIN)],
         "qa_heldout.jsonl": [q.to_dict() for q in self.qa(HELDOUT)],
     }
-    paths = {name: os.path.join(directory, name) for name in contents}
-    existing = [p for p in paths.values() if os.path.exists(p)]
+    paths = {name: fs.join(directory, name) for name in contents}
+    existing = [p for p in paths.values() if fs.exists(p)]
     if existing:
       raise FileExistsError(f"refusing to overwrite existing files: {existing}")
-    os.makedirs(directory, exist_ok=True)
+    fs.makedirs(directory)
     for name, records in contents.items():
       partial = paths[name] + ".partial"
-      with open(partial, "w", encoding="utf-8") as f:
+      with fs.open(partial, "w") as f:
         for record in records:
           f.write(json.dumps(record, ensure_ascii=False) + "\n")
-      os.replace(partial, paths[name])
+      fs.replace(partial, paths[name])
     return {name[:-len(".jsonl")]: path for name, path in paths.items()}
 
   def stats(self) -> dict[str, Any]:

@@ -12,8 +12,6 @@ Stages (each in WORKDIR/<stage>/, resumable, see `align_jax.pipeline`):
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from typing import Any, Mapping
 
@@ -21,6 +19,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from align_jax import fs
 from align_jax.data.chat import get_template
 from align_jax.data.jsonl import read_jsonl, write_jsonl
 from align_jax.data.vocab import load_vocabulary
@@ -36,7 +35,7 @@ from align_jax.worlds import EncyclopediaConfig, build_world, passage_hint
 
 
 def _files_exist(directory: str, names) -> bool:
-  return all(os.path.exists(os.path.join(directory, n)) for n in names)
+  return all(fs.exists(fs.join(directory, n)) for n in names)
 
 
 def world_stage(world_config: EncyclopediaConfig, chat_template: str, qa_in_pretraining: bool):
@@ -48,13 +47,14 @@ def world_stage(world_config: EncyclopediaConfig, chat_template: str, qa_in_pret
     if is_writer() and not _files_exist(stage_dir, names):
       # The world is deterministic: write it aside, then add only the files still missing
       # (an interrupted earlier attempt may have left some of them).
-      staging = os.path.join(stage_dir, "staging")
-      shutil.rmtree(staging, ignore_errors=True)
+      staging = fs.join(stage_dir, "staging")
+      if fs.exists(staging):
+        fs.rmtree(staging)
       world.to_jsonl(staging)
       for name in names:
-        if not os.path.exists(os.path.join(stage_dir, name)):
-          os.replace(os.path.join(staging, name), os.path.join(stage_dir, name))
-      shutil.rmtree(staging)
+        if not fs.exists(fs.join(stage_dir, name)):
+          fs.replace(fs.join(staging, name), fs.join(stage_dir, name))
+      fs.rmtree(staging)
     template = get_template(chat_template)
     train_qa = world.qa(split="train")
 
@@ -74,10 +74,10 @@ def world_stage(world_config: EncyclopediaConfig, chat_template: str, qa_in_pret
                                + [{"text": qa_text(q)} for q in world.qa()]),
     }
     for name, records in files.items():
-      if is_writer() and not os.path.exists(os.path.join(stage_dir, name)):
-        write_jsonl(os.path.join(stage_dir, name), records)
+      if is_writer() and not fs.exists(fs.join(stage_dir, name)):
+        write_jsonl(fs.join(stage_dir, name), records)
     return {"dir": stage_dir, "stats": world.stats(),
-            **{name.split(".")[0]: os.path.join(stage_dir, name) for name in files}}
+            **{name.split(".")[0]: fs.join(stage_dir, name) for name in files}}
   return run
 
 
@@ -106,15 +106,15 @@ def eval_stage(model: TransformerConfig, chat_template: str, stages: tuple[str, 
       sampler = trained_run(results, stage, model, mesh, rules).sampler(
           batch_size=64, length_buckets=(32, 64))
       for split in ("train", "heldout"):
-        records = [r for r in read_jsonl(os.path.join(world_dir, f"qa_{split}.jsonl"))
+        records = [r for r in read_jsonl(fs.join(world_dir, f"qa_{split}.jsonl"))
                    if r.get("variant", 0) == 0]
         # Up to half of the examples from each hop count, in file order.
         records = [r for hops in (1, 2)
                    for r in [x for x in records if x["hops"] == hops][:max_examples // 2]]
         predictions = answer_questions(sampler, vocab, template,
                                        [r["question"] for r in records], max_new_tokens)
-        out_path = os.path.join(stage_dir, f"{stage}_{split}.jsonl")
-        if is_writer() and not os.path.exists(out_path):
+        out_path = fs.join(stage_dir, f"{stage}_{split}.jsonl")
+        if is_writer() and not fs.exists(out_path):
           write_jsonl(out_path, [{**r, "prediction": p, "em": exact_match(p, r["answers"])}
                                  for r, p in zip(records, predictions)])
         for hops in (1, 2):
@@ -131,16 +131,16 @@ def eval_stage(model: TransformerConfig, chat_template: str, stages: tuple[str, 
 def report_stage(title: str, started: float):
   """report.md: training-loss curves (PNG), the EM/F1 table, the world's stats, stage times."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
-    series = [(os.path.join(results[s]["workdir"], "metrics.jsonl"), "loss", s)
+    series = [(fs.join(results[s]["workdir"], "metrics.jsonl"), "loss", s)
               for s in ("pretrain", "sft") if s in results]
-    plot_curves(os.path.join(stage_dir, "loss.png"), series, "Training loss", "loss", logy=True)
+    plot_curves(fs.join(stage_dir, "loss.png"), series, "Training loss", "loss", logy=True)
     table = markdown_table(results["eval"]["rows"], ["model", "split", "hops", "n", "em", "f1"])
     stats = results["world"]["stats"]
-    seconds = stage_seconds(os.path.dirname(stage_dir),
+    seconds = stage_seconds(fs.dirname(stage_dir),
                             ("world", "vocabulary", "pretrain", "sft", "eval"))
     timing = markdown_table([{"stage": k, "seconds": round(v, 1)} for k, v in seconds.items()],
                             ["stage", "seconds"])
-    path = write_report(os.path.join(os.path.dirname(stage_dir), "report.md"), title, [
+    path = write_report(fs.join(fs.dirname(stage_dir), "report.md"), title, [
         ("What ran", "A tiny model was pretrained from scratch on the encyclopedia world's "
                      "paragraphs (each headed by its passage hint) and the QA pairs of training "
                      "entities, fine-tuned on training-"

@@ -24,6 +24,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from align_jax import fs
+
 TFDS_QA = {
     "natural_questions_open": "natural_questions_open:1.0.0",
     "trivia_qa": "trivia_qa/rc.nocontext:1.1.0",
@@ -63,8 +65,7 @@ def read_hotpotqa(path: str) -> list[dict[str, Any]]:
   Accepts the published JSON list or one object per line. A malformed entry fails with
   the file and the entry (list index or line number) and what is missing.
   """
-  with open(path, encoding="utf-8") as f:
-    text = f.read()
+  text = fs.read_text(path)
   stripped = text.lstrip()
   if stripped.startswith("["):
     try:

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import jax
 from jax.sharding import Mesh
 
+from align_jax import fs
 from align_jax.data.jsonl import read_jsonl, write_jsonl
 from align_jax.methods.recite import analysis, data
 from align_jax.methods.recite.prompts import Exemplar
@@ -33,8 +34,8 @@ EXEMPLARS_DIR = os.path.join(os.path.dirname(__file__), "exemplars")
 
 def load_exemplars(path: str) -> list[Exemplar]:
   """Exemplars from jsonl: {"question", "answer", "passages"?, "hints"?, "reasoning"?}."""
-  if not os.path.isabs(path) and not os.path.exists(path):
-    path = os.path.join(EXEMPLARS_DIR, path)
+  if not fs.has_scheme(path) and not os.path.isabs(path) and not fs.exists(path):
+    path = fs.join(EXEMPLARS_DIR, path)
 
   def check(record):
     for field in ("question", "answer"):
@@ -71,8 +72,8 @@ def recite_eval(workdir: str, checkpoint: str, dataset: str, exemplars: str, *,
   unknown = set(methods) - set(METHODS)
   if unknown:
     raise ValueError(f"unknown RECITE methods {sorted(unknown)}; expected some of {METHODS}")
-  outputs = [os.path.join(workdir, f"{m}.jsonl") for m in methods]
-  existing = [p for p in outputs + [os.path.join(workdir, "scores.json")] if os.path.exists(p)]
+  outputs = [fs.join(workdir, f"{m}.jsonl") for m in methods]
+  existing = [p for p in outputs + [fs.join(workdir, "scores.json")] if fs.exists(p)]
   if existing:
     raise FileExistsError(f"{existing[0]} already exists; choose another WORKDIR (nothing "
                           "was evaluated)")
@@ -115,6 +116,5 @@ def recite_eval(workdir: str, checkpoint: str, dataset: str, exemplars: str, *,
     print(f"[align_jax] {dataset} {method}: EM {entry['em']:.4f} F1 {entry['f1']:.4f} "
           f"(n={entry['n']})", flush=True)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "scores.json"), "w") as f:
-      json.dump(scores, f, indent=2)
+    fs.write_atomically(fs.join(workdir, "scores.json"), json.dumps(scores, indent=2))
   return scores

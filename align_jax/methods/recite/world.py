@@ -35,13 +35,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from align_jax import fs
 from align_jax.data.jsonl import read_jsonl, write_jsonl
 from align_jax.methods.recite import analysis
 from align_jax.methods.recite import prompts as prompt_lib
@@ -250,10 +250,10 @@ def hint_data_stage(config: EncyclopediaConfig, corpus: CorpusConfig, hint_data:
     replay = [replay[i] for i in rng.permutation(len(replay))[
         :int(round(hint_data.replay * len(examples)))]]
     docs = examples + replay
-    path = os.path.join(stage_dir, "hint_finetune.jsonl")
-    if is_writer() and not os.path.exists(path):
+    path = fs.join(stage_dir, "hint_finetune.jsonl")
+    if is_writer() and not fs.exists(path):
       write_jsonl(path, [{"text": docs[i]} for i in rng.permutation(len(docs))])
-      write_jsonl(os.path.join(stage_dir, "questions.jsonl"), generated)
+      write_jsonl(fs.join(stage_dir, "questions.jsonl"), generated)
     return {"hint_finetune": path, "examples": len(examples), "replay": len(replay),
             "names_title": float(np.mean([g["names_title"] for g in generated]))
             if generated else 0.0}
@@ -332,8 +332,8 @@ def eval_stage(config: EncyclopediaConfig, corpus: CorpusConfig, model: Transfor
       else:
         out = run_method(records)
       name = f"{label} ({most} paths)" if with_paths else label
-      path = os.path.join(stage_dir, f"{label.replace(' ', '_')}_{hops}hop.jsonl")
-      if is_writer() and not os.path.exists(path):
+      path = fs.join(stage_dir, f"{label.replace(' ', '_')}_{hops}hop.jsonl")
+      if is_writer() and not fs.exists(path):
         write_jsonl(path, [r.to_dict() for r in out])
       rows.append({"method": name, "hops": hops, **analysis.scores(out)})
       if out and any(p.recitations for r in out for p in r.paths):
@@ -351,8 +351,8 @@ def eval_stage(config: EncyclopediaConfig, corpus: CorpusConfig, model: Transfor
 def write_documents(directory: str, world: EncyclopediaWorld, corpus: CorpusConfig, seed: int
                     ) -> dict[str, str]:
   """pretrain.jsonl: the documents, which the vocabulary is also trained on."""
-  path = os.path.join(directory, "pretrain.jsonl")
-  if is_writer() and not os.path.exists(path):
+  path = fs.join(directory, "pretrain.jsonl")
+  if is_writer() and not fs.exists(path):
     write_jsonl(path, [{"text": d} for d in training_documents(
         world, corpus, np.random.default_rng(seed))])
   return {"pretrain": path, "vocab_corpus": path}
@@ -388,8 +388,8 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
                        seconds: float, path_counts: Sequence[int]) -> str:
   """report.md: EM/F1 per method across seeds, the error analysis, EM by paths (PNG),
   the diagnostics of memorisation / hints / reading, training curves, stage times."""
-  figures = os.path.join(workdir, "report")
-  os.makedirs(figures, exist_ok=True)
+  figures = fs.join(workdir, "report")
+  fs.makedirs(figures)
   seeds = list(per_seed)
   table = []
   for row in per_seed[seeds[0]]["eval"]["rows"]:
@@ -406,7 +406,7 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
   most = max(path_counts)
   times = []
   for s in seeds:
-    seed_dir = os.path.dirname(per_seed[s]["world"]["dir"])
+    seed_dir = fs.dirname(per_seed[s]["world"]["dir"])
     record = {"seed": s}
     stage_times = stage_seconds(seed_dir, ("world", "vocabulary", "pretrain", "hint_data",
                                            "hint_finetune", "eval"))
@@ -445,7 +445,7 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
   baselines = [(f"baseline: direct / {hops}-hop", list(path_counts),
                 [float(np.mean([em(s, "direct", hops) for s in seeds]))] * len(path_counts),
                 None) for hops in (1, 2)]
-  plot_lines(os.path.join(figures, "em_by_paths.png"), lines + baselines,
+  plot_lines(fs.join(figures, "em_by_paths.png"), lines + baselines,
              "EM on held-out entities by number of paths (mean ± std over seeds)",
              "recitation paths", "exact match", logx=True, xticks=path_counts)
   curves_rows = [{"method": label, **{f"{x} paths": f"{m:.3f} ± {e:.3f}"
@@ -454,8 +454,8 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
   diag_rows = [{"model": stage, **{k: mean_std([per_seed[s]["eval"]["diagnostics"][stage][k]
                                                  for s in seeds]) for k in values}}
                for stage, values in per_seed[seeds[0]]["eval"]["diagnostics"].items()]
-  plot_curves(os.path.join(figures, "loss.png"),
-              [(os.path.join(per_seed[s][stage]["workdir"], "metrics.jsonl"), "loss",
+  plot_curves(fs.join(figures, "loss.png"),
+              [(fs.join(per_seed[s][stage]["workdir"], "metrics.jsonl"), "loss",
                 f"seed {s} {stage}") for s in seeds for stage in ("pretrain", "hint_finetune")],
               "Training loss", "loss", logy=True)
   seed0 = per_seed[seeds[0]]
@@ -465,7 +465,7 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
            "generated questions naming the passage's title": seed0["hint_data"]["names_title"]}
   method_columns = ["hops", "method", "n", "EM (mean ± std)", "F1 (mean ± std)"] + [
       f"EM seed {s}" for s in seeds]
-  return write_report(os.path.join(workdir, "report.md"),
+  return write_report(fs.join(workdir, "report.md"),
                       "align_jax RECITE on the encyclopedia world", [
       ("What ran", "Per seed: an encyclopedia world (that seed's entities), a tiny model "
                    "pretrained from scratch on every paragraph under its passage hint, few-shot "
