@@ -124,3 +124,24 @@ def test_command_line_reports_user_errors_and_keeps_internal_ones(monkeypatch, c
   monkeypatch.setattr(entry, "_run", failing(TypeError("a fault of the program")))
   with pytest.raises(TypeError):
     entry.main()
+
+
+def test_a_model_smaller_than_its_vocabulary_is_one_line_before_any_step(tmp_path):
+  from align_jax.data.vocab import train_sentencepiece
+  from hf_fixtures import words_corpus
+  texts = words_corpus(100)
+  train_sentencepiece(texts, str(tmp_path / "spm"), 300)
+  (tmp_path / "corpus.jsonl").write_text("".join(f'{{"text": "{t}"}}\n' for t in texts))
+  out = _cli(*PRETRAIN, f"--gin.WORKDIR='{tmp_path / 'w'}'",
+             f"--gin.TRAIN_DATA='{tmp_path / 'corpus.jsonl'}'",
+             f"--gin.VOCABULARY='{tmp_path / 'spm.model'}'", "--gin.STEPS=2",
+             "--gin.VOCAB_SIZE=256")
+  assert out.returncode == 2, out.stderr
+  errors = [line for line in out.stderr.splitlines() if line.startswith("align_jax:")]
+  assert errors == [
+      f"align_jax: error: the model's vocab_size 256 is smaller than the vocabulary "
+      f"{tmp_path / 'spm.model'}, which has 300 pieces: ids 256..299 would index past the "
+      "model's embedding table; set vocab_size to 300 (--gin.VOCAB_SIZE=300 with "
+      "gin/models/tiny.gin, else --gin.TransformerConfig.vocab_size=300)"]
+  assert "Traceback" not in out.stderr
+  assert not (tmp_path / "w" / "checkpoints").exists()

@@ -23,6 +23,7 @@ from align_jax.data.pipeline import (
 from align_jax.data.tasks import (
     FEATURES,
     KINDS,
+    encode_prompt,
     examples_to_dataset,
     register_function_task,
     register_jsonl_task,
@@ -30,7 +31,8 @@ from align_jax.data.tasks import (
     tokenize_record,
     validate_record,
 )
-from align_jax.data.vocab import load_vocabulary, train_sentencepiece
+from align_jax.data.vocab import (MAX_VOCAB_PADDING, VocabSizeError, check_vocab_size,
+                                  load_vocabulary, train_sentencepiece)
 
 __all__ = [
     "ROLES",
@@ -41,6 +43,9 @@ __all__ = [
     "JsonlError",
     "read_jsonl",
     "write_jsonl",
+    "MAX_VOCAB_PADDING",
+    "VocabSizeError",
+    "check_vocab_size",
     "load_vocabulary",
     "train_sentencepiece",
     "BATCH_FEATURES",
@@ -55,6 +60,7 @@ __all__ = [
     "pack_examples",
     "FEATURES",
     "KINDS",
+    "encode_prompt",
     "examples_to_dataset",
     "register_function_task",
     "register_jsonl_task",

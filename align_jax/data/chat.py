@@ -10,6 +10,11 @@ the whole rendered string at once where a tokenizer would merge across a
 piece boundary (e.g. SentencePiece adds a leading space to every piece).
 For byte-level BPE vocabularies whose markers are special tokens (Llama 3,
 Qwen2) the two agree in practice.
+
+A template whose turn markers are special tokens ('llama3', 'chatml', 'gemma')
+needs a vocabulary that has each of them as a single token: rendering with one
+that lacks them is an error (`MissingSpecialTokensError`) naming the missing
+tokens, never a conversation spelled out in dozens of ordinary text pieces.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ ROLES = ("system", "user", "assistant")
 
 # Kinds of rendered pieces.
 _TEXT, _BOS, _EOS = "text", "bos", "eos"
+
+
+class MissingSpecialTokensError(ValueError):
+  """A chat template whose special tokens the vocabulary does not have."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +75,8 @@ class ChatTemplate:
       user turn, right after the user prefix, for formats without a system
       role (Llama 2, Gemma).
     default_system: system message used when the conversation has none.
+    special_tokens: markers in the texts above that must each be one token of
+      the vocabulary (see `check_vocabulary`).
   """
 
   system_prefix: str = ""
@@ -79,6 +90,33 @@ class ChatTemplate:
   bos_per_user_turn: bool = False
   merge_system_into_user: bool = False
   default_system: str | None = None
+  special_tokens: tuple[str, ...] = ()
+
+  def missing_special_tokens(self, vocab: seqio.Vocabulary) -> list[str]:
+    """The template's special tokens that are not single tokens of `vocab`."""
+    return [t for t in self.special_tokens if not _is_single_token(vocab, t)]
+
+  def check_vocabulary(self, vocab: seqio.Vocabulary) -> None:
+    """Checks that `vocab` has every special token of the template as one token.
+
+    Raises:
+      MissingSpecialTokensError: naming the template, the vocabulary and the
+        tokens it lacks.
+    """
+    missing = self.missing_special_tokens(vocab)
+    if not missing:
+      return
+    from align_jax.hf.tokenizer import vocabulary_name  # only on this error path
+    name = next((repr(n) for n, t in TEMPLATES.items() if t == self), "(a custom ChatTemplate)")
+    pieces = len(vocab.encode(missing[0]))
+    raise MissingSpecialTokensError(
+        f"chat template {name} marks turns with the special tokens "
+        f"{', '.join(self.special_tokens)}, but the vocabulary {vocabulary_name(vocab)} "
+        f"lacks {', '.join(missing)} as single tokens: each would be spelled out as "
+        f"ordinary text ({missing[0]} alone is {pieces} tokens); use the tokenizer of a model "
+        "trained with this template, a template without special tokens (e.g. 'plain'), or "
+        "train the SentencePiece vocabulary with them among its user_defined_symbols"
+    )
 
   def _pieces(
       self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool
@@ -150,6 +188,8 @@ class ChatTemplate:
     Raises:
       ValueError: `messages` is empty or malformed, or the template needs a
         BOS/EOS id the vocabulary does not have.
+      MissingSpecialTokensError: the vocabulary lacks a special token of the
+        template (see `check_vocabulary`).
     """
     ids: list[int] = []
     mask: list[int] = []
@@ -162,6 +202,7 @@ class ChatTemplate:
         piece_ids = [_template_special_id(vocab, "eos")]
       ids.extend(piece_ids)
       mask.extend([int(piece.trained)] * len(piece_ids))
+    _check_once(self, vocab)
     return RenderedChat(
         token_ids=np.asarray(ids, dtype=np.int32),
         loss_mask=np.asarray(mask, dtype=np.int32),
@@ -219,6 +260,28 @@ def _validate(messages: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]]:
   return messages
 
 
+def _is_single_token(vocab: seqio.Vocabulary, token: str) -> bool:
+  """Whether `vocab` encodes `token` as one token (SentencePiece's word-start
+  piece, which has no text of its own, aside)."""
+  ids = [int(i) for i in vocab.encode(token)]
+  ids = [i for i in ids if vocab.decode([i]).strip()]
+  return len(ids) == 1 and vocab.decode(ids) == token
+
+
+# (template, id(vocab)) -> vocab, for the pairs `render` has checked; the vocabulary
+# is kept so that its id is not reused while the entry lives.
+_CHECKED: dict[tuple[ChatTemplate, int], seqio.Vocabulary] = {}
+
+
+def _check_once(template: ChatTemplate, vocab: seqio.Vocabulary) -> None:
+  if not template.special_tokens or _CHECKED.get((template, id(vocab))) is vocab:
+    return
+  template.check_vocabulary(vocab)
+  if len(_CHECKED) >= 64:
+    _CHECKED.clear()
+  _CHECKED[(template, id(vocab))] = vocab
+
+
 def special_id(vocab: seqio.Vocabulary, kind: str) -> int | None:
   """The vocabulary's BOS (`kind` 'bos') or EOS id, or None if it has none."""
   try:
@@ -274,6 +337,7 @@ TEMPLATES: Mapping[str, ChatTemplate] = types.MappingProxyType(
             assistant_prefix="<|start_header_id|>assistant<|end_header_id|>\n\n",
             assistant_suffix="<|eot_id|>",
             add_bos=True,
+            special_tokens=("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
         ),
         # ChatML (Qwen2): <|im_start|>role\n...<|im_end|>\n
         "chatml": ChatTemplate(
@@ -283,6 +347,7 @@ TEMPLATES: Mapping[str, ChatTemplate] = types.MappingProxyType(
             user_suffix="<|im_end|>\n",
             assistant_prefix="<|im_start|>assistant\n",
             assistant_suffix="<|im_end|>\n",
+            special_tokens=("<|im_start|>", "<|im_end|>"),
         ),
         # Gemma: no system role, so the system text opens the first user turn.
         "gemma": ChatTemplate(
@@ -293,6 +358,7 @@ TEMPLATES: Mapping[str, ChatTemplate] = types.MappingProxyType(
             assistant_suffix="<end_of_turn>\n",
             add_bos=True,
             merge_system_into_user=True,
+            special_tokens=("<start_of_turn>", "<end_of_turn>"),
         ),
     }
 )

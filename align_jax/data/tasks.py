@@ -261,6 +261,38 @@ def _render(
   return np.asarray(ids, np.int32), np.asarray(mask, np.int32)
 
 
+def encode_prompt(
+    vocab: seqio.Vocabulary,
+    text: str,
+    *,
+    chat_template: TemplateLike = None,
+    add_bos: bool = True,
+) -> list[int]:
+  """The token ids a model is prompted with for `text`: align_jax's one BOS policy.
+
+  Without a chat template (None): BOS (when `add_bos` and the vocabulary has one), then
+  the text's tokens, which is how an 'lm' training example of the same text starts. With
+  `chat_template` (a name or a `ChatTemplate`): the text as a user turn followed by the
+  assistant's prefix, with BOS first unless the template put it there, which is how a
+  'prompt' or 'sft' example of the same text starts. The Sampler (text prompts), the
+  generate job and RECITE encode prompts with it, so a prompt gives the same ids, and
+  the same greedy output, wherever it is given.
+  """
+  if chat_template is None:
+    ids = [int(i) for i in vocab.encode(text)]
+    bos = special_id(vocab, "bos") if add_bos else None
+    return ([bos] if bos is not None else []) + ids
+  tokens, _ = _render(
+      [{"role": "user", "content": text}],
+      vocab,
+      _resolve_template(chat_template),
+      generation_prompt=True,
+      add_bos=add_bos,
+      add_eos=False,
+  )
+  return tokens.tolist()
+
+
 def tokenize_record(
     record: Mapping[str, Any],
     kind: str,
@@ -281,10 +313,7 @@ def tokenize_record(
   """
   _check_kind(kind)
   if kind == "lm":
-    ids = [int(i) for i in vocab.encode(record["text"])]
-    bos = special_id(vocab, "bos") if add_bos else None
-    if bos is not None:
-      ids.insert(0, bos)
+    ids = encode_prompt(vocab, record["text"], add_bos=add_bos)
     if add_eos:
       ids.append(_eos_id(vocab))
     return {"tokens": np.asarray(ids, np.int32)}
@@ -347,6 +376,8 @@ def _tokenizer(
 ) -> Callable[[Mapping[str, Any]], dict[str, np.ndarray]]:
   _check_kind(kind)
   template = None if kind == "lm" else _resolve_template(chat_template)
+  if template is not None:  # once, before any record: a missing marker is no record's fault
+    template.check_vocabulary(vocab)
   return lambda record: tokenize_record(
       record,
       kind,

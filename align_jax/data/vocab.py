@@ -7,6 +7,7 @@ seqio tasks and feature converters.
 from __future__ import annotations
 
 import io
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 import seqio
 import sentencepiece as spm
 import tensorflow as tf
+
+from align_jax import fs
 
 # Special ids of models trained here. seqio pads with 0 and expects EOS at 1
 # (the T5 convention); BOS and UNK take the next two slots.
@@ -25,6 +28,12 @@ UNK_ID = 3
 # Fixed seed for SentencePiece's process-wide random generator, so training
 # is reproducible even for options that sample.
 _TRAINER_SEED = 0
+
+# A model's vocab_size may exceed its vocabulary's size only by padding, fewer than this
+# many ids: rounding the embedding table up to a multiple of 64 or 128 (for the
+# accelerators' tiles) always stays below it. More is a model built for another
+# vocabulary (see `check_vocab_size`).
+MAX_VOCAB_PADDING = 128
 
 
 def train_sentencepiece(
@@ -102,7 +111,7 @@ def train_sentencepiece(
         f"SentencePiece training for {model_path!r} produced no model."
     )
 
-  parent = os.path.dirname(model_path)
+  parent = fs.dirname(model_path)  # `ram://` for `ram://spm.model`, never a folder `ram:`
   if parent:
     tf.io.gfile.makedirs(parent)
   with tf.io.gfile.GFile(model_path, "wb") as f:
@@ -144,3 +153,59 @@ def load_vocabulary(path: str) -> seqio.Vocabulary:
       "'.model' file or a Hugging Face model directory containing "
       "'tokenizer.json' or 'tokenizer.model'."
   )
+
+
+class VocabSizeError(ValueError):
+  """A model whose vocab_size does not fit its vocabulary."""
+
+
+_SAID: set[tuple[int, int, str]] = set()
+
+
+def check_vocab_size(model_vocab_size: int, vocab: seqio.Vocabulary,
+                     vocabulary: str | None = None, *, published_by: str | None = None) -> None:
+  """Checks a model's vocab_size against its vocabulary; every trainer and loader calls it.
+
+  The rule: vocab_size >= the vocabulary's size n (an id past the embedding table would
+  index out of range), and vocab_size - n < MAX_VOCAB_PADDING (128): any rounding of n up
+  to a multiple of 64 or 128 passes, a model built for a larger vocabulary (gin's tiny
+  model of 512 over a 320-piece vocabulary) does not, since it would learn nothing for
+  ids n and above and still sample them as text the vocabulary cannot decode. A padded
+  model is said once in the log; the sampling engine never samples its padding ids.
+  published_by: the Hugging Face checkpoint whose own tokenizer `vocab` is; its padding,
+  whatever its size, is the publisher's (Qwen2: 151936 rows over 151665 tokens).
+  vocabulary: the file the vocabulary was loaded from, for the messages.
+
+  Raises:
+    VocabSizeError: naming both sizes, the vocabulary file and the gin key to set.
+  """
+  size = int(vocab.vocab_size)
+  name = vocabulary or getattr(vocab, "sentencepiece_model_file", None) or str(vocab)
+  setting = (f"set vocab_size to {size} (--gin.VOCAB_SIZE={size} with gin/models/tiny.gin, "
+             f"else --gin.TransformerConfig.vocab_size={size})")
+  if model_vocab_size < size:
+    raise VocabSizeError(
+        f"the model's vocab_size {model_vocab_size} is smaller than the vocabulary {name}, "
+        f"which has {size} pieces: {_ids(model_vocab_size, size - 1)} would index past the "
+        f"model's embedding table; {setting}")
+  padding = model_vocab_size - size
+  if padding >= MAX_VOCAB_PADDING and published_by is None:
+    rounded = -(-size // MAX_VOCAB_PADDING) * MAX_VOCAB_PADDING
+    raise VocabSizeError(
+        f"the model's vocab_size {model_vocab_size} does not fit the vocabulary {name}, "
+        f"which has {size} pieces: {_ids(size, model_vocab_size - 1)} would be embedding "
+        "rows that no text trains, yet a trained model samples them, as text the vocabulary "
+        f"cannot decode (' ⁇ '); {setting}, or pad it by fewer than {MAX_VOCAB_PADDING} ids"
+        + (f", e.g. to {rounded} (a multiple of {MAX_VOCAB_PADDING})" if rounded > size else ""))
+  key = (model_vocab_size, size, str(name))
+  if padding and key not in _SAID:
+    _SAID.add(key)
+    logging.getLogger(__name__).info(
+        "model vocab_size %d pads the vocabulary's %d pieces; %s %s never sampled%s",
+        model_vocab_size, size, _ids(size, model_vocab_size - 1),
+        "is" if padding == 1 else "are",
+        f" (the padding of {published_by})" if published_by else "")
+
+
+def _ids(first: int, last: int) -> str:
+  return f"id {first}" if first == last else f"ids {first}..{last}"

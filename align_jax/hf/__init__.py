@@ -7,4 +7,6 @@ from align_jax.hf.checkpoint import (
     load_config,
     save_checkpoint,
 )
-from align_jax.hf.tokenizer import HFTokenizerVocabulary, load_tokenizer
+from align_jax.hf.tokenizer import (ForeignVocabularyError, HFTokenizerVocabulary,
+                                    check_checkpoint_vocabulary, load_tokenizer,
+                                    save_tokenizer, tokenizer_fingerprint)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from align_jax import fs
 from align_jax.hf import safetensors_io
 from align_jax.models.init import abstract_params, param_shardings
 from align_jax.models.transformer import RopeScaling, Transformer, TransformerConfig
@@ -231,10 +231,10 @@ def _grouped(config: TransformerConfig) -> Iterator[tuple[tuple[str, ...], list[
 
 def load_config(path: str, **overrides) -> TransformerConfig:
   """The TransformerConfig of a Hugging Face model directory's config.json (overrides win)."""
-  config_path = os.path.join(path, "config.json")
-  if not os.path.exists(config_path):
+  config_path = fs.join(path, "config.json")
+  if not fs.exists(config_path):
     raise FileNotFoundError(f"{path}: no config.json; expected a Hugging Face model directory")
-  with open(config_path) as f:
+  with fs.open(config_path) as f:
     try:
       hf = json.load(f)
     except json.JSONDecodeError as e:
@@ -243,13 +243,20 @@ def load_config(path: str, **overrides) -> TransformerConfig:
 
 
 def load_checkpoint(path: str, mesh: Mesh | None = None, rules: LogicalRules = DEFAULT_RULES,
+                    *, vocabulary=None, allow_foreign_vocabulary: bool = False,
                     **config_overrides) -> tuple[TransformerConfig, Any]:
   """Reads a Hugging Face checkpoint directory into (config, params).
 
   `config_overrides` replace TransformerConfig fields that are not stored in the
   checkpoint's architecture (dtype, param_dtype, scan_layers, remat_policy, ...).
   With a mesh, every tensor is placed directly onto its sharding under `rules`.
+  vocabulary: the seqio vocabulary the model will be used with; one that is not the
+  checkpoint's own tokenizer is refused (`align_jax.hf.tokenizer.ForeignVocabularyError`)
+  unless `allow_foreign_vocabulary`.
   """
+  if vocabulary is not None:
+    from align_jax.hf.tokenizer import check_checkpoint_vocabulary
+    check_checkpoint_vocabulary(path, vocabulary, allow_foreign=allow_foreign_vocabulary)
   config = load_config(path, **config_overrides)
   reader = safetensors_io.CheckpointReader(path)
   model = Transformer(config)
@@ -301,8 +308,13 @@ def _to_host(x: jax.Array) -> np.ndarray:
 
 def save_checkpoint(path: str, config: TransformerConfig, params: Any, *,
                     dtype: str | None = None, max_shard_bytes: int = 5 * 2**30,
-                    overwrite: bool = False) -> list[str]:
+                    overwrite: bool = False, vocabulary=None) -> list[str]:
   """Writes params as a Hugging Face checkpoint directory (config.json + safetensors).
+
+  vocabulary: the model's vocabulary (a SentencePiece `.model` file, a tokenizer folder,
+  or a vocabulary loaded from one); its tokenizer is written next to the weights
+  (`align_jax.hf.tokenizer.save_tokenizer`), so transformers' AutoTokenizer loads the
+  folder. Without it the folder holds no tokenizer.
 
   `params` of a `Transformer` become a causal LM (`LlamaForCausalLM`, ...); those of a
   single-output `TransformerWithHead` ({"backbone", "head"}) a sequence classifier with
@@ -322,16 +334,16 @@ def save_checkpoint(path: str, config: TransformerConfig, params: Any, *,
   np_dtype = safetensors_io.dtype_of(dtype)
   if jax.process_index() == 0:
     existing = [n for n in ("config.json", safetensors_io.SINGLE_FILE, safetensors_io.INDEX_FILE)
-                if os.path.exists(os.path.join(path, n))]
+                if fs.exists(fs.join(path, n))]
     if existing and not overwrite:
       raise FileExistsError(f"{path} already holds a checkpoint ({', '.join(existing)}); "
                             "choose a new directory or pass overwrite=True")
-    os.makedirs(path, exist_ok=True)
+    fs.makedirs(path)
     if overwrite:  # no shard or index of the old checkpoint may survive next to the new one
-      for name in os.listdir(path):
+      for name in fs.listdir(path):
         if (name.endswith((".safetensors", ".partial"))
             or name in (safetensors_io.INDEX_FILE, "score_bias.json")):
-          os.remove(os.path.join(path, name))
+          fs.remove(fs.join(path, name))
 
   entries, sources = [], {}
   for param_path, tensors in _grouped(config):
@@ -369,9 +381,12 @@ def save_checkpoint(path: str, config: TransformerConfig, params: Any, *,
         "ForCausalLM", "ForSequenceClassification")]
     hf_config["num_labels"] = 1
     hf_config["id2label"], hf_config["label2id"] = {"0": "LABEL_0"}, {"LABEL_0": 0}
-    with open(os.path.join(path, "score_bias.json"), "w") as f:
+    with fs.open(fs.join(path, "score_bias.json"), "w") as f:
       json.dump({"bias": float(_to_host(head["bias"]).reshape(-1)[0])}, f)
     files.append("score_bias.json")
-  with open(os.path.join(path, "config.json"), "w") as f:
+  if vocabulary is not None:
+    from align_jax.hf.tokenizer import save_tokenizer
+    files += save_tokenizer(path, vocabulary)
+  with fs.open(fs.join(path, "config.json"), "w") as f:
     json.dump(hf_config, f, indent=2)
   return files + ["config.json"]

@@ -5,12 +5,17 @@
 or Qwen2) becomes an `HFTokenizerVocabulary`, a `tokenizer.model`
 (SentencePiece, e.g. Llama 2 or Gemma) becomes a
 `seqio.SentencePieceVocabulary`.
+
+`save_tokenizer` writes a vocabulary the other way, into a Hugging Face model folder that
+transformers' AutoTokenizer loads. `check_checkpoint_vocabulary` refuses a vocabulary that
+is not a checkpoint's own tokenizer (compared by `tokenizer_fingerprint`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -19,6 +24,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 import tokenizers
+
+from align_jax import fs
 
 TOKENIZER_JSON = "tokenizer.json"
 SENTENCEPIECE_MODEL = "tokenizer.model"
@@ -320,3 +327,238 @@ def load_tokenizer(path: str) -> seqio.Vocabulary:
       f"No tokenizer found in {path!r}: looked for {TOKENIZER_JSON!r} and "
       f"{SENTENCEPIECE_MODEL!r}."
   )
+
+
+# ---------------------------------------------------------------------------------
+# Which tokenizer a vocabulary is
+
+
+class ForeignVocabularyError(ValueError):
+  """A vocabulary that is not the tokenizer of the checkpoint it is used with."""
+
+
+def vocabulary_name(vocab: seqio.Vocabulary) -> str:
+  """The file a vocabulary was loaded from (for messages), else its type."""
+  for attribute in ("sentencepiece_model_file", "path"):
+    value = getattr(vocab, attribute, None)
+    if isinstance(value, str) and value:
+      return value
+  return type(vocab).__name__
+
+
+def _special(vocab: seqio.Vocabulary, kind: str) -> int | None:
+  try:
+    value = getattr(vocab, f"{kind}_id")
+  except NotImplementedError:
+    return None
+  return None if value is None or value < 0 else int(value)
+
+
+def _describe(vocab: seqio.Vocabulary) -> str:
+  return (f"{vocab.vocab_size} tokens, eos id {_special(vocab, 'eos')}, bos id "
+          f"{_special(vocab, 'bos')}")
+
+
+def tokenizer_fingerprint(vocab: seqio.Vocabulary) -> str:
+  """A digest of what a vocabulary means: the token of every id, and its EOS and BOS ids.
+
+  Two vocabularies with the same digest encode and decode alike even when their files
+  differ, e.g. a Llama 2 folder's tokenizer.json and its tokenizer.model, or a file that
+  was saved again.
+  """
+  processor = getattr(vocab, "tokenizer", None)
+  if isinstance(vocab, HFTokenizerVocabulary):
+    token = lambda i: processor.id_to_token(i) or ""  # noqa: E731
+  elif hasattr(processor, "id_to_piece"):  # SentencePiece
+    token = processor.id_to_piece
+  else:
+    token = lambda i: vocab.decode([i])  # noqa: E731
+  digest = hashlib.sha256()
+  for i in range(int(vocab.vocab_size)):
+    digest.update(token(i).encode("utf-8") + b"\0")
+  digest.update(f"eos={_special(vocab, 'eos')} bos={_special(vocab, 'bos')}".encode())
+  return digest.hexdigest()
+
+
+def _has_tokenizer(directory: str) -> bool:
+  return any(fs.exists(fs.join(directory, name)) for name in (TOKENIZER_JSON, SENTENCEPIECE_MODEL))
+
+
+def check_checkpoint_vocabulary(directory: str, vocab: seqio.Vocabulary, *,
+                                allow_foreign: bool = False) -> bool:
+  """Whether `vocab` is the tokenizer of the Hugging Face checkpoint `directory`.
+
+  A checkpoint's embeddings and output layer belong to its own token ids: with another
+  vocabulary every id would mean another word. The vocabulary is compared with the
+  checkpoint's tokenizer files by `tokenizer_fingerprint`; a checkpoint without them is
+  compared by what its config.json says (vocab_size, eos and bos ids), which can show a
+  difference but never prove sameness (False, no error).
+
+  Raises:
+    ForeignVocabularyError: the vocabulary differs, unless `allow_foreign` (then it is
+      logged as a warning and False is returned).
+  """
+  name = vocabulary_name(vocab)
+  if _has_tokenizer(directory):
+    own = load_tokenizer(directory)
+    if tokenizer_fingerprint(own) == tokenizer_fingerprint(vocab):
+      return True
+    ours, theirs = _describe(vocab), _describe(own)
+    difference = (f"it has {ours}, whereas the checkpoint's tokenizer has {theirs}"
+                  if ours != theirs else f"both have {ours}, but the tokens differ")
+  else:
+    config = _read_json(fs.join(directory, _MODEL_CONFIG))
+    clashes = []
+    if isinstance(config.get("vocab_size"), int) and vocab.vocab_size > config["vocab_size"]:
+      clashes.append(f"{vocab.vocab_size} tokens for a vocab_size of {config['vocab_size']}")
+    for kind in ("eos", "bos"):
+      ids = _as_id_list(config.get(f"{kind}_token_id"))
+      if ids and _special(vocab, kind) not in ids:
+        clashes.append(f"{kind} id {_special(vocab, kind)} where config.json says {ids[0]}")
+    if not clashes:
+      return False
+    difference = "it has " + " and ".join(clashes)
+  if allow_foreign:
+    logging.getLogger(__name__).warning(
+        "the vocabulary %s is not the tokenizer of the Hugging Face checkpoint %s (%s); used "
+        "anyway, as allow_foreign_vocabulary=True asks", name, directory, difference)
+    return False
+  raise ForeignVocabularyError(
+      f"the vocabulary {name} is not the tokenizer of the Hugging Face checkpoint {directory} "
+      f"({difference}): the checkpoint's embeddings belong to its own token ids, so every id "
+      f"would mean another word; use the checkpoint's tokenizer (--gin.VOCABULARY=\"'{directory}'"
+      "\"), or set the job's allow_foreign_vocabulary=True (e.g. "
+      "--gin.train_lm.allow_foreign_vocabulary=True) to use this vocabulary anyway")
+
+
+# ---------------------------------------------------------------------------------
+# Writing a tokenizer into a Hugging Face model folder
+
+# Files of a Hugging Face folder that belong to its tokenizer (copied as they are).
+_TOKENIZER_FILES = (TOKENIZER_JSON, SENTENCEPIECE_MODEL, _TOKENIZER_CONFIG, _SPECIAL_TOKENS_MAP,
+                    "added_tokens.json", "vocab.json", "merges.txt")
+
+
+def _sentencepiece_proto(model: bytes):
+  from sentencepiece import sentencepiece_model_pb2
+  proto = sentencepiece_model_pb2.ModelProto()
+  proto.ParseFromString(model)
+  return proto
+
+
+def sentencepiece_tokenizer_json(model: bytes) -> str | None:
+  """A tokenizer.json equivalent to a SentencePiece unigram model (None for other model
+  types): the same normalisation (the model's own rule, whitespace folding, the leading
+  "▁"), pieces, scores and byte fallback, so it encodes text to the same ids; BOS is put
+  before a text when encoding with special tokens."""
+  from tokenizers import AddedToken, Regex, decoders, normalizers, processors
+  proto = _sentencepiece_proto(model)
+  piece_type = type(proto.pieces[0]) if proto.pieces else None
+  if proto.trainer_spec.model_type != proto.trainer_spec.UNIGRAM or piece_type is None:
+    return None
+  unk = next((i for i, p in enumerate(proto.pieces) if p.type == piece_type.UNKNOWN), None)
+  # User-defined pieces stay in the unigram lattice with score 0, which beats any split
+  # of their text, as SentencePiece always extracts them.
+  tokenizer = tokenizers.Tokenizer(tokenizers.models.Unigram(
+      [(p.piece, p.score) for p in proto.pieces], unk_id=unk,
+      byte_fallback=proto.trainer_spec.byte_fallback))
+  spec = proto.normalizer_spec
+  steps = [normalizers.Precompiled(spec.precompiled_charsmap)] if spec.precompiled_charsmap else []
+  if spec.remove_extra_whitespaces:
+    steps += [normalizers.Strip(left=True, right=True), normalizers.Replace(Regex(" {2,}"), " ")]
+  if spec.add_dummy_prefix:
+    steps.append(normalizers.Prepend("▁"))
+  steps.append(normalizers.Replace(" ", "▁"))
+  tokenizer.normalizer = normalizers.Sequence(steps)
+  tokenizer.decoder = decoders.Sequence(
+      [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+      + ([decoders.Strip(" ", 1, 0)] if spec.add_dummy_prefix else []))
+  tokenizer.add_special_tokens([
+      AddedToken(p.piece, special=True, normalized=False) for p in proto.pieces
+      if p.type in (piece_type.CONTROL, piece_type.UNKNOWN)])
+  bos = proto.trainer_spec.bos_id
+  if 0 <= bos < len(proto.pieces):
+    piece = proto.pieces[bos].piece
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{piece} $A", pair=f"{piece} $A {piece} $B:1", special_tokens=[(piece, bos)])
+  return tokenizer.to_str()
+
+
+def _sentencepiece_tokenizer_config(model: bytes, unigram: bool) -> dict[str, Any]:
+  proto = _sentencepiece_proto(model)
+  spec = proto.trainer_spec
+
+  def piece(index: int) -> str | None:
+    return proto.pieces[index].piece if 0 <= index < len(proto.pieces) else None
+
+  config: dict[str, Any] = {
+      # transformers' LlamaTokenizer builds a BPE model: a unigram model is read from the
+      # tokenizer.json written next to it.
+      "tokenizer_class": "PreTrainedTokenizerFast" if unigram else "LlamaTokenizer",
+      "add_bos_token": piece(spec.bos_id) is not None, "add_eos_token": False,
+      "clean_up_tokenization_spaces": False, "legacy": False}
+  for kind in ("bos", "eos", "unk", "pad"):
+    token = piece(getattr(spec, f"{kind}_id"))
+    if token is not None:
+      config[f"{kind}_token"] = token
+  return config
+
+
+def save_tokenizer(directory: str, vocabulary: seqio.Vocabulary | str) -> list[str]:
+  """Writes a vocabulary's tokenizer into the Hugging Face model folder `directory`, so
+  that transformers' AutoTokenizer loads it and encodes text to the same ids.
+
+  vocabulary: a tokenizer folder or a SentencePiece `.model` file, or a vocabulary loaded
+    from one. A Hugging Face tokenizer's files are copied as they are. A SentencePiece
+    model is written as tokenizer.model with a tokenizer_config.json naming its special
+    tokens and, for a unigram model (what `train_sentencepiece` makes), an equivalent
+    tokenizer.json (`sentencepiece_tokenizer_json`). Either way the tokenizer puts BOS
+    before a text, as align_jax does for documents and prompts.
+
+  Returns the names of the files written. Raises ValueError for a vocabulary that has
+  no tokenizer files (a byte vocabulary, say).
+  """
+  tokenizer_json, source, model = None, None, None
+  if isinstance(vocabulary, HFTokenizerVocabulary):
+    tokenizer_json, source = vocabulary.path, fs.dirname(vocabulary.path)
+  elif isinstance(vocabulary, seqio.SentencePieceVocabulary):
+    model = vocabulary.sp_model
+    folder = fs.dirname(vocabulary.sentencepiece_model_file)
+    if (fs.basename(vocabulary.sentencepiece_model_file) == SENTENCEPIECE_MODEL
+        and fs.exists(fs.join(folder, _TOKENIZER_CONFIG))):
+      source = folder  # a Hugging Face model's own tokenizer.model
+  elif isinstance(vocabulary, str) and fs.isdir(vocabulary):
+    if fs.exists(fs.join(vocabulary, TOKENIZER_JSON)):
+      tokenizer_json, source = fs.join(vocabulary, TOKENIZER_JSON), vocabulary
+    elif fs.exists(fs.join(vocabulary, _TOKENIZER_CONFIG)):
+      source = vocabulary
+    elif fs.exists(fs.join(vocabulary, SENTENCEPIECE_MODEL)):
+      model = fs.read_bytes(fs.join(vocabulary, SENTENCEPIECE_MODEL))
+  elif isinstance(vocabulary, str) and vocabulary.endswith(".model"):
+    model = fs.read_bytes(vocabulary)
+  if source is None and model is None:
+    raise ValueError(f"cannot write a tokenizer for {vocabulary}: expected a SentencePiece "
+                     "'.model' file, a Hugging Face tokenizer folder, or a vocabulary loaded "
+                     "from one")
+  fs.makedirs(directory)
+  if source is not None:  # a Hugging Face tokenizer: its files as they are
+    if fs.resolve(source) == fs.resolve(directory):
+      return [n for n in _TOKENIZER_FILES if fs.exists(fs.join(directory, n))]
+    written = []
+    if tokenizer_json is not None:
+      fs.copy(tokenizer_json, fs.join(directory, TOKENIZER_JSON))
+      written.append(TOKENIZER_JSON)
+    for name in _TOKENIZER_FILES:
+      if name not in written and fs.exists(fs.join(source, name)):
+        fs.copy(fs.join(source, name), fs.join(directory, name))
+        written.append(name)
+    return written
+  written = [SENTENCEPIECE_MODEL]
+  fs.write_atomically(fs.join(directory, SENTENCEPIECE_MODEL), model)
+  converted = sentencepiece_tokenizer_json(model)
+  if converted is not None:
+    fs.write_atomically(fs.join(directory, TOKENIZER_JSON), converted)
+    written.append(TOKENIZER_JSON)
+  config = _sentencepiece_tokenizer_config(model, converted is not None)
+  fs.write_atomically(fs.join(directory, _TOKENIZER_CONFIG), json.dumps(config, indent=2) + "\n")
+  return written + [_TOKENIZER_CONFIG]

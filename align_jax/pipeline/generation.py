@@ -26,6 +26,9 @@ On disk, next to the output `path` sits the sidecar `path + ".progress.json"`:
   their prompts) stops the run with a ValueError that names the file; nothing is changed.
 * While it runs, the writer holds an exclusive `flock` on `path` (where the file system
   supports it), so a second run on the same path stops instead of interleaving chunks.
+* `path` may be a URL (gs://..., through `align_jax.fs`): there each chunk is appended and
+  flushed (an object store uploads the file again), an unfinished chunk is cut off by
+  rewriting the file's complete part, and nothing is locked.
 
 A row's completions depend only on the settings and the record's index: chunk c (records
 c * chunk_size onwards) is sampled with the key `fold_in(key(seed), c)`, into which the
@@ -49,6 +52,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import jax
 from tqdm import tqdm
 
+from align_jax import fs
 from align_jax.pipeline.stages import is_writer
 from align_jax.sampling.engine import GenerationResult, Sampler
 from align_jax.sampling.strategies import SamplingConfig
@@ -86,27 +90,26 @@ def prompt_renderer(vocab=None, chat_template: str | None = None,
                     add_bos: bool = True) -> Callable[[Mapping[str, Any]], list[int]]:
   """A `make_prompt` for records with `prompt_tokens` (used as they are) or `prompt`.
 
-  A text prompt becomes a user turn of `chat_template` (e.g. 'llama3') ready for the
-  assistant's reply, or, without a template, its tokens after BOS (when `add_bos` and the
-  vocabulary has one).
+  A text prompt is encoded by `align_jax.data.encode_prompt`, the BOS policy of training
+  data and of the Sampler: a user turn of `chat_template` (e.g. 'llama3') ready for the
+  assistant's reply, or, without a template, its tokens; either way after BOS (when
+  `add_bos`, the vocabulary has one and the template has not put it there). A template
+  whose special tokens the vocabulary lacks is refused here, before any generation.
   """
+  from align_jax.data.tasks import encode_prompt
   template = None
   if chat_template:
     from align_jax.data.chat import get_template
     template = get_template(chat_template)
+    if vocab is not None:
+      template.check_vocabulary(vocab)
 
   def make_prompt(record: Mapping[str, Any]) -> list[int]:
     if "prompt_tokens" in record:
       return [int(t) for t in record["prompt_tokens"]]
     if vocab is None:
       raise ValueError("a text 'prompt' needs a vocabulary; pass vocab to prompt_renderer")
-    if template is not None:
-      rendered = template.render([{"role": "user", "content": record["prompt"]}], vocab,
-                                 add_generation_prompt=True)
-      return rendered.token_ids.tolist()
-    bos_id = getattr(vocab, "bos_id", None)
-    bos = [int(bos_id)] if add_bos and bos_id is not None and bos_id >= 0 else []
-    return bos + [int(t) for t in vocab.encode(record["prompt"])]
+    return encode_prompt(vocab, record["prompt"], chat_template=template, add_bos=add_bos)
 
   return make_prompt
 
@@ -140,7 +143,7 @@ def progress_path(path: str) -> str:
 def is_finished(path: str) -> bool:
   """Whether `path` is a complete output of `generate_to_jsonl`, or a file it did not make
   (either way, a file that must not be written to)."""
-  if not os.path.exists(path):
+  if not fs.exists(path):
     return False
   state = _read_state(progress_path(path))
   return state is None or bool(state.get("complete"))
@@ -174,7 +177,7 @@ def generate_to_jsonl(path: str, records: Iterable[Mapping[str, Any]], make_prom
                       "settings": dict(settings or {})})
   state = _read_state(sidecar)
   if state is None:
-    if os.path.exists(path):
+    if fs.exists(path):
       raise FileExistsError(f"{path} exists but has no {PROGRESS_SUFFIX} sidecar, so it was "
                             "not written by generate_to_jsonl; refusing to touch it (choose "
                             "another path or remove the file)")
@@ -225,12 +228,12 @@ def generation_stage(records: Iterable[Mapping[str, Any]] | Callable[[Mapping[st
   stages' results (e.g. a sampler for the checkpoint the previous stage trained)."""
 
   def fn(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
-    path = os.path.join(stage_dir, filename)
+    path = fs.join(stage_dir, filename)
     stats = generate_to_jsonl(
         path, records(results) if callable(records) else records, make_prompt,
         sampler(results) if callable(sampler) else sampler, sampling, seed=seed,
         chunk_size=chunk_size, postprocess=postprocess, settings=settings,
-        desc=os.path.basename(os.path.normpath(stage_dir)))
+        desc=fs.basename(stage_dir))
     return {"path": path, **stats}
 
   return fn
@@ -360,12 +363,14 @@ def _differences(then: Any, now: Any, prefix: str = "") -> list[str]:
 def _open_output(path: str, sidecar: str, state: Mapping[str, Any], fresh: bool):
   """Locks `path` for appending and cuts off whatever follows its last complete chunk."""
   if fresh:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fs.makedirs(fs.dirname(fs.resolve(path)))
     _write_json_atomic(sidecar, state)
-  elif not os.path.exists(path) and state["bytes"]:
+  elif not fs.exists(path) and state["bytes"]:
     raise ValueError(f"{path} is missing, but {sidecar} records {state['records_done']} records "
                      "written to it; remove the sidecar to start over")
-  out = open(path, "ab")
+  if fs.local_path(path) is None:
+    return _open_remote_output(path, sidecar, state)
+  out = fs.open(path, "ab")
   try:
     try:
       fcntl.flock(out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -392,21 +397,43 @@ def _open_output(path: str, sidecar: str, state: Mapping[str, Any], fresh: bool)
   return out
 
 
+def _open_remote_output(path: str, sidecar: str, state: Mapping[str, Any]):
+  """`_open_output` for a URL: no lock, and an unfinished chunk is cut off by rewriting the
+  file's first `bytes` bytes."""
+  if _read_state(sidecar) != state:
+    raise RuntimeError(f"{sidecar} changed while this run started; is another run writing "
+                       f"{path}?")
+  size = fs.getsize(path) if fs.exists(path) else 0
+  if size < state["bytes"]:
+    raise ValueError(f"{path} has {size} bytes, fewer than the {state['bytes']} of complete "
+                     f"chunks recorded in {sidecar}; it was changed by something else")
+  if size > state["bytes"]:
+    _say(f"discarding {size - state['bytes']} bytes of an unfinished chunk at the end of "
+         f"{path}")
+    with fs.open(path, "rb") as f:
+      complete = f.read(state["bytes"])
+    fs.write_atomically(path, complete)
+  return fs.open(path, "ab")
+
+
 def _append(out, data: bytes, offset: int) -> None:
   """Appends one chunk's bytes at `offset` (the end of the file) and makes them durable."""
-  end = out.seek(0, os.SEEK_END)
-  if end != offset:
-    raise RuntimeError(f"{out.name} has {end} bytes where {offset} were expected; is another "
-                       "run writing it?")
+  local = hasattr(out, "fileno")  # a URL's file (GFile) can neither seek to its end nor sync
+  if local:
+    end = out.seek(0, os.SEEK_END)
+    if end != offset:
+      raise RuntimeError(f"{out.name} has {end} bytes where {offset} were expected; is another "
+                         "run writing it?")
   out.write(data)
   out.flush()
-  os.fsync(out.fileno())
+  if local:
+    os.fsync(out.fileno())
 
 
 def _read_state(sidecar: str) -> dict[str, Any] | None:
-  if not os.path.exists(sidecar):
+  if not fs.exists(sidecar):
     return None
-  with open(sidecar, encoding="utf-8") as f:
+  with fs.open(sidecar) as f:
     try:
       return json.load(f)
     except json.JSONDecodeError as e:
@@ -415,20 +442,7 @@ def _read_state(sidecar: str) -> dict[str, Any] | None:
 
 
 def _write_json_atomic(path: str, value: Any) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(value, f, indent=1)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-  try:  # make the rename itself durable
-    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-      os.fsync(fd)
-    finally:
-      os.close(fd)
-  except OSError:
-    pass
+  fs.write_atomically(path, json.dumps(value, indent=1))  # fsyncs the file and the rename
 
 
 def _stats(state: Mapping[str, Any]) -> dict[str, Any]:

@@ -33,13 +33,13 @@ updates see the same function.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from align_jax import fs
 from align_jax.data.pipeline import check_seq_len
 from align_jax.data.vocab import load_vocabulary
 from align_jax.models import (Transformer, TransformerConfig, TransformerWithHead,
@@ -56,8 +56,9 @@ from align_jax.training.loop import (LoopConfig, TrainState, init_train_state, s
                                      train_loop)
 from align_jax.training.optimizer import OptimizerConfig, make_optimizer
 from align_jax.training.runs import RUNTIME_FIELDS
-from align_jax.training.runs import (absolute_path, finish_run, fresh_head, is_hf_dir,
-                                     load_initial_params, vocabulary_record)
+from align_jax.training.runs import (absolute_path, check_model_vocabulary, finish_run,
+                                     fresh_head, is_hf_dir, load_initial_params,
+                                     vocabulary_record)
 
 
 @dataclasses.dataclass
@@ -94,7 +95,8 @@ def setup_ppo(workdir: str, model: TransformerConfig, prompts: Sequence[str] | s
               optimizer: OptimizerConfig = OptimizerConfig(learning_rate=1e-5),
               loop: LoopConfig = LoopConfig(total_steps=100), *, chat_template: str = "plain",
               mesh: Mesh | None = None, rules: LogicalRules = DEFAULT_RULES, seed: int = 0,
-              evaluate: Callable[[Any, int], Mapping[str, float]] | None = None) -> PPOSetup:
+              evaluate: Callable[[Any, int], Mapping[str, float]] | None = None,
+              allow_foreign_vocabulary: bool = False) -> PPOSetup:
   """Builds the four roles and everything `train_loop` needs for PPO (see `train_ppo`).
 
   model: the policy's TransformerConfig (lora_rank > 0: adapters over a frozen base).
@@ -113,6 +115,12 @@ def setup_ppo(workdir: str, model: TransformerConfig, prompts: Sequence[str] | s
   mesh = mesh or create_mesh()
   vocab = load_vocabulary(vocabulary)
   vocab_record = vocabulary_record(vocab)
+  if is_hf_dir(policy_init):  # The policy is the checkpoint's.
+    from align_jax.hf import load_config
+    check_model_vocabulary(load_config(policy_init), vocab, vocabulary, hf_dir=policy_init,
+                           allow_foreign_vocabulary=allow_foreign_vocabulary)
+  else:
+    check_model_vocabulary(model, vocab, vocabulary)
   prompt_records = load_prompts((prompts,) if isinstance(prompts, str) else tuple(prompts),
                                 vocab, chat_template, ppo.max_prompt_len)
   check_seq_len(ppo.max_prompt_len + ppo.max_new_tokens, model.max_seq_len,
@@ -217,7 +225,7 @@ def train_ppo(workdir: str, model: TransformerConfig, prompts: Sequence[str] | s
               loop: LoopConfig = LoopConfig(total_steps=100), *, chat_template: str = "plain",
               mesh: Mesh | None = None, rules: LogicalRules = DEFAULT_RULES, seed: int = 0,
               evaluate: Callable[[Any, int], Mapping[str, float]] | None = None,
-              export_hf: bool = False) -> dict[str, Any]:
+              export_hf: bool = False, allow_foreign_vocabulary: bool = False) -> dict[str, Any]:
   """Runs PPO in WORKDIR (resuming from its checkpoints); returns a summary.
 
   model: the policy's TransformerConfig (lora_rank > 0: adapters over a frozen base).
@@ -229,14 +237,17 @@ def train_ppo(workdir: str, model: TransformerConfig, prompts: Sequence[str] | s
   evaluate(policy_params, step): extra metrics (e.g. a gold judge), run every
     `loop.eval_every` steps and at the end.
   The policy (adapters merged) is stored like any LM run, so `generate`, SFT and
-  `init_from` read it; export_hf also writes WORKDIR/hf_export.
+  `init_from` read it; export_hf also writes WORKDIR/hf_export. The vocabulary is checked
+  against the policy as `train_lm` checks it (allow_foreign_vocabulary: a Hugging Face
+  policy_init with another tokenizer).
   """
   setup = setup_ppo(workdir, model, prompts, vocabulary, policy_init, reward_model, reward, ppo,
                     optimizer, loop, chat_template=chat_template, mesh=mesh, rules=rules,
-                    seed=seed, evaluate=evaluate)
+                    seed=seed, evaluate=evaluate,
+                    allow_foreign_vocabulary=allow_foreign_vocabulary)
   state, metrics = run_ppo(workdir, setup)
   policy_params = setup.policy_params(state)
-  policy = save_policy(os.path.join(workdir, "policy"), setup, policy_params)
+  policy = save_policy(fs.join(workdir, "policy"), setup, policy_params)
   return finish_run(workdir, state.step, metrics, setup.config, policy_params, vocabulary,
                     export_hf, extra={"policy": policy})
 
@@ -257,7 +268,7 @@ def save_policy(directory: str, setup: PPOSetup, params: Any) -> str:
   config = setup.config
   if config.lora_rank > 0:
     config, params = merge_lora(config, params)
-  checkpointer = Checkpointer(os.path.join(directory, "checkpoints"), keep=1, async_save=False)
+  checkpointer = Checkpointer(fs.join(directory, "checkpoints"), keep=1, async_save=False)
   try:
     step = 0
     if checkpointer.latest_step() is None:

@@ -21,10 +21,11 @@ import numpy as np
 import seqio
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from align_jax.data.tasks import encode_prompt
 from align_jax.models.transformer import Transformer, cache_logical_axes, init_cache
 from align_jax.parallel.partitioning import (DEFAULT_RULES, LogicalRules, logical_sharding,
                                              sharding_context, with_logical_constraint)
-from align_jax.sampling.strategies import SamplingConfig, process_logits, sample_tokens
+from align_jax.sampling.strategies import NEG_INF, SamplingConfig, process_logits, sample_tokens
 
 
 @dataclasses.dataclass
@@ -86,14 +87,21 @@ class Sampler:
     batch_size: rows per compiled call (prompts x samples are split into such batches).
     length_buckets: allowed padded prompt lengths (default: powers of two up to
       the model's max_seq_len).
+    add_bos: put BOS before text prompts (`align_jax.data.encode_prompt`, the BOS policy
+      of training data and the generate job); token-id prompts are used as they are.
+
+  A model whose vocab_size pads the vocabulary (`align_jax.data.check_vocab_size`) never
+  samples the padding ids: their logits are masked, as no text could decode them.
   """
 
   def __init__(self, model: Transformer, params: Any, *, vocab: seqio.Vocabulary | None = None,
                mesh: Mesh | None = None, rules: LogicalRules = DEFAULT_RULES,
-               batch_size: int = 16, length_buckets: Sequence[int] | None = None):
+               batch_size: int = 16, length_buckets: Sequence[int] | None = None,
+               add_bos: bool = True):
     self.model = model
     self.params = params
     self.vocab = vocab
+    self.add_bos = add_bos
     self.mesh = mesh
     self.rules = tuple(rules)
     self.batch_size = batch_size
@@ -103,6 +111,9 @@ class Sampler:
     self.pad_id = int(next(i for i in (config.pad_id, vocab_pad, 0) if i is not None))
     vocab_eos = getattr(vocab, "eos_id", None) if vocab is not None else None
     self.eos_id = next((int(i) for i in (config.eos_id, vocab_eos) if i is not None), None)
+    # Ids past the vocabulary (a padded embedding table) are never sampled.
+    vocab_size = int(vocab.vocab_size) if vocab is not None else config.vocab_size
+    self.sampled_vocab_size = min(vocab_size, config.vocab_size)
     self._single_token_stops: dict[tuple[str, ...], tuple[int, ...]] = {}
     # Outputs are small; replicate them so every host can read them (multi-host meshes).
     replicated = {} if mesh is None else {"out_shardings": NamedSharding(mesh, PartitionSpec())}
@@ -119,9 +130,9 @@ class Sampler:
                ) -> GenerationResult:
     """Continues every prompt `sampling.num_samples` times.
 
-    Prompts are texts (encoded with the vocabulary, no BOS added: render chat
-    templates or add BOS before calling) or lists of token ids. `progress(rows_done,
-    tokens_done)` is called after each compiled batch.
+    Prompts are texts (BOS and the text's tokens, see `align_jax.data.encode_prompt`;
+    render chat templates before calling) or lists of token ids, used as they are.
+    `progress(rows_done, tokens_done)` is called after each compiled batch.
     """
     prompt_tokens = self._encode_prompts(prompts)
     n, max_new = sampling.num_samples, sampling.max_new_tokens
@@ -206,13 +217,16 @@ class Sampler:
     stop_mask = jnp.zeros((config.vocab_size,), bool)
     if stop_ids:
       stop_mask = stop_mask.at[jnp.asarray(stop_ids)].set(True)
+    padded = self.sampled_vocab_size < config.vocab_size
+    real_ids = jnp.arange(config.vocab_size) < self.sampled_vocab_size
 
     def cond(state):
       return (state["step"] < max_new) & ~jnp.all(state["finished"])
 
     def body(state):
       step, logits = state["step"], state["logits"]
-      processed = process_logits(logits, step, sampling, stop_mask)
+      allowed = jnp.where(real_ids, logits, NEG_INF) if padded else logits
+      processed = process_logits(allowed, step, sampling, stop_mask)
       keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, step)
       token = sample_tokens(keys, processed, sampling.greedy)
       pick = lambda lp: jnp.take_along_axis(lp, token[:, None], axis=-1)[:, 0]
@@ -301,13 +315,13 @@ class Sampler:
       texts.append(row_texts)
     result.texts = texts
 
-  def _encode_prompts(self, prompts) -> list[list[int]]:
+  def _encode_prompts(self, prompts, add_bos: bool = True) -> list[list[int]]:
     encoded = []
     for i, p in enumerate(prompts):
       if isinstance(p, str):
         if self.vocab is None:
           raise ValueError(f"prompt {i} is text but the Sampler has no vocabulary")
-        encoded.append(list(self.vocab.encode(p)))
+        encoded.append(encode_prompt(self.vocab, p, add_bos=add_bos and self.add_bos))
       else:
         encoded.append([int(t) for t in p])
     return encoded
@@ -318,11 +332,14 @@ class Sampler:
   def score(self, prompts: Sequence[Sequence[int]] | Sequence[str],
             continuations: Sequence[Sequence[int]] | Sequence[str],
             temperature: float = 1.0) -> list[np.ndarray]:
-    """Per-token log-probabilities of each continuation after its prompt (float32 [len])."""
+    """Per-token log-probabilities of each continuation after its prompt (float32 [len]).
+
+    Text prompts are encoded as `generate` encodes them (BOS first); text continuations
+    are their tokens alone."""
     if len(prompts) != len(continuations):
       raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
     prompt_tokens = self._encode_prompts(prompts)
-    cont_tokens = self._encode_prompts(continuations)
+    cont_tokens = self._encode_prompts(continuations, add_bos=False)
     results: list[np.ndarray | None] = [None] * len(prompt_tokens)
     totals = [len(p) + len(c) for p, c in zip(prompt_tokens, cont_tokens)]
     for i, (p, c) in enumerate(zip(prompt_tokens, cont_tokens)):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import os
 from typing import Any
 
 import jax
@@ -35,8 +34,9 @@ from align_jax.training.losses import lm_loss_sums
 from align_jax.training.optimizer import OptimizerConfig, make_optimizer
 from align_jax.training.reward import pairwise_loss_sums, process_loss_sums
 from align_jax.training.runs import REWARD_KINDS, lora_trainable
-from align_jax.training.runs import (absolute_path, finish_run, fresh_head, is_hf_dir,
-                                     load_initial_params, vocabulary_record)
+from align_jax.training.runs import (absolute_path, check_model_vocabulary, finish_run,
+                                     fresh_head, is_hf_dir, load_initial_params,
+                                     vocabulary_record)
 from align_jax.training.sft import make_train_step
 
 
@@ -146,10 +146,13 @@ def train_lm(workdir: str, model: TransformerConfig, data: DataConfig, vocabular
              optimizer: OptimizerConfig = OptimizerConfig(), loop: LoopConfig = LoopConfig(), *,
              init_from: str | None = None, mesh: Mesh | None = None,
              rules: LogicalRules = DEFAULT_RULES, num_micro_batches: int = 1, seed: int = 0,
-             export_hf: bool = False) -> dict[str, Any]:
+             export_hf: bool = False, allow_foreign_vocabulary: bool = False) -> dict[str, Any]:
   """Trains a language model in WORKDIR (resuming if it holds checkpoints).
 
-  vocabulary: a sentencepiece .model file or a Hugging Face model directory.
+  vocabulary: a sentencepiece .model file or a Hugging Face model directory. Before
+    anything trains, the model's vocab_size must be its size or a padding of it, and a
+    Hugging Face `init_from` must have it as its own tokenizer unless
+    `allow_foreign_vocabulary` (`align_jax.training.runs.check_model_vocabulary`).
   init_from: None (random), a Hugging Face model directory, or an align_jax WORKDIR
     (its latest checkpoint's parameters; the optimizer starts fresh).
   With `model.lora_rank > 0` only the adapters train; the rest stays frozen.
@@ -160,15 +163,16 @@ def train_lm(workdir: str, model: TransformerConfig, data: DataConfig, vocabular
                      "reward data goes to train_reward_model")
   return _train(workdir, model, data, vocabulary, optimizer, loop, init_from=init_from,
                 mesh=mesh, rules=rules, num_micro_batches=num_micro_batches, seed=seed,
-                export_hf=export_hf, head=False)
+                export_hf=export_hf, head=False,
+                allow_foreign_vocabulary=allow_foreign_vocabulary)
 
 
 def train_reward_model(workdir: str, model: TransformerConfig, data: DataConfig,
                        vocabulary: str, optimizer: OptimizerConfig = OptimizerConfig(),
                        loop: LoopConfig = LoopConfig(), *, init_from: str | None = None,
                        mesh: Mesh | None = None, rules: LogicalRules = DEFAULT_RULES,
-                       num_micro_batches: int = 1, seed: int = 0,
-                       export_hf: bool = False) -> dict[str, Any]:
+                       num_micro_batches: int = 1, seed: int = 0, export_hf: bool = False,
+                       allow_foreign_vocabulary: bool = False) -> dict[str, Any]:
   """Trains a reward model in WORKDIR: a scalar head on a language model's backbone.
 
   data.kind 'preference': pairwise Bradley-Terry loss on the score at each answer's
@@ -178,13 +182,15 @@ def train_reward_model(workdir: str, model: TransformerConfig, data: DataConfig,
   random); the head starts fresh. With LoRA the adapters and the head train.
   export_hf also writes WORKDIR/hf_export, a one-label sequence classifier for
   transformers (see `align_jax.hf.save_checkpoint`) with the tokenizer files.
+  The vocabulary is checked as `train_lm` checks it.
   """
   if data.kind not in REWARD_KINDS:
     raise ValueError(f"train_reward_model trains on DataConfig.kind {REWARD_KINDS}, got "
                      f"{data.kind!r}")
   return _train(workdir, model, data, vocabulary, optimizer, loop, init_from=init_from,
                 mesh=mesh, rules=rules, num_micro_batches=num_micro_batches, seed=seed,
-                export_hf=export_hf, head=True)
+                export_hf=export_hf, head=True,
+                allow_foreign_vocabulary=allow_foreign_vocabulary)
 
 
 def _batch_tokens(batch) -> int:
@@ -196,7 +202,7 @@ def _batch_tokens(batch) -> int:
 def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary: str,
            optimizer: OptimizerConfig, loop: LoopConfig, *, init_from: str | None,
            mesh: Mesh | None, rules: LogicalRules, num_micro_batches: int, seed: int,
-           export_hf: bool, head: bool) -> dict[str, Any]:
+           export_hf: bool, head: bool, allow_foreign_vocabulary: bool) -> dict[str, Any]:
   if init_from and is_hf_dir(init_from):  # The model's length is the checkpoint's.
     from align_jax.hf import load_config
     check_seq_len(data.seq_len, load_config(init_from).max_seq_len,
@@ -206,10 +212,13 @@ def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary:
   mesh = mesh or create_mesh()
   vocab = load_vocabulary(vocabulary)
   vocab_record = vocabulary_record(vocab)
-  if vocab.vocab_size > model.vocab_size:
-    raise ValueError(f"vocabulary {vocabulary} has {vocab.vocab_size} tokens but the model's "
-                     f"vocab_size is {model.vocab_size}; raise TransformerConfig.vocab_size")
-  task_name = "align_jax_" + hashlib.sha1(os.path.abspath(workdir).encode()).hexdigest()[:12]
+  if init_from and is_hf_dir(init_from):  # The model is the checkpoint's.
+    from align_jax.hf import load_config
+    check_model_vocabulary(load_config(init_from), vocab, vocabulary, hf_dir=init_from,
+                           allow_foreign_vocabulary=allow_foreign_vocabulary)
+  else:
+    check_model_vocabulary(model, vocab, vocabulary)
+  task_name = "align_jax_" + hashlib.sha1(absolute_path(workdir).encode()).hexdigest()[:12]
   task, eval_split, train_split = _register_tasks(task_name, data, vocab)
   if data.train_files:  # Held in memory: one pass counts what splitting and truncation do.
     stats = data_summary(task, kind=data.kind, seq_len=data.seq_len, split=train_split,
@@ -254,7 +263,7 @@ def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary:
             "chat_template": data.chat_template if data.kind != "lm" else None}
   if init_from:
     # A LoRA run stores only its adapters (and head): loaders find the base here.
-    record["init_from"] = os.path.abspath(init_from)
+    record["init_from"] = absolute_path(init_from)
   state, metrics = train_loop(
       workdir=workdir,
       step_fn=make_train_step(loss_sums, opt, optimizer, num_micro_batches),

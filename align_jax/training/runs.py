@@ -20,15 +20,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
 from typing import Any, Mapping
 
 import jax
 import seqio
 from jax.sharding import Mesh
 
-from align_jax.data.vocab import load_vocabulary
+from align_jax import fs
+from align_jax.data.vocab import check_vocab_size, load_vocabulary
 from align_jax.models import (RopeScaling, Transformer, TransformerConfig, TransformerWithHead,
                               abstract_params, init_params, is_lora_path, merge_lora,
                               merge_params, param_shardings, split_params)
@@ -46,18 +45,18 @@ RUNTIME_FIELDS = ("dtype", "param_dtype", "scan_layers", "remat_policy", "attent
 
 def absolute_path(path: str) -> str:
   """`path` made absolute, unless it has a scheme (gs://, ...), which is kept as it is."""
-  return path if "://" in path else os.path.abspath(path)
+  return fs.resolve(path)
 
 
 def is_hf_dir(path: str) -> bool:
   """Whether `path` is a Hugging Face model directory (it holds config.json)."""
-  return os.path.exists(os.path.join(path, "config.json"))
+  return fs.exists(fs.join(path, "config.json"))
 
 
 def checkpoints_dir(path: str) -> str:
   """A previous run's WORKDIR or its checkpoints folder."""
-  candidate = os.path.join(path, "checkpoints")
-  return candidate if os.path.isdir(candidate) else path
+  candidate = fs.join(path, "checkpoints")
+  return candidate if fs.isdir(candidate) else path
 
 
 def vocabulary_record(vocab) -> dict[str, Any]:
@@ -67,6 +66,39 @@ def vocabulary_record(vocab) -> dict[str, Any]:
                  else getattr(vocab, "_fingerprint", None))
   return {"vocab_size": int(vocab.vocab_size), "eos_id": int(vocab.eos_id),
           "fingerprint": fingerprint}
+
+
+def check_model_vocabulary(config: TransformerConfig, vocab: seqio.Vocabulary,
+                           vocabulary: str | None, *, hf_dir: str | None = None,
+                           allow_foreign_vocabulary: bool = False) -> None:
+  """The check every trainer, `load_run` and the generate job start with: the model and its
+  vocabulary agree, or nothing runs.
+
+  hf_dir: the Hugging Face checkpoint the model's parameters come from. A vocabulary that
+    is not its own tokenizer is refused (`align_jax.hf.check_checkpoint_vocabulary`)
+    unless `allow_foreign_vocabulary`.
+  Then `align_jax.data.check_vocab_size`: config.vocab_size is the vocabulary's size or a
+  padding of it (fewer than 128 more ids); anything else is a VocabSizeError naming both
+  sizes, the vocabulary file and the gin key to set. A Hugging Face model's own tokenizer
+  may be padded as the model publishes it (hf_dir's, or a vocabulary folder whose
+  config.json has this vocab_size: Qwen2's 151936 rows over 151665 tokens).
+  """
+  published = None
+  if hf_dir is not None:
+    if vocabulary is not None and fs.resolve(vocabulary) == fs.resolve(hf_dir):
+      published = hf_dir  # the checkpoint's own tokenizer
+    else:
+      from align_jax.hf import check_checkpoint_vocabulary
+      if check_checkpoint_vocabulary(hf_dir, vocab, allow_foreign=allow_foreign_vocabulary):
+        published = hf_dir
+  if published is None and vocabulary is not None and is_hf_dir(vocabulary):
+    try:
+      hf_config = json.loads(fs.read_text(fs.join(vocabulary, "config.json")))
+    except ValueError:
+      hf_config = {}
+    if isinstance(hf_config, dict) and hf_config.get("vocab_size") == config.vocab_size:
+      published = vocabulary
+  check_vocab_size(config.vocab_size, vocab, vocabulary, published_by=published)
 
 
 def config_from_record(record: Mapping[str, Any]) -> TransformerConfig:
@@ -89,7 +121,7 @@ def placed_abstract_params(module, mesh: Mesh, rules: LogicalRules) -> Any:
 
 def read_run_record(run_dir: str) -> dict[str, Any]:
   """The record (model config, vocabulary, ...) stored with a run's latest checkpoint."""
-  if not os.path.isdir(run_dir):
+  if not fs.isdir(run_dir):
     raise FileNotFoundError(f"{run_dir}: no such run directory")
   checkpointer = Checkpointer(checkpoints_dir(run_dir), async_save=False)
   try:
@@ -138,7 +170,7 @@ def _restore_lora_run(run_dir: str, record: dict, module, mesh: Mesh, rules: Log
     raise ValueError(f"{run_dir} trained LoRA adapters, but its checkpoint does not record the "
                      "base model it started from (init_from); retrain it with this version "
                      "of align_jax or export it merged (export_hf=True)")
-  if not os.path.exists(init_from):
+  if not fs.exists(init_from):
     raise FileNotFoundError(f"{run_dir} trained LoRA adapters over {init_from}, which no longer "
                             "exists; the base model is needed to restore it")
   stored = record["model_config"]
@@ -194,8 +226,8 @@ def fresh_head(module: TransformerWithHead, key: jax.Array, mesh: Mesh,
 
 def _policy_dir(path: str) -> str:
   """A PPO run's final policy (WORKDIR/policy) when `path` is a PPO WORKDIR."""
-  policy = os.path.join(path, "policy")
-  return policy if os.path.isdir(os.path.join(policy, "checkpoints")) else path
+  policy = fs.join(path, "policy")
+  return policy if fs.isdir(fs.join(policy, "checkpoints")) else path
 
 
 @dataclasses.dataclass
@@ -226,19 +258,23 @@ class LoadedRun:
 
 def load_run(path: str, *, config: TransformerConfig | None = None,
              vocabulary: str | None = None, head: bool | None = None,
-             mesh: Mesh | None = None, rules: LogicalRules = DEFAULT_RULES) -> LoadedRun:
+             mesh: Mesh | None = None, rules: LogicalRules = DEFAULT_RULES,
+             allow_foreign_vocabulary: bool = False) -> LoadedRun:
   """Loads a run (see the module docstring) onto `mesh`.
 
   config: the expected model; for an align_jax run it must match the recorded one
     (what the parameters mean), for a Hugging Face directory only its runtime fields
     (dtype, param_dtype, scan_layers, ...) apply. None: the run's own config.
   vocabulary: a sentencepiece .model or tokenizer directory; checked against the
-    run's recorded vocabulary. None: the one the run recorded (or the Hugging Face
-    directory's own tokenizer).
+    run's recorded vocabulary, or against a Hugging Face directory's own tokenizer
+    (another one is refused unless `allow_foreign_vocabulary`). None: the one the run
+    recorded (or the Hugging Face directory's own tokenizer).
   head: load a scalar-head reward model (None: when the run trained one).
+  The model's vocab_size must fit the vocabulary (`check_model_vocabulary`) before any
+  parameter is read.
   """
   mesh = mesh or create_mesh()
-  if not os.path.exists(path):
+  if not fs.exists(path):
     raise FileNotFoundError(f"{path}: no such run (expected an align_jax run directory or a "
                             "Hugging Face model directory)")
   if is_hf_dir(path):
@@ -248,8 +284,13 @@ def load_run(path: str, *, config: TransformerConfig | None = None,
                        "align_jax train_reward_model run")
     overrides = ({k: getattr(config, k) for k in RUNTIME_FIELDS if k != "max_seq_len"}
                  if config is not None else {})
+    source = vocabulary or (path if _has_tokenizer(path) else None)
+    vocab = _vocabulary(vocabulary, source)
+    if vocab is not None:
+      from align_jax.hf import load_config
+      check_model_vocabulary(load_config(path), vocab, source, hf_dir=path,
+                             allow_foreign_vocabulary=allow_foreign_vocabulary)
     loaded_config, params = load_checkpoint(path, mesh, rules, **overrides)
-    vocab = _vocabulary(vocabulary, path if _has_tokenizer(path) else None)
     return LoadedRun(path, loaded_config, params, vocab, {"hf_dir": path}, mesh, rules)
 
   path = _policy_dir(path)
@@ -266,13 +307,15 @@ def load_run(path: str, *, config: TransformerConfig | None = None,
     config = dataclasses.replace(config, lora_rank=0)
   vocab = _vocabulary(vocabulary, record.get("vocabulary_file"))
   vocab_record = vocabulary_record(vocab) if vocab is not None else None
+  if vocab is not None:
+    check_model_vocabulary(config, vocab, vocabulary or record.get("vocabulary_file"))
   module = TransformerWithHead(config) if head else Transformer(config)
   params = restore_run_params(path, module, mesh, rules, vocab_record)
   return LoadedRun(path, config, params, vocab, record, mesh, rules, head=head)
 
 
 def _has_tokenizer(directory: str) -> bool:
-  return any(os.path.exists(os.path.join(directory, name))
+  return any(fs.exists(fs.join(directory, name))
              for name in ("tokenizer.json", "tokenizer.model"))
 
 
@@ -280,7 +323,7 @@ def _vocabulary(given: str | None, recorded: str | None) -> seqio.Vocabulary | N
   source = given or recorded
   if source is None:
     return None
-  if not given and not os.path.exists(source):
+  if not given and not fs.exists(source):
     raise FileNotFoundError(f"the run's vocabulary {source} no longer exists; pass the "
                             "vocabulary explicitly")
   return load_vocabulary(source)
@@ -293,15 +336,14 @@ def finish_run(workdir: str, step: Any, metrics: Mapping[str, Any], config: Tran
   config, `extra`), the Hugging Face export when asked (WORKDIR/hf_export), and
   WORKDIR/train_summary.json. Returns the summary."""
   summary = {"steps": int(jax.device_get(step)),
-             "checkpoints": os.path.join(workdir, "checkpoints"),
+             "checkpoints": fs.join(workdir, "checkpoints"),
              "final_metrics": {k: float(v) for k, v in metrics.items()},
              "model_config": config_record(config), **(extra or {})}
   if export:
-    summary["hf_export"] = export_hf(os.path.join(workdir, "hf_export"), config, params,
+    summary["hf_export"] = export_hf(fs.join(workdir, "hf_export"), config, params,
                                      vocabulary)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "train_summary.json"), "w") as f:
-      json.dump(summary, f, indent=2)
+    fs.write_atomically(fs.join(workdir, "train_summary.json"), json.dumps(summary, indent=2))
   return summary
 
 
@@ -317,15 +359,9 @@ def export_hf(directory: str, config: TransformerConfig, params: Any, vocabulary
   staging = directory + ".partial"
   if config.lora_rank > 0:
     config, params = merge_lora(config, params)
-  save_checkpoint(staging, config, params, overwrite=True)
+  save_checkpoint(staging, config, params, overwrite=True, vocabulary=vocabulary)
   if jax.process_index() == 0:
-    if vocabulary is not None and os.path.isdir(vocabulary):
-      for name in os.listdir(vocabulary):
-        if name.startswith("tokenizer") or name == "special_tokens_map.json":
-          shutil.copy(os.path.join(vocabulary, name), staging)
-    elif vocabulary is not None and vocabulary.endswith(".model"):
-      shutil.copy(vocabulary, os.path.join(staging, "tokenizer.model"))
-    if os.path.isdir(directory):
-      shutil.rmtree(directory)
-    os.replace(staging, directory)
+    if fs.isdir(directory):
+      fs.rmtree(directory)
+    fs.replace(staging, directory)
   return directory

@@ -346,3 +346,28 @@ def test_missing_bos_id_is_reported():
   # ByteVocabulary has no BOS token.
   with pytest.raises(ValueError, match="BOS id"):
     chat.get_template("llama3").render(CONVERSATION, seqio.ByteVocabulary())
+
+
+def test_a_template_needs_its_special_tokens_as_single_tokens(hf_vocab, sp_vocab):
+  for name in ("llama3", "chatml", "gemma"):
+    assert chat.get_template(name).missing_special_tokens(hf_vocab) == []
+    assert chat.get_template(name).missing_special_tokens(sp_vocab)
+  hi = [{"role": "user", "content": "hi"}]
+  with pytest.raises(chat.MissingSpecialTokensError,
+                     match=r"^chat template 'chatml' marks turns with the special tokens "
+                           r"<\|im_start\|>, <\|im_end\|>, but the vocabulary .*spm\.model lacks "
+                           r"<\|im_start\|>, <\|im_end\|> as single tokens: .* \(<\|im_start\|> "
+                           r"alone is \d+ tokens\)"):
+    chat.get_template("chatml").render(hi, sp_vocab, add_generation_prompt=True)
+  with pytest.raises(ValueError, match=r"'llama3' .* lacks <\|start_header_id\|>, "
+                                       r"<\|end_header_id\|>, <\|eot_id\|> as single"):
+    chat.get_template("llama3").render(hi, sp_vocab)
+  # A template without special tokens renders with any vocabulary.
+  for name in ("plain", "llama2"):
+    assert chat.get_template(name).render(hi, sp_vocab).token_ids.size
+  # A custom template names its own markers.
+  custom = dataclasses.replace(chat.get_template("plain"), user_prefix="<|im_start|>",
+                               special_tokens=("<|im_start|>",))
+  custom.render(hi, hf_vocab)
+  with pytest.raises(ValueError, match=r"custom ChatTemplate.* lacks <\|im_start\|> as single"):
+    custom.render(hi, sp_vocab)

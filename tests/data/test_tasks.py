@@ -8,6 +8,7 @@ import tensorflow_datasets as tfds
 from align_jax.data import (
     FEATURES,
     JsonlError,
+    encode_prompt,
     get_template,
     register_function_task,
     register_jsonl_task,
@@ -27,6 +28,14 @@ def vocab(tmp_path_factory) -> seqio.SentencePieceVocabulary:
   corpus = words_corpus(300) + ["User: Assistant: System:"] * 20
   prefix = tmp_path_factory.mktemp("sp") / "spm"
   return train_sentencepiece(corpus, str(prefix), 300)
+
+
+@pytest.fixture(scope="module")
+def marker_vocab(tmp_path_factory) -> seqio.SentencePieceVocabulary:
+  """A vocabulary whose single tokens include the 'chatml' and 'gemma' turn markers."""
+  prefix = tmp_path_factory.mktemp("sp_markers") / "spm"
+  return train_sentencepiece(words_corpus(300), str(prefix), 300, user_defined_symbols=[
+      "<|im_start|>", "<|im_end|>", "<start_of_turn>", "<end_of_turn>"])
 
 
 def _examples(task, split="train"):
@@ -124,7 +133,8 @@ def test_sft_messages_train_every_assistant_turn(vocab):
   assert trained == vocab.encode("world") + [EOS] + vocab.encode("ran on") + [EOS]
 
 
-def test_bos_and_eos_follow_the_template(vocab):
+def test_bos_and_eos_follow_the_template(marker_vocab):
+  vocab = marker_vocab
   record = {"prompt": "the cat", "response": "sat"}
   # chatml has no BOS and does not end turns with EOS: both are added.
   out = tokenize_record(record, "sft", vocab, chat_template="chatml")
@@ -202,7 +212,7 @@ def test_jsonl_task_reads_several_files_and_reregisters(tmp_path, vocab):
   assert got == [vocab.encode(t) + [EOS] for t in ("the cat", "the dog", "a bird")]
 
 
-def test_malformed_line_names_file_line_and_field(tmp_path, vocab):
+def test_malformed_line_names_file_line_and_field(tmp_path, vocab, marker_vocab):
   path = tmp_path / "bad.jsonl"
   path.write_text('{"prompt": "a", "response": "b"}\n\n{"prompt": "c"}\n')
   with pytest.raises(JsonlError, match=r"bad\.jsonl, line 3: missing field 'response'"):
@@ -216,8 +226,42 @@ def test_malformed_line_names_file_line_and_field(tmp_path, vocab):
   # Errors from the chat template are located the same way.
   path.write_text('{"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]}\n')
   with pytest.raises(JsonlError, match=r"bad\.jsonl, line 1: .*message 1 must have role 'user'"):
-    register_jsonl_task("t_bad", str(path), vocab, kind="sft", chat_template="gemma")
+    register_jsonl_task("t_bad", str(path), marker_vocab, kind="sft", chat_template="gemma")
   assert "t_bad" not in seqio.TaskRegistry.names()
+
+
+def test_a_template_whose_markers_the_vocabulary_lacks_stops_registration(tmp_path, vocab,
+                                                                         marker_vocab):
+  path = tmp_path / "sft.jsonl"
+  write_jsonl(str(path), [{"prompt": "hi", "response": "the cat"}])
+  # Not a complaint about line 1: the template and the vocabulary do not fit.
+  with pytest.raises(ValueError, match=r"^chat template 'chatml' marks turns with the special "
+                     r"tokens <\|im_start\|>, <\|im_end\|>, but the vocabulary .*spm\.model "
+                     r"lacks <\|im_start\|>, <\|im_end\|> as single tokens") as error:
+    register_jsonl_task("t_markers", str(path), vocab, kind="sft", chat_template="chatml")
+  assert not isinstance(error.value, JsonlError)
+  assert "t_markers" not in seqio.TaskRegistry.names()
+  # tokenize_record (PPO prompts, reward inputs) refuses it the same way.
+  with pytest.raises(ValueError, match=r"lacks <start_of_turn>, <end_of_turn> as single"):
+    tokenize_record({"prompt": "hi"}, "prompt", vocab, chat_template="gemma")
+  # With the markers as single tokens, each turn holds one start and one end token.
+  task = register_jsonl_task("t_markers", str(path), marker_vocab, kind="sft",
+                             chat_template="chatml")
+  tokens = _examples(task)[0]["tokens"].tolist()
+  start, end = (marker_vocab.encode(marker)[-1] for marker in ("<|im_start|>", "<|im_end|>"))
+  assert tokens.count(start) == 2 and tokens.count(end) == 2
+
+
+def test_encode_prompt_is_the_start_of_a_training_example(vocab, marker_vocab):
+  text = "the big cat"
+  lm = tokenize_record({"text": text}, "lm", vocab)["tokens"].tolist()
+  assert encode_prompt(vocab, text) == lm[:-1] == [BOS] + vocab.encode(text)
+  assert encode_prompt(vocab, text, add_bos=False) == vocab.encode(text)
+  for template in ("plain", "chatml"):
+    prompt = tokenize_record({"prompt": text}, "prompt", marker_vocab,
+                             chat_template=template)["prompt_tokens"].tolist()
+    assert encode_prompt(marker_vocab, text, chat_template=template) == prompt
+    assert prompt[0] == BOS and prompt.count(BOS) == 1
 
 
 def test_empty_dataset_fails_at_registration(tmp_path, vocab):

@@ -82,3 +82,35 @@ def test_generate_from_an_align_jax_training_run(tmp_path):
   assert stats["prompts"] == 1
   line = _json.loads((work / "generations.jsonl").read_text())
   assert 1 <= len(line["completions"][0]["tokens"]) <= 5
+
+
+def test_the_sampler_and_the_generate_job_prompt_alike(hf_model_dir, tmp_path):
+  import jax
+  from align_jax.data import encode_prompt
+  from align_jax.pipeline.generation import prompt_renderer
+  from align_jax.sampling import SamplingConfig
+  from align_jax.training import load_run
+  texts = ["the cat sat on", "hello world"]
+  prompts = tmp_path / "prompts.jsonl"
+  prompts.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in texts))
+  entry.main([
+      "--gin_file=gin/runs/generate.gin", f"--gin.WORKDIR='{tmp_path / 'work'}'",
+      f"--gin.PROMPTS='{prompts}'", f"--gin.CHECKPOINT='{hf_model_dir}'",
+      "--gin.SamplingConfig.temperature=0.0", "--gin.SamplingConfig.max_new_tokens=8",
+      "--gin.SamplingConfig.min_new_tokens=8"])
+  output = (tmp_path / "work" / "generations.jsonl").read_text()
+  job = [json.loads(line)["completions"][0]["tokens"] for line in output.splitlines()]
+
+  run = load_run(str(hf_model_dir))
+  vocab = run.vocab
+  # One BOS policy: the job's prompt ids are BOS + the text's tokens, as training data's.
+  for text in texts:
+    ids = prompt_renderer(vocab)({"prompt": text})
+    assert ids == encode_prompt(vocab, text) == [vocab.bos_id] + list(vocab.encode(text))
+  greedy = SamplingConfig(max_new_tokens=8, min_new_tokens=8, temperature=0.0)
+  result = run.sampler(batch_size=2).generate(texts, greedy, jax.random.key(0))
+  assert result.tokens[:, 0].tolist() == job
+  # Without BOS (what the Sampler did before) the same model continues otherwise.
+  bare = [list(vocab.encode(t)) for t in texts]
+  unprefixed = run.sampler(batch_size=2).generate(bare, greedy, jax.random.key(0))
+  assert unprefixed.tokens[:, 0].tolist() != job

@@ -24,10 +24,12 @@ CONFIG = TransformerConfig(vocab_size=320, num_layers=1, d_model=32, num_heads=4
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
   root = tmp_path_factory.mktemp("reward_model")
-  # The policy's vocabulary and the reward model's own, trained on other text.
+  # The policy's vocabulary and the reward model's own, trained on other text (with the
+  # markers of its 'chatml' template as single tokens).
   train_sentencepiece(words_corpus(300, seed=0), str(root / "policy_spm"), 300)
   train_sentencepiece([t + " principle: be brief" for t in words_corpus(300, seed=7)],
-                      str(root / "reward_spm"), 300)
+                      str(root / "reward_spm"), 300,
+                      user_defined_symbols=["<|im_start|>", "<|im_end|>"])
   texts = words_corpus(120, seed=3)
   pairs = root / "pairs.jsonl"
   pairs.write_text("".join(json.dumps({"prompt": t, "chosen": t + " cat", "rejected": t + " dog"})

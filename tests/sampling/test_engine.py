@@ -257,3 +257,24 @@ def test_eight_devices_equal_one_device():
   np.testing.assert_allclose(out["one"]["logprobs"], out["eight"]["logprobs"], atol=1e-5)
   for a, b in zip(out["one"]["scores"], out["eight"]["scores"]):
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_a_padded_model_never_samples_past_its_vocabulary(tmp_path):
+  from align_jax.data.vocab import train_sentencepiece
+  from hf_fixtures import words_corpus
+  vocab = train_sentencepiece(words_corpus(300), str(tmp_path / "sp"), 300)
+  config = TransformerConfig(vocab_size=320, num_layers=1, d_model=32, num_heads=2,
+                             num_kv_heads=1, head_dim=16, mlp_dim=64, max_seq_len=64,
+                             eos_id=1, pad_id=0)
+  model = Transformer(config)
+  params = init_params(model, jax.random.key(5))
+  # The padding rows made the likeliest tokens by far.
+  bias = tuple((i, 30.0) for i in range(300, 320))
+  prompts = [[2, 10, 11], [2, 12]]
+  for temperature in (0.0, 1.0):
+    sampling = SamplingConfig(max_new_tokens=8, temperature=temperature, logit_bias=bias)
+    bare = Sampler(model, params, batch_size=2, length_buckets=(16,))
+    assert (bare.generate(prompts, sampling, jax.random.key(6)).tokens >= 300).all()
+    masked = Sampler(model, params, vocab=vocab, batch_size=2, length_buckets=(16,))
+    result = masked.generate(prompts, sampling, jax.random.key(6))
+    assert (result.lengths == 8).all() and (result.tokens < 300).all()

@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from align_jax import fs
+from align_jax.data import encode_prompt
 from align_jax.data.chat import get_template
 from align_jax.data.jsonl import read_jsonl, write_jsonl
 from align_jax.data.vocab import load_vocabulary
@@ -84,8 +85,7 @@ def world_stage(world_config: EncyclopediaConfig, chat_template: str, qa_in_pret
 def answer_questions(sampler: Sampler, vocab, template, questions, max_new_tokens: int
                      ) -> list[str]:
   """Greedy closed-book answers, cut at the end of the first line."""
-  prompts = [template.render([{"role": "user", "content": q}], vocab,
-                             add_generation_prompt=True).token_ids.tolist() for q in questions]
+  prompts = [encode_prompt(vocab, q, chat_template=template) for q in questions]
   result = sampler.generate(prompts, SamplingConfig(max_new_tokens=max_new_tokens,
                                                     temperature=0, stop_strings=("\n",)),
                             jax.random.key(0))

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import jax
 
+from align_jax.data.tasks import encode_prompt
 from align_jax.methods.recite import prompts as prompt_lib
 from align_jax.methods.recite.analysis import Path, QuestionResult
 from align_jax.sampling import Sampler, SamplingConfig
@@ -68,15 +69,14 @@ class Reciter:
     self.sampler = sampler
     self.exemplars = list(exemplars)
     self.config = config
-    bos = getattr(sampler.vocab, "bos_id", None) if add_bos else None
-    self._prefix = [int(bos)] if bos is not None and bos >= 0 else []
+    self.add_bos = add_bos  # prompts are encoded as everywhere else (`encode_prompt`)
 
   # ------------------------------------------------------------------------------
   def _generate(self, texts: Sequence[str], num_samples: int, temperature: float,
                 max_tokens: int, stop: str, key: jax.Array) -> list[list[str]]:
     if not texts:
       return []
-    ids = [self._prefix + list(self.sampler.vocab.encode(t)) for t in texts]
+    ids = [encode_prompt(self.sampler.vocab, t, add_bos=self.add_bos) for t in texts]
     result = self.sampler.generate(ids, SamplingConfig(
         max_new_tokens=max_tokens, temperature=temperature, top_k=self.config.top_k,
         num_samples=num_samples, stop_strings=(stop,)), key)
