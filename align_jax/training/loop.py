@@ -268,13 +268,13 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
                                       else value > best_value)
       if better:
         best_value = value
-        best.save(step, state, {**record, "step": step, "data_position": batches.position,
+        best.save(step, state, {**record, "step": step, "data_position": position,
                                 config.keep_best_by: value})
 
   def stop_if_interrupted(step: int) -> None:
     if stop.signum is None:
       return
-    checkpointer.save(step, state, {**record, "step": step, "data_position": batches.position},
+    checkpointer.save(step, state, {**record, "step": step, "data_position": position},
                       force=True)
     checkpointer.wait()
     bar.close()
@@ -285,20 +285,33 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
           flush=True)
     raise TrainingInterrupted(step, stop.signum, checkpointer.directory)
 
+  def fetch() -> tuple[Mapping[str, np.ndarray], Any, dict[str, Any]]:
+    """The next batch with the source's position and stats just after it."""
+    batch = next(batches)
+    return batch, batches.position, dict(getattr(batches, "stats", {}))
+
+  # A source that does not watch the state (`observe`) is read one batch ahead, while the
+  # device runs the step: the host prepares data as the step computes. Checkpoints and
+  # metrics use the position and stats of the batch the step consumed.
+  read_ahead = not hasattr(batches, "observe")
+  ahead = None
   stop = _StopSignals()
   stop.install()
   try:
     with sharding_context(mesh, rules):
       for step in range(start_step + 1, config.total_steps + 1):
-        if hasattr(batches, "observe"):
+        if not read_ahead:
           batches.observe(state)
-        batch = next(batches)
+        batch, position, data_stats = ahead or fetch()
+        ahead = None
         if step_jit is None:
           features_shardings = batch_shardings(batch, mesh, rules)
           step_jit = jax.jit(step_fn, in_shardings=(shardings, features_shardings, None),
                              out_shardings=(shardings, None), donate_argnums=(0,))
         started = time.perf_counter()
         state, step_metrics = step_jit(state, global_batch(batch, features_shardings), frozen)
+        if read_ahead and step < config.total_steps:
+          ahead = fetch()
         step_metrics = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
         step_metrics["time/train_s"] = time.perf_counter() - started
         loss = step_metrics.get("loss", 0.0)
@@ -315,7 +328,7 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
           step_metrics["tokens_per_s"] = tokens_window / max(elapsed, 1e-9)
           tokens_window, time_window = 0, time.perf_counter()
           step_metrics.update({k if "/" in k else f"data/{k}": v
-                               for k, v in getattr(batches, "stats", {}).items()})
+                               for k, v in data_stats.items()})
           writer.write(step, step_metrics)
           postfix = {"loss": f"{loss:.4f}", "tok_s": f"{step_metrics['tokens_per_s']:.0f}"}
           postfix.update({name.split("/")[-1]: f"{step_metrics[name]:.3f}"
@@ -329,8 +342,7 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
         if eval_fn is not None and config.eval_every and step % config.eval_every == 0:
           evaluate(step)
         if step % config.checkpoint_every == 0 or step == config.total_steps:
-          checkpointer.save(step, state, {**record, "step": step,
-                                          "data_position": batches.position},
+          checkpointer.save(step, state, {**record, "step": step, "data_position": position},
                             force=step == config.total_steps)
           last_good = step
         stop_if_interrupted(step)
