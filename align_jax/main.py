@@ -41,6 +41,8 @@ from typing import Iterator, Sequence
 import gin
 from gin import config_parser
 
+from align_jax.parallel.host import DEFAULT_COMPILATION_CACHE, enable_compilation_cache
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 # What a user can fix, once the job runs: reported in one line from the command line.
@@ -102,6 +104,12 @@ def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--gin_bindings", action="append", default=[],
                       help="a gin binding such as 'run.workdir=\"/tmp/x\"' (repeatable)")
   parser.add_argument("--log_level", default="INFO", help="Python logging level")
+  parser.add_argument("--compilation_cache",
+                      default=os.environ.get("ALIGN_JAX_COMPILATION_CACHE",
+                                             DEFAULT_COMPILATION_CACHE),
+                      help="folder (or gs:// URL) where compiled XLA programs are kept for "
+                           "later runs and stages; 'off' disables it (also "
+                           "ALIGN_JAX_COMPILATION_CACHE)")
   parser.add_argument("--traceback", action="store_true",
                       default=os.environ.get("ALIGN_JAX_TRACEBACK", "") not in ("", "0"),
                       help="show the full traceback of an error instead of one line "
@@ -506,6 +514,7 @@ def _run(args: argparse.Namespace) -> object:
   from align_jax.parallel import initialize_distributed
   # Before JAX's first computation: malloc binds threads to arenas as they start.
   gin.get_configurable("host_memory")()
+  enable_compilation_cache(args.compilation_cache)
   initialize_distributed()
   return gin.get_configurable("run")()
 

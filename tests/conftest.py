@@ -1,9 +1,20 @@
 """Test set-up: CPU only, quiet TensorFlow, and the tiny model configs the tests share."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# Runs started through align_jax.main (in this process or in a subprocess) keep compiled
+# programs in one folder for the session: a test compiles what an earlier one did not.
+# The folder goes with the session, so every session starts cold, as CI does.
+if "ALIGN_JAX_COMPILATION_CACHE" not in os.environ:
+  _cache = tempfile.mkdtemp(prefix="align_jax_test_xla_")
+  os.environ["ALIGN_JAX_COMPILATION_CACHE"] = _cache
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 import pytest  # noqa: E402
 

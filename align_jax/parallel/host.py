@@ -12,6 +12,9 @@ fragmentation on top.
 
 Only the CPU backend computes in host memory, so "auto" turns this on where JAX can run
 on nothing else; on GPU and TPU hosts the host heap is left as it is.
+
+`enable_compilation_cache` keeps compiled programs on disk (JAX's persistent compilation
+cache), so a rerun, a second PPO run or another seed loads what an earlier one compiled.
 """
 
 from __future__ import annotations
@@ -79,3 +82,30 @@ def retain_freed_host_memory(mode: str = "auto") -> bool:
   _retained = True
   logging.info("host_memory: freed host memory is kept for reuse (one arena, no mmap, no trim)")
   return True
+
+
+# Where compiled programs are kept between runs unless told otherwise (XDG cache folder).
+DEFAULT_COMPILATION_CACHE = os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+    "align_jax", "xla")
+
+
+def enable_compilation_cache(directory: str | None = DEFAULT_COMPILATION_CACHE,
+                             min_compile_seconds: float = 0.5) -> str | None:
+  """Keeps XLA's compiled programs in `directory` (JAX's persistent compilation cache), so
+  that a program compiled once (by an earlier run, or by an earlier stage of the same
+  pipeline: a second PPO run, another seed) is loaded instead of compiled again. Programs
+  that compile in less than `min_compile_seconds` are not kept. None, '' or 'off' turns
+  the cache off. The folder may be a gs:// URL shared by a pod's hosts. Returns the folder
+  in use."""
+  import jax
+  if not directory or directory == "off":
+    return None
+  if "://" not in directory:
+    directory = os.path.abspath(os.path.expanduser(directory))
+    os.makedirs(directory, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  logging.info("compilation cache: %s", directory)
+  return directory
