@@ -22,14 +22,26 @@ def words_corpus(n: int = 300, seed: int = 0) -> list[str]:
   ]
 
 
-def save_bpe_tokenizer(directory, vocab_size: int = 300, **special_tokens) -> None:
+def write_words_data(root, n: int = 200, vocab_size: int = 300) -> list[str]:
+  """`root/text.jsonl` with `n` lines of `words_corpus` and a sentencepiece vocabulary of
+  `vocab_size` pieces trained on them (`root/spm.model`); returns the texts."""
+  import json
+  from align_jax.data.vocab import train_sentencepiece
+  texts = words_corpus(n)
+  train_sentencepiece(texts, str(root / "spm"), vocab_size)
+  (root / "text.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+  return texts
+
+
+def save_bpe_tokenizer(directory, vocab_size: int = 300, extra_special_tokens=(),
+                       **special_tokens) -> None:
   """Trains a tiny byte-level BPE tokenizer and saves it like HF does."""
   tokenizer = Tokenizer(models.BPE())
   tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tokenizer.decoder = decoders.ByteLevel()
   trainer = trainers.BpeTrainer(
       vocab_size=vocab_size,
-      special_tokens=SPECIAL_TOKENS,
+      special_tokens=SPECIAL_TOKENS + list(extra_special_tokens),
       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
   )
   tokenizer.train_from_iterator(words_corpus(), trainer)
@@ -45,11 +57,12 @@ def train_llama2_style_sentencepiece(model_prefix) -> None:
       minloglevel=2)
 
 
-def save_tiny_llama(directory, max_positions: int = 256) -> None:
-  """A one-layer random Llama and a matching BPE tokenizer (vocab 300), saved like HF does."""
+def save_tiny_llama(directory, max_positions: int = 256, extra_special_tokens=()) -> None:
+  """A one-layer random Llama and a matching BPE tokenizer (vocab 300), saved like HF does;
+  `extra_special_tokens` (e.g. a chat template's) become single tokens of the tokenizer."""
   import torch
-  save_bpe_tokenizer(directory, vocab_size=300, bos_token="<s>", eos_token="</s>",
-                     pad_token="<pad>")
+  save_bpe_tokenizer(directory, vocab_size=300, extra_special_tokens=extra_special_tokens,
+                     bos_token="<s>", eos_token="</s>", pad_token="<pad>")
   config = transformers.LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64,
                                     num_hidden_layers=1, num_attention_heads=2,
                                     num_key_value_heads=1, max_position_embeddings=max_positions,

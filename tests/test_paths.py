@@ -14,7 +14,6 @@ import pytest
 from align_jax import fs
 from align_jax import main as entry
 from align_jax.data.jsonl import read_jsonl, write_jsonl
-from align_jax.data.vocab import train_sentencepiece
 from align_jax.jobs import run as run_module
 from align_jax.pipeline import Pipeline, Stage
 from align_jax.pipeline.generation import generate_to_jsonl, progress_path, prompt_renderer
@@ -22,7 +21,7 @@ from align_jax.pipeline.reports import plot_curves, write_report
 from align_jax.training import checkpoints as checkpoints_module
 from align_jax.training import MetricsWriter, read_metrics
 from align_jax.training.checkpoints import Checkpointer, checkpoint_location
-from hf_fixtures import words_corpus
+from hf_fixtures import write_words_data
 from training_fixtures import TINY_MODEL_FLAGS
 
 SMALL = ["--gin.DataConfig.batch_size=4", "--gin.DataConfig.seq_len=32",
@@ -261,9 +260,7 @@ def test_run_keeps_a_gs_workdir_and_never_makes_it_local(elsewhere, monkeypatch)
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
   root = tmp_path_factory.mktemp("paths_data")
-  texts = words_corpus(120)
-  train_sentencepiece(texts, str(root / "spm"), 300)
-  (root / "text.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+  write_words_data(root, 120)
   return root
 
 

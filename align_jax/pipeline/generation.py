@@ -381,13 +381,7 @@ def _open_output(path: str, sidecar: str, state: Mapping[str, Any], fresh: bool)
     if _read_state(sidecar) != state:
       raise RuntimeError(f"{sidecar} changed while this run started; is another run writing "
                          f"{path}?")
-    size = os.fstat(out.fileno()).st_size
-    if size < state["bytes"]:
-      raise ValueError(f"{path} has {size} bytes, fewer than the {state['bytes']} of complete "
-                       f"chunks recorded in {sidecar}; it was changed by something else")
-    if size > state["bytes"]:
-      _say(f"discarding {size - state['bytes']} bytes of an unfinished chunk at the end of "
-           f"{path}")
+    if _unfinished_tail(os.fstat(out.fileno()).st_size, state, path, sidecar):
       out.truncate(state["bytes"])
       out.flush()
       os.fsync(out.fileno())
@@ -397,6 +391,18 @@ def _open_output(path: str, sidecar: str, state: Mapping[str, Any], fresh: bool)
   return out
 
 
+def _unfinished_tail(size: int, state: Mapping[str, Any], path: str, sidecar: str) -> bool:
+  """Whether the output holds bytes after its complete chunks (said, to be cut off); an
+  output shorter than its recorded chunks is an error."""
+  if size < state["bytes"]:
+    raise ValueError(f"{path} has {size} bytes, fewer than the {state['bytes']} of complete "
+                     f"chunks recorded in {sidecar}; it was changed by something else")
+  if size > state["bytes"]:
+    _say(f"discarding {size - state['bytes']} bytes of an unfinished chunk at the end of "
+         f"{path}")
+  return size > state["bytes"]
+
+
 def _open_remote_output(path: str, sidecar: str, state: Mapping[str, Any]):
   """`_open_output` for a URL: no lock, and an unfinished chunk is cut off by rewriting the
   file's first `bytes` bytes."""
@@ -404,12 +410,7 @@ def _open_remote_output(path: str, sidecar: str, state: Mapping[str, Any]):
     raise RuntimeError(f"{sidecar} changed while this run started; is another run writing "
                        f"{path}?")
   size = fs.getsize(path) if fs.exists(path) else 0
-  if size < state["bytes"]:
-    raise ValueError(f"{path} has {size} bytes, fewer than the {state['bytes']} of complete "
-                     f"chunks recorded in {sidecar}; it was changed by something else")
-  if size > state["bytes"]:
-    _say(f"discarding {size - state['bytes']} bytes of an unfinished chunk at the end of "
-         f"{path}")
+  if _unfinished_tail(size, state, path, sidecar):
     with fs.open(path, "rb") as f:
       complete = f.read(state["bytes"])
     fs.write_atomically(path, complete)

@@ -6,12 +6,11 @@ import shutil
 import pytest
 
 from align_jax import main as entry
-from align_jax.data.vocab import train_sentencepiece
 from align_jax.jobs import run as run_module
 from align_jax.jobs.run import check_run_record, is_ignored, parse_config, run_fingerprint
 from align_jax.training import Checkpointer
 from training_fixtures import TINY_MODEL_FLAGS
-from hf_fixtures import words_corpus
+from hf_fixtures import write_words_data
 
 MODEL = TINY_MODEL_FLAGS
 SMALL = ["--gin.DataConfig.batch_size=4", "--gin.DataConfig.seq_len=32",
@@ -22,9 +21,7 @@ SMALL = ["--gin.DataConfig.batch_size=4", "--gin.DataConfig.seq_len=32",
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
   root = tmp_path_factory.mktemp("record_data")
-  texts = words_corpus(200)
-  train_sentencepiece(texts, str(root / "spm"), 300)
-  (root / "text.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+  write_words_data(root, 200)
   return root
 
 

@@ -11,7 +11,7 @@ from align_jax import main as entry
 from align_jax.data.vocab import train_sentencepiece
 from align_jax.training import read_metrics
 from training_fixtures import TINY_MODEL_FLAGS
-from hf_fixtures import save_tiny_llama, words_corpus
+from hf_fixtures import save_tiny_llama, words_corpus, write_words_data
 
 MODEL = TINY_MODEL_FLAGS
 SMALL = ["--gin.DataConfig.batch_size=8", "--gin.DataConfig.seq_len=64",
@@ -22,9 +22,7 @@ SMALL = ["--gin.DataConfig.batch_size=8", "--gin.DataConfig.seq_len=64",
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
   root = tmp_path_factory.mktemp("lm_data")
-  texts = words_corpus(300)
-  train_sentencepiece(texts, str(root / "spm"), 300)
-  (root / "text.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+  texts = write_words_data(root, 300)
   (root / "sft.jsonl").write_text("".join(
       json.dumps({"prompt": "repeat: " + t, "response": t}) + "\n" for t in texts[:80]))
   return root

@@ -1,15 +1,13 @@
 """A model's vocab_size and its vocabulary agree, or the run stops before its first step."""
 
-import json
 import logging
 
 import pytest
 
 from align_jax import main as entry
-from align_jax.data import (MAX_VOCAB_PADDING, VocabSizeError, check_vocab_size, load_vocabulary,
-                            train_sentencepiece)
+from align_jax.data import MAX_VOCAB_PADDING, VocabSizeError, check_vocab_size, load_vocabulary
 from training_fixtures import TINY_MODEL_FLAGS
-from hf_fixtures import words_corpus
+from hf_fixtures import write_words_data
 
 # gin/models/tiny.gin shrunk, with its own VOCAB_SIZE (512) unless a test sets one.
 MODEL = [flag for flag in TINY_MODEL_FLAGS if not flag.startswith("--gin.VOCAB_SIZE=")]
@@ -18,9 +16,7 @@ MODEL = [flag for flag in TINY_MODEL_FLAGS if not flag.startswith("--gin.VOCAB_S
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
   root = tmp_path_factory.mktemp("vocab_size")
-  texts = words_corpus(200)
-  train_sentencepiece(texts, str(root / "spm"), 300)
-  (root / "text.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+  write_words_data(root, 200)
   return root
 
 
