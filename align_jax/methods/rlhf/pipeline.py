@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from align_jax import fs
+from align_jax.data import encode_prompt
 from align_jax.data.chat import get_template
 from align_jax.data.jsonl import read_jsonl, write_jsonl
 from align_jax.data.vocab import load_vocabulary
@@ -41,7 +42,7 @@ from align_jax.sampling import Sampler, SamplingConfig
 from align_jax.training.checkpoints import config_record
 from align_jax.ppo import PPOConfig, train_ppo
 from align_jax.rewards import fit_reward_normalization
-from align_jax.training import DataConfig, train_reward_model
+from align_jax.training import DataConfig, read_metrics, train_reward_model
 from align_jax.worlds.arithmetic import ArithmeticConfig, build_world, judge
 
 
@@ -60,11 +61,14 @@ def world_stage(config: ArithmeticConfig, chat_template: str):
         "vocab_corpus.jsonl": [{"text": t} for t in world.texts() + rendered],
     }
     for name, records in files.items():
-      if is_writer() and not os.path.exists(os.path.join(stage_dir, name)):
-        write_jsonl(os.path.join(stage_dir, name), records)
+      if is_writer() and not fs.exists(fs.join(stage_dir, name)):
+        write_jsonl(fs.join(stage_dir, name), records)
     sft = files["sft.jsonl"]
+    seen = {r["prompt"] for r in sft + files["rl_prompts.jsonl"]}
+    overlap = sum(r["prompt"] in seen for r in files["eval_prompts.jsonl"])
     return {"dir": stage_dir, "sft_correct": float(np.mean([r["correct"] for r in sft])),
-            **{name.split(".")[0]: os.path.join(stage_dir, name) for name in files}}
+            "heldout_overlap": overlap,
+            **{name.split(".")[0]: fs.join(stage_dir, name) for name in files}}
   return run
 
 
@@ -72,8 +76,7 @@ def sample_and_judge(sampler: Sampler, vocab, template, records: Sequence[Mappin
                      num_samples: int, temperature: float, max_new_tokens: int, key: jax.Array
                      ) -> tuple[list[list[str]], np.ndarray]:
   """Responses [N][num_samples] and their gold correctness (bool [N, num_samples])."""
-  prompts = [template.render([{"role": "user", "content": r["prompt"]}], vocab,
-                             add_generation_prompt=True).token_ids.tolist() for r in records]
+  prompts = [encode_prompt(vocab, r["prompt"], chat_template=template) for r in records]
   result = sampler.generate(prompts, SamplingConfig(
       max_new_tokens=max_new_tokens, temperature=temperature, num_samples=num_samples), key)
   texts = result.texts
@@ -99,7 +102,7 @@ def preferences_stage(model: TransformerConfig, chat_template: str, num_samples:
   preference pairs (train / eval), and the samples for the reward normalisation."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     run_sft = trained_run(results, "sft", model, mesh_fn(), rules)
-    judged = os.path.join(stage_dir, "judged_samples.jsonl")
+    judged = fs.join(stage_dir, "judged_samples.jsonl")
 
     def judge_row(record, completions):  # each sample's text and the gold judge's verdict
       texts = [c["text"] for c in completions]
@@ -133,8 +136,8 @@ def preferences_stage(model: TransformerConfig, chat_template: str, num_samples:
     paths = {}
     for name, rows in (("preferences_train", split["train"]),
                        ("preferences_eval", split["eval"]), ("sft_samples", samples)):
-      paths[name] = os.path.join(stage_dir, name + ".jsonl")
-      if is_writer() and not os.path.exists(paths[name]):
+      paths[name] = fs.join(stage_dir, name + ".jsonl")
+      if is_writer() and not fs.exists(paths[name]):
         write_jsonl(paths[name], rows)
     return {**paths, "judged_samples": judged, "pairs": len(pairs),
             "sft_sample_accuracy": float(correct.mean())}
@@ -228,8 +231,10 @@ def seed_pipeline(workdir: str, model: TransformerConfig, world: ArithmeticConfi
   stages = [
       Stage("world", world_stage(world, chat_template), {"world": config_record(world),
                                                          "chat_template": chat_template}),
-      Stage("vocabulary", vocabulary_stage(vocab_size, split_digits=True),
-            {"vocab_size": vocab_size}),
+      # BPE: sentencepiece's unigram trainer keeps only characters on this small corpus,
+      # which doubles every sequence ("Assistant" as 9 pieces).
+      Stage("vocabulary", vocabulary_stage(vocab_size, split_digits=True, model_type="bpe"),
+            {"vocab_size": vocab_size, "model_type": "bpe"}),
       Stage("sft", training_stage(model, sft, "sft", "sft", None, chat_template, mesh_fn, rules,
                                   seed), {**settings, "schedule": config_record(sft)}),
       Stage("preferences", preferences_stage(model, chat_template, num_samples, ppo.max_new_tokens,
@@ -253,29 +258,30 @@ def seed_pipeline(workdir: str, model: TransformerConfig, world: ArithmeticConfi
 def write_demo_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
                       seconds: float) -> str:
   """report.md: gold accuracy per seed and across seeds, with the PPO curves as PNG."""
-  figures = os.path.join(workdir, "report")
-  os.makedirs(figures, exist_ok=True)
+  figures = fs.join(workdir, "report")
+  fs.makedirs(figures)
   runs = [(seed, stage) for seed in per_seed for stage in ("ppo", "ppo_no_kl")]
   curves = {}
   for name, key, title in (("reward", "reward/total", "Reward-model reward (normalised)"),
                            ("kl", "objective/kl", "KL(policy || reference) per response"),
                            ("length", "rollout/response_length", "Response length (tokens)"),
                            ("gold", "gold/sampled_accuracy", "Gold accuracy (T=1 samples)")):
-    series = [(os.path.join(per_seed[seed][stage]["workdir"], "metrics.jsonl"), key,
+    series = [(fs.join(per_seed[seed][stage]["workdir"], "metrics.jsonl"), key,
                f"seed {seed} {'beta>0' if stage == 'ppo' else 'beta=0'}")
               for seed, stage in runs]
-    plot_curves(os.path.join(figures, f"{name}.png"), series, title, key)
+    plot_curves(fs.join(figures, f"{name}.png"), series, title, key)
     curves[name] = f"![{title}](report/{name}.png)"
 
-  rows, margins, kl = [], {"greedy": [], "sampled": []}, {"ppo": [], "ppo_no_kl": []}
+  rows, per_seed_summary = [], []
   for seed, results in per_seed.items():
     by_policy = {r["policy"]: r for r in results["eval"]["rows"]}
-    for r in results["eval"]["rows"]:
-      rows.append({"seed": seed, **r})
-    for mode in margins:
-      margins[mode].append(by_policy["ppo"][mode] - by_policy["sft"][mode])
-    for stage in kl:
-      kl[stage].append(results[stage]["final_metrics"].get("objective/kl", float("nan")))
+    rows += [{"seed": seed, **r} for r in results["eval"]["rows"]]
+    summary = {"seed": seed, **{f"{p}_{m}": by_policy[p][m] for p in by_policy
+                                for m in ("greedy", "sampled")}}
+    for stage in ("ppo", "ppo_no_kl"):
+      summary.update({f"{stage}_{k}": v for k, v in
+                      _ppo_trajectory(fs.join(results[stage]["workdir"], "metrics.jsonl")).items()})
+    per_seed_summary.append(summary)
   summary_rows = []
   for policy in ("sft", "ppo", "ppo_no_kl"):
     values = [r for r in rows if r["policy"] == policy]
@@ -285,29 +291,81 @@ def write_demo_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
   seed0 = next(iter(per_seed.values()))
   setup = {
       "SFT data correct": seed0["world"]["sft_correct"],
+      "held-out problems also in SFT data or RL prompts": seed0["world"].get("heldout_overlap"),
       "preference pairs": seed0["preferences"]["pairs"],
       "reward model held-out pair accuracy": seed0["reward"]["eval_accuracy"],
   }
-  text = (f"PPO minus SFT gold accuracy over {len(per_seed)} seeds: sampled "
-          f"{mean_std(margins['sampled'])}, greedy {mean_std(margins['greedy'])}. "
-          f"Final KL per response: beta>0 {mean_std(kl['ppo'])}, beta=0 "
-          f"{mean_std(kl['ppo_no_kl'])}. Total wall time {seconds:.0f} s.")
-  return write_report(os.path.join(workdir, "report.md"),
-                      "align_jax RLHF demo: reward model + PPO on the arithmetic world", [
-      ("What ran", "Per seed: a tiny policy trained from scratch on addition problems whose "
-                   "supervised answers hold arithmetic slips and hedges ('49 or 59') at the "
-                   "rates in the world config; its own samples judged by the "
-                   "gold judge became preference pairs; a reward model learned them; PPO "
-                   "optimised the policy against the reward model with a KL penalty (and, for "
-                   "comparison, without one). Gold accuracy is measured on held-out problems."),
-      ("Result", text),
+  n = rows[0]["n"]
+  return write_report(fs.join(workdir, "report.md"),
+                      "align_jax RLHF: reward model + PPO on the arithmetic world", [
+      ("PPO against SFT", _ppo_headline(per_seed_summary, n)),
+      ("Without the KL penalty", _hacking_headline(per_seed_summary)),
       ("Gold accuracy across seeds", markdown_table(summary_rows, [
           "policy", "greedy (mean ± std)", "sampled (mean ± std)"])),
+      ("Curves", "\n\n".join(curves.values())),
       ("Gold accuracy per seed", markdown_table(rows, ["seed", "policy", "n", "greedy",
                                                        "sampled"])),
+      ("What ran", "Per seed: a tiny policy trained from scratch on addition problems whose "
+                   "supervised answers hold arithmetic slips and hedges ('49 or 59') at the "
+                   "rates in the world config; its own samples, judged by the gold judge, "
+                   "became preference pairs; a reward model learned them; PPO optimised the "
+                   "policy against the reward model with a KL penalty and, for comparison, "
+                   "without one. Gold accuracy is measured on held-out problems, greedy and "
+                   f"on temperature-1 samples. Total wall time {seconds:.0f} s."),
       ("Set-up (first seed)", "```\n" + json.dumps(setup, indent=2) + "\n```"),
-      ("Curves", "\n\n".join(curves.values())),
   ])
+
+
+def _ppo_trajectory(metrics_path: str) -> dict[str, float]:
+  """Reward and KL at the end of a PPO run (mean of its last 5 iterations), and its gold
+  accuracy (T=1 samples, evaluation prompts) at its best evaluation and at its last."""
+  records = read_metrics(metrics_path)
+  steps = [r for r in records if "reward/total" in r][-5:]
+  gold = [(r["step"], r["gold/sampled_accuracy"]) for r in records
+          if "gold/sampled_accuracy" in r]
+  best = max(gold, key=lambda g: g[1]) if gold else (0, float("nan"))
+  return {"reward_end": float(np.mean([r["reward/total"] for r in steps])),
+          "kl_end": float(np.mean([r["objective/kl"] for r in steps])),
+          "gold_best_step": best[0], "gold_best": best[1],
+          "gold_end": gold[-1][1] if gold else float("nan")}
+
+
+def _spread(summaries, key: str) -> str:
+  return mean_std([s[key] for s in summaries])
+
+
+def _ppo_headline(summaries, n: int) -> str:
+  margin = [s["ppo_sampled"] - s["sft_sampled"] for s in summaries]
+  greedy = [s["ppo_greedy"] - s["sft_greedy"] for s in summaries]
+  return (f"Gold accuracy on {n} held-out problems, {len(summaries)} seed(s) (mean ± std): "
+          f"SFT {_spread(summaries, 'sft_sampled')} -> PPO {_spread(summaries, 'ppo_sampled')} "
+          f"on temperature-1 samples (PPO minus SFT {mean_std(margin)}, better on "
+          f"{sum(m > 0 for m in margin)} of {len(margin)} seeds); greedy "
+          f"{_spread(summaries, 'sft_greedy')} -> {_spread(summaries, 'ppo_greedy')} "
+          f"(PPO minus SFT {mean_std(greedy)}).")
+
+
+def _hacking_headline(summaries) -> str:
+  """What beta = 0 did: the reward model's score against the gold judge's."""
+  text = (f"Without the KL penalty the reward model's (normalised) reward ended at "
+          f"{_spread(summaries, 'ppo_no_kl_reward_end')} against "
+          f"{_spread(summaries, 'ppo_reward_end')} with it, and the KL to the SFT policy at "
+          f"{_spread(summaries, 'ppo_no_kl_kl_end')} against {_spread(summaries, 'ppo_kl_end')}; "
+          f"held-out gold accuracy (samples) ended at "
+          f"{_spread(summaries, 'ppo_no_kl_sampled')} against "
+          f"{_spread(summaries, 'ppo_sampled')} with the penalty (greedy "
+          f"{_spread(summaries, 'ppo_no_kl_greedy')} against {_spread(summaries, 'ppo_greedy')}). "
+          f"During training its gold accuracy peaked at {_spread(summaries, 'ppo_no_kl_gold_best')} "
+          f"and ended at {_spread(summaries, 'ppo_no_kl_gold_end')}.")
+  hacked = [s for s in summaries if s["ppo_no_kl_reward_end"] > s["ppo_reward_end"]
+            and s["ppo_no_kl_sampled"] < s["ppo_sampled"]]
+  if hacked:
+    text += (f" Reward hacking on {len(hacked)} of {len(summaries)} seeds: more reward from "
+             "the reward model, less accuracy by the gold judge (the reward model cannot "
+             "check a sum; the policy drifts to answers it scores highly).")
+  else:
+    text += " No seed shows reward hacking (more reward with less gold accuracy) in this run."
+  return text
 
 
 def rlhf_demo(workdir: str, model: TransformerConfig,
