@@ -33,7 +33,11 @@ TEST_REQUIRES = [
     "torch==2.13.0",  # the CPU build; only the parity tests use it
     "transformers==5.24.0",
     "import-linter==2.17",  # the layer contract in .importlinter (lint-imports)
+    "tensorboard==2.21.0",  # the README test reads runs' events as TensorBoard does
 ]
+
+# `pip install -e ".[tensorboard]"`, then `tensorboard --logdir runs/` to view runs.
+TENSORBOARD_REQUIRES = ["tensorboard==2.21.0"]
 
 # The top-level gin/ folder ships inside the package as align_jax/gin.
 GIN_FILES = [str(p.relative_to("gin")) for p in Path("gin").rglob("*.gin")]
@@ -51,6 +55,6 @@ setup(
     package_data={"align_jax.gin": GIN_FILES,
                   "align_jax.methods.recite": ["exemplars/*.jsonl"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"test": TEST_REQUIRES, "tensorboard": TENSORBOARD_REQUIRES},
     entry_points={"console_scripts": ["align_jax=align_jax.main:main"]},
 )

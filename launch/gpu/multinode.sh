@@ -35,7 +35,9 @@
 # Example:
 #   sbatch --nodes=4 launch/gpu/multinode.sh \
 #     --gin_file=gin/models/llama3_8b.gin --gin_file=gin/mesh/h100x8.gin \
-#     --gin.run.workdir="'/shared/runs/sft1'"
+#     --gin_file=gin/runs/sft.gin --gin.WORKDIR="'/shared/runs/sft1'" \
+#     --gin.INIT_FROM="'/shared/models/Meta-Llama-3-8B'" --gin.TRAIN_DATA="'/shared/sft.jsonl'" \
+#     --gin.VOCABULARY="'/shared/models/Meta-Llama-3-8B'" --gin.STEPS=1000
 set -euo pipefail
 
 usage() { sed -n '9,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }

@@ -3,6 +3,7 @@
 import pytest
 
 from align_jax import main as entry
+from tests.readme_commands import readme_command
 
 SMALL = [
     "--gin.EncyclopediaConfig.num_people=16", "--gin.EncyclopediaConfig.num_cities=6",
@@ -18,7 +19,8 @@ SMALL = [
 @pytest.mark.slow
 def test_closed_book_qa_learns_training_facts_and_writes_a_report(tmp_path, capsys):
   workdir = tmp_path / "qs"
-  command = ["--gin_file=gin/methods/closed_book_qa.gin", f"--gin.WORKDIR='{workdir}'"] + SMALL
+  command = (readme_command("gin/methods/closed_book_qa.gin") + [f"--gin.WORKDIR='{workdir}'"]
+             + SMALL)
   results = entry.main(command)
   rows = {(r["model"], r["split"], r["hops"]): r for r in results["eval"]["rows"]}
   # Facts of training entities were seen as QA pairs: the fine-tuned model answers most.

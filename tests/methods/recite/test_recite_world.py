@@ -6,12 +6,11 @@ import os
 import numpy as np
 import pytest
 
+from align_jax import main as entry
 from align_jax.methods.recite import world as recite_world
 from align_jax.methods.recite.analysis import ERROR_CLASSES
-from align_jax.methods.recite.recite import ReciteConfig
-from align_jax.models import TransformerConfig
-from align_jax.pipeline import TrainingSchedule
 from align_jax.worlds.encyclopedia import EncyclopediaConfig, build_world, passage_hint
+from tests.readme_commands import readme_command
 
 CORPUS = recite_world.CorpusConfig(shots=1, passage_repeats=2, qa_repeats=2, skill_worlds=2,
                                    skill_questions=(6, 3))
@@ -55,24 +54,37 @@ def test_skill_worlds_bring_other_names_in_reading_and_hint_documents_only():
   assert len(skill_docs) == expected
 
 
+# The README's command with a tiny world, corpus, model and schedule.
+SMALL = [
+    "--gin.SEEDS=(0,)", "--gin.VOCAB_SIZE=700",
+    "--gin.TransformerConfig.num_layers=1", "--gin.TransformerConfig.d_model=32",
+    "--gin.TransformerConfig.num_heads=2", "--gin.TransformerConfig.num_kv_heads=1",
+    "--gin.TransformerConfig.head_dim=16", "--gin.TransformerConfig.mlp_dim=64",
+    "--gin.EncyclopediaConfig.num_people=16", "--gin.EncyclopediaConfig.num_cities=6",
+    "--gin.EncyclopediaConfig.num_companies=6", "--gin.EncyclopediaConfig.num_countries=2",
+    "--gin.EncyclopediaConfig.num_rivers=3",
+    "--gin.CorpusConfig.passage_repeats=2", "--gin.CorpusConfig.qa_repeats=2",
+    "--gin.CorpusConfig.skill_worlds=2", "--gin.CorpusConfig.skill_questions=(6, 3)",
+    "--gin.pretrain/TrainingSchedule.steps=4", "--gin.pretrain/TrainingSchedule.batch_size=8",
+    "--gin.pretrain/TrainingSchedule.checkpoint_every=4",
+    "--gin.HintDataConfig.questions_per_passage=1", "--gin.HintDataConfig.replay=0.5",
+    "--gin.hint_finetune/TrainingSchedule.steps=2",
+    "--gin.hint_finetune/TrainingSchedule.batch_size=8",
+    "--gin.hint_finetune/TrainingSchedule.checkpoint_every=2",
+    "--gin.ReciteConfig.num_paths=2", "--gin.ReciteConfig.num_hints=2",
+    "--gin.ReciteConfig.recitation_tokens=8", "--gin.ReciteConfig.answer_tokens=4",
+    "--gin.ReciteConfig.reasoning_tokens=6", "--gin.ReciteConfig.hint_tokens=8",
+    "--gin.ReciteConfig.question_tokens=8",
+    "--gin.WorldEvalConfig.path_counts=(1, 2)", "--gin.WorldEvalConfig.resamples=2",
+    "--gin.WorldEvalConfig.max_questions=3", "--gin.WorldEvalConfig.batch_size=8",
+]
+
+
 @pytest.mark.slow
 def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
-  model = TransformerConfig(vocab_size=700, num_layers=1, d_model=32, num_heads=2,
-                            num_kv_heads=1, head_dim=16, mlp_dim=64, max_seq_len=640,
-                            pad_id=0, eos_id=1, bos_id=2)
-  kwargs = dict(
-      model=model, world=EncyclopediaConfig.preset("tiny"), corpus=CORPUS,
-      pretrain=TrainingSchedule(steps=4, batch_size=8, seq_len=256, checkpoint_every=4),
-      hint_data=recite_world.HintDataConfig(questions_per_passage=1, replay=0.5),
-      hint_finetune=TrainingSchedule(steps=2, batch_size=8, seq_len=256, checkpoint_every=2),
-      vocab_size=700,
-      recite=ReciteConfig(num_paths=2, num_hints=2, recitation_tokens=8, answer_tokens=4,
-                          reasoning_tokens=6, hint_tokens=8, question_tokens=8,
-                          recitation_stop="\n", passage_shots=0),
-      settings=recite_world.WorldEvalConfig(path_counts=(1, 2), resamples=2, max_questions=3,
-                                            batch_size=8),
-      seeds=(0,))
-  result = recite_world.recite_world(str(tmp_path), **kwargs)
+  command = (readme_command("gin/methods/recite/world.gin") + [f"--gin.WORKDIR='{tmp_path}'"]
+             + SMALL)
+  result = entry.main(command)
   rows = result["seeds"][0]
   assert {(r["method"], r["hops"]) for r in rows} == {
       ("direct", 1), ("chain_of_thought", 1), ("recite (2 paths)", 1), ("diversified", 1),
@@ -92,6 +104,6 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
   assert questions and all(q["hint"].count(" — ") == 2 for q in questions)
   # Rerunning finds every stage complete and trains nothing again.
   mtime = os.path.getmtime(seed_dir / "pretrain" / "metrics.jsonl")
-  again = recite_world.recite_world(str(tmp_path), **kwargs)
+  again = entry.main(command)
   assert again["seeds"][0] == rows
   assert os.path.getmtime(seed_dir / "pretrain" / "metrics.jsonl") == mtime

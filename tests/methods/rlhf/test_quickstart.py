@@ -1,5 +1,6 @@
-"""The RLHF demo pipeline end to end (a small world and schedule; the learning result is the
-full demo's, reported in the issue note)."""
+"""The quickstart (the RLHF pipeline on one seed) and the RLHF demo (the same over seeds),
+each from its README command, on a small world and schedule. The learning result is the
+full runs' (docs/methods/rlhf.md and docs/results/)."""
 
 import pytest
 
@@ -9,9 +10,10 @@ from align_jax.parallel import create_mesh
 from align_jax.rewards import RewardContext, RewardModelTerm, text_input
 from align_jax.rewards.reward_model import batch_from_records
 from align_jax.training import read_metrics
+from tests.readme_commands import readme_command
 
 SMALL = [
-    "--gin.SEEDS=(0,)", "--gin.ArithmeticConfig.max_operand=29",
+    "--gin.ArithmeticConfig.max_operand=29",
     "--gin.ArithmeticConfig.num_sft=500", "--gin.ArithmeticConfig.num_rl=256",
     "--gin.ArithmeticConfig.num_eval=64",
     "--gin.TransformerConfig.d_model=64", "--gin.TransformerConfig.num_layers=2",
@@ -23,10 +25,11 @@ SMALL = [
 
 
 @pytest.mark.slow
-def test_rlhf_demo_runs_every_stage_and_writes_its_report(tmp_path):
-  workdir = tmp_path / "demo"
-  results = entry.main(["--gin_file=gin/methods/rlhf_demo.gin", f"--gin.WORKDIR='{workdir}'"]
+def test_quickstart_runs_every_stage_and_writes_its_report(tmp_path):
+  workdir = tmp_path / "quickstart"
+  results = entry.main(readme_command("gin/quickstart.gin") + [f"--gin.WORKDIR='{workdir}'"]
                        + SMALL)
+  assert list(results["seeds"]) == [0]
   rows = {r["policy"]: r for r in results["seeds"][0]}
   assert set(rows) == {"sft", "ppo", "ppo_no_kl"}
   # Accuracies are shares of the 64 held-out problems (sampled: of 4 samples each).
@@ -58,3 +61,18 @@ def test_rlhf_demo_runs_every_stage_and_writes_its_report(tmp_path):
   assert "Gold accuracy across seeds" in report and "| 0 | ppo |" in report
   for name in ("reward", "kl", "length", "gold"):
     assert (workdir / "report" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_rlhf_demo_reports_mean_and_spread_across_seeds(tmp_path):
+  workdir = tmp_path / "demo"
+  command = readme_command("gin/methods/rlhf_demo.gin")
+  results = entry.main(command + [f"--gin.WORKDIR='{workdir}'", "--gin.SEEDS=(0, 1)"] + SMALL
+                       + ["--gin.ppo/TrainingSchedule.steps=2"])
+  assert sorted(results["seeds"]) == [0, 1]
+  report = (workdir / "report.md").read_text()
+  assert "| 0 | ppo |" in report and "| 1 | ppo |" in report
+  ppo = [r["greedy"] for seed in (0, 1) for r in results["seeds"][seed] if r["policy"] == "ppo"]
+  # The across-seeds row is the mean and the sample spread of the per-seed values.
+  mean = sum(ppo) / 2
+  assert f"{mean:.3f} ±" in report
