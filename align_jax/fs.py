@@ -23,8 +23,9 @@ import os
 import posixpath
 import re
 import shutil
-from typing import IO, Iterator
+from typing import IO, Any, Callable, Iterator, TypeVar
 
+T = TypeVar("T")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
@@ -107,56 +108,42 @@ def _errors(path: str) -> Iterator[None]:
     raise OSError(f"{path}: {e.message}") from None
 
 
-def exists(path: str) -> bool:
+def _either(path: str, on_local: Callable[[str], T], on_url: Callable[[Any], T]) -> T:
+  """`on_local(local path)` for a local path or file:// URL, else `on_url(tf.io.gfile)`
+  with TensorFlow's errors turned into Python's."""
   local = local_path(path)
   if local is not None:
-    return os.path.exists(local)
+    return on_local(local)
   with _errors(path):
-    return _gfile().exists(path)
+    return on_url(_gfile())
+
+
+def exists(path: str) -> bool:
+  return _either(path, os.path.exists, lambda g: g.exists(path))
 
 
 def isdir(path: str) -> bool:
-  local = local_path(path)
-  if local is not None:
-    return os.path.isdir(local)
-  with _errors(path):
-    return _gfile().isdir(path)
+  return _either(path, os.path.isdir, lambda g: g.isdir(path))
 
 
 def isfile(path: str) -> bool:
-  local = local_path(path)
-  if local is not None:
-    return os.path.isfile(local)
-  with _errors(path):
-    return _gfile().exists(path) and not _gfile().isdir(path)
+  return _either(path, os.path.isfile, lambda g: g.exists(path) and not g.isdir(path))
 
 
 def getsize(path: str) -> int:
   """The size of a file in bytes."""
-  local = local_path(path)
-  if local is not None:
-    return os.path.getsize(local)
-  with _errors(path):
-    return _gfile().stat(path).length
+  return _either(path, os.path.getsize, lambda g: g.stat(path).length)
 
 
 def makedirs(path: str) -> None:
   """Creates the folder `path` and its parents; an existing folder is fine."""
-  local = local_path(path)
-  if local is not None:
-    os.makedirs(local, exist_ok=True)
-    return
-  with _errors(path):
-    _gfile().makedirs(path)
+  _either(path, lambda local: os.makedirs(local, exist_ok=True), lambda g: g.makedirs(path))
 
 
 def listdir(path: str) -> list[str]:
   """The names (not paths) in the folder `path`, sorted."""
-  local = local_path(path)
-  if local is not None:
-    return sorted(os.listdir(local))
-  with _errors(path):
-    return sorted(name.rstrip("/") for name in _gfile().listdir(path))
+  return _either(path, lambda local: sorted(os.listdir(local)),
+                 lambda g: sorted(name.rstrip("/") for name in g.listdir(path)))
 
 
 def glob(pattern: str) -> list[str]:
@@ -244,19 +231,9 @@ def copy(source: str, target: str) -> None:
 
 def remove(path: str) -> None:
   """Deletes the file `path`."""
-  local = local_path(path)
-  if local is not None:
-    os.remove(local)
-    return
-  with _errors(path):
-    _gfile().remove(path)
+  _either(path, os.remove, lambda g: g.remove(path))
 
 
 def rmtree(path: str) -> None:
   """Deletes the folder `path` with everything in it."""
-  local = local_path(path)
-  if local is not None:
-    shutil.rmtree(local)
-    return
-  with _errors(path):
-    _gfile().rmtree(path)
+  _either(path, shutil.rmtree, lambda g: g.rmtree(path))

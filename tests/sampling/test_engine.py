@@ -161,15 +161,21 @@ def test_process_logits_order():
   np.testing.assert_allclose(later[0], [5.0, 0.5, 1.0, 1.5])
 
 
-def test_stop_strings_cut_text_and_tokens_exactly(tmp_path):
+def _words_model(tmp_path, texts: int, pieces: int, vocab_size: int, seed: int):
+  """A sentencepiece vocabulary of `pieces` on words_corpus(texts) and a random one-layer
+  model with `vocab_size` rows: (vocab, model, params)."""
   from align_jax.data.vocab import train_sentencepiece
   from hf_fixtures import words_corpus
-  vocab = train_sentencepiece(words_corpus(400), str(tmp_path / "sp"), 310)
-  config = TransformerConfig(vocab_size=310, num_layers=1, d_model=32, num_heads=2,
+  vocab = train_sentencepiece(words_corpus(texts), str(tmp_path / "sp"), pieces)
+  config = TransformerConfig(vocab_size=vocab_size, num_layers=1, d_model=32, num_heads=2,
                              num_kv_heads=1, head_dim=16, mlp_dim=64, max_seq_len=64,
                              eos_id=1, pad_id=0)
   model = Transformer(config)
-  params = init_params(model, jax.random.key(3))
+  return vocab, model, init_params(model, jax.random.key(seed))
+
+
+def test_stop_strings_cut_text_and_tokens_exactly(tmp_path):
+  vocab, model, params = _words_model(tmp_path, 400, 310, 310, seed=3)
   sampler = Sampler(model, params, vocab=vocab, batch_size=4, length_buckets=(16,))
   prompts = ["the cat sat", "a big red dog", "hello world", "under the tree"]
   plain = sampler.generate(prompts, SamplingConfig(max_new_tokens=24, temperature=1.0,
@@ -260,14 +266,7 @@ def test_eight_devices_equal_one_device():
 
 
 def test_a_padded_model_never_samples_past_its_vocabulary(tmp_path):
-  from align_jax.data.vocab import train_sentencepiece
-  from hf_fixtures import words_corpus
-  vocab = train_sentencepiece(words_corpus(300), str(tmp_path / "sp"), 300)
-  config = TransformerConfig(vocab_size=320, num_layers=1, d_model=32, num_heads=2,
-                             num_kv_heads=1, head_dim=16, mlp_dim=64, max_seq_len=64,
-                             eos_id=1, pad_id=0)
-  model = Transformer(config)
-  params = init_params(model, jax.random.key(5))
+  vocab, model, params = _words_model(tmp_path, 300, 300, 320, seed=5)
   # The padding rows made the likeliest tokens by far.
   bias = tuple((i, 30.0) for i in range(300, 320))
   prompts = [[2, 10, 11], [2, 12]]
