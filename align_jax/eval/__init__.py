@@ -1,3 +1,5 @@
 """Evaluation metrics shared by the methods."""
 
-from align_jax.eval.qa import exact_match, f1_score, normalize_answer
+from align_jax.eval.qa import CONVENTIONS, exact_match, f1, normalize_answer
+
+__all__ = ["CONVENTIONS", "exact_match", "f1", "normalize_answer"]

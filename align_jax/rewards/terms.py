@@ -101,7 +101,8 @@ def correctness_term(answer_key: str = "answer", right: float = 1.0, wrong: floa
   """`right` when the (extracted) response matches metadata[answer_key], else `wrong`.
 
   The gold answer may be a string or a list of acceptable strings; comparison is
-  exact match after SQuAD normalisation. Examples without a gold answer get 0.
+  exact match under the "squad" convention of `align_jax.eval.qa` (ASCII punctuation
+  deleted, articles dropped). Examples without a gold answer get 0.
   """
   def term(batch: RewardBatch) -> np.ndarray:
     scores = np.zeros(len(batch), np.float32)
@@ -111,7 +112,7 @@ def correctness_term(answer_key: str = "answer", right: float = 1.0, wrong: floa
         continue
       answers = [gold] if isinstance(gold, str) else list(gold)
       predicted = extract(response) if extract else response
-      scores[i] = right if exact_match(predicted, answers) else wrong
+      scores[i] = right if exact_match(predicted, answers, "squad") else wrong
     return scores
   return term
 

@@ -83,7 +83,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 import numpy as np
 
 from align_jax import fs
-from align_jax.eval.qa import exact_match, normalize_answer
+from align_jax.eval import qa as qa_metrics
 
 Location = tuple[str, str, int]  # (title, section, paragraph index from 0)
 Fact = tuple[str, str, str]      # (subject, relation, value)
@@ -275,11 +275,24 @@ class QAPair:
 # Answers, judging and passage hints.
 
 
+# The QA convention of `align_jax.eval.qa` used to judge answers about this world:
+# SQuAD/HotpotQA normalisation (lowercase, ASCII punctuation deleted, articles dropped,
+# whitespace collapsed; Unicode punctuation such as an em dash is kept).
+WORLD_CONVENTION = "squad"
+
+
+def normalize_answer(text: str) -> str:
+  """`text` normalised under the world's convention (`WORLD_CONVENTION`, "squad"):
+  `align_jax.eval.qa.normalize_answer(text, WORLD_CONVENTION)`."""
+  return qa_metrics.normalize_answer(text, WORLD_CONVENTION)
+
+
 def judge(qa_pair: QAPair, prediction: str | None) -> bool:
-  """Exact match of the normalised prediction against any normalised gold answer."""
+  """Exact match of the normalised prediction against any normalised gold answer
+  (`WORLD_CONVENTION`); a prediction that normalises to nothing is wrong."""
   if prediction is None or not normalize_answer(prediction):
     return False
-  return exact_match(prediction, qa_pair.answers) == 1.0
+  return qa_metrics.exact_match(prediction, qa_pair.answers, WORLD_CONVENTION) == 1.0
 
 
 def passage_hint(article: Article | str, section: str, paragraph_index: int) -> str:

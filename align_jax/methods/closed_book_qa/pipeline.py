@@ -24,7 +24,7 @@ from align_jax.data import encode_prompt
 from align_jax.data.chat import get_template
 from align_jax.data.jsonl import read_jsonl, write_jsonl
 from align_jax.data.vocab import load_vocabulary
-from align_jax.eval.qa import exact_match, f1_score
+from align_jax.eval.qa import exact_match, f1
 from align_jax.models import TransformerConfig
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
 from align_jax.pipeline import (Pipeline, Stage, TrainingSchedule, is_writer, stage_seconds,
@@ -33,6 +33,7 @@ from align_jax.pipeline.reports import markdown_table, plot_curves, write_report
 from align_jax.sampling import Sampler, SamplingConfig
 from align_jax.training.checkpoints import config_record
 from align_jax.worlds import EncyclopediaConfig, build_world, passage_hint
+from align_jax.worlds.encyclopedia import WORLD_CONVENTION
 
 
 def _files_exist(directory: str, names) -> bool:
@@ -115,15 +116,18 @@ def eval_stage(model: TransformerConfig, chat_template: str, stages: tuple[str, 
                                        [r["question"] for r in records], max_new_tokens)
         out_path = fs.join(stage_dir, f"{stage}_{split}.jsonl")
         if is_writer() and not fs.exists(out_path):
-          write_jsonl(out_path, [{**r, "prediction": p, "em": exact_match(p, r["answers"])}
+          write_jsonl(out_path, [{**r, "prediction": p,
+                                  "em": exact_match(p, r["answers"], WORLD_CONVENTION)}
                                  for r, p in zip(records, predictions)])
         for hops in (1, 2):
           chosen = [(r, p) for r, p in zip(records, predictions) if r["hops"] == hops]
           if not chosen:
             continue
           rows.append({"model": stage, "split": split, "hops": hops, "n": len(chosen),
-                       "em": float(np.mean([exact_match(p, r["answers"]) for r, p in chosen])),
-                       "f1": float(np.mean([f1_score(p, r["answers"]) for r, p in chosen]))})
+                       "em": float(np.mean([exact_match(p, r["answers"], WORLD_CONVENTION)
+                                            for r, p in chosen])),
+                       "f1": float(np.mean([f1(p, r["answers"], WORLD_CONVENTION)
+                                            for r, p in chosen]))})
     return {"rows": rows}
   return run
 
