@@ -2,7 +2,10 @@
 
 A question's result holds its paths: each path is the recitation(s) the model produced
 and the answer it gave from them. The prediction is the plurality vote over the paths'
-answers (empty answers skipped, ties to the shorter answer).
+answers (empty answers skipped, ties to the shorter answer), or, where the paths'
+recitations were read together in one context (diversified recitation), the one answer
+read from them (`final`). Answers are compared under the dataset's convention
+(`align_jax.eval.qa`: 'trivia_qa' or 'squad').
 
 Error analysis (each question falls in exactly one class, so the shares add to 100%):
   hits@majority           the voted answer is right;
@@ -19,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from align_jax.eval.qa import exact_match, f1_score, normalize_answer
+from align_jax.eval.qa import exact_match, f1, normalize_answer
 from align_jax.sampling.voting import majority_vote
 
 ERROR_CLASSES = ("hits@majority", "hits@k paths", "hits@k recitations", "not recited")
@@ -40,26 +43,35 @@ class QuestionResult:
   answers: tuple[str, ...]          # gold answers
   paths: list[Path]
   hops: int = 1
+  convention: str = dataclasses.field(kw_only=True)  # the dataset's ('trivia_qa', 'squad')
+  final: str | None = None          # the answer read from all paths' recitations at once
 
   @property
   def prediction(self) -> str | None:
-    return vote([p.answer for p in self.paths])
+    if self.final is not None:
+      return self.final or None
+    return vote([p.answer for p in self.paths], self.convention)
+
+  def exact_match(self) -> float:
+    return exact_match(self.prediction, self.answers, self.convention)
 
   def to_dict(self) -> dict:
     return {"question": self.question, "answers": list(self.answers), "hops": self.hops,
-            "prediction": self.prediction,
+            "convention": self.convention, "prediction": self.prediction,
+            **({"final": self.final} if self.final is not None else {}),
             "paths": [{"recitations": list(p.recitations), "answer": p.answer,
                        **({"hint": p.hint} if p.hint is not None else {})}
                       for p in self.paths]}
 
 
-def vote(answers: Sequence[str | None]) -> str | None:
-  """Plurality over non-empty answers (compared after SQuAD normalisation, reported in
-  their first-seen spelling); ties go to the shorter answer, then the earlier one."""
+def vote(answers: Sequence[str | None], convention: str) -> str | None:
+  """Plurality over non-empty answers (compared after the convention's normalisation,
+  reported in their first-seen spelling); ties go to the shorter answer, then the
+  earlier one."""
   spelling: dict[str, str] = {}
   keys = []
   for answer in answers:
-    key = normalize_answer(answer) if answer else ""
+    key = normalize_answer(answer, convention) if answer else ""
     if key:
       spelling.setdefault(key, answer.strip())
     keys.append(key or None)
@@ -67,24 +79,26 @@ def vote(answers: Sequence[str | None]) -> str | None:
   return None if winner is None else spelling[winner]
 
 
-def contains_answer(text: str, answers: Sequence[str]) -> bool:
+def contains_answer(text: str, answers: Sequence[str], convention: str) -> bool:
   """Whether a normalised gold answer occurs in the normalised text as whole words."""
-  padded = f" {normalize_answer(text)} "
-  return any(f" {normalize_answer(a)} " in padded for a in answers if normalize_answer(a))
+  padded = f" {normalize_answer(text, convention)} "
+  golds = [normalize_answer(a, convention) for a in answers]
+  return any(f" {g} " in padded for g in golds if g)
 
 
-def path_correct(path: Path, answers: Sequence[str]) -> bool:
+def path_correct(path: Path, result: QuestionResult) -> bool:
   """Whether the path's answer exactly matches a gold answer."""
-  return exact_match(path.answer, answers) == 1.0
+  return exact_match(path.answer, result.answers, result.convention) == 1.0
 
 
 def error_class(result: QuestionResult) -> str:
   """The question's class in the error analysis (see the module docstring)."""
-  if exact_match(result.prediction, result.answers) == 1.0:
+  if result.exact_match() == 1.0:
     return "hits@majority"
-  if any(path_correct(p, result.answers) for p in result.paths):
+  if any(path_correct(p, result) for p in result.paths):
     return "hits@k paths"
-  if any(contains_answer(r, result.answers) for p in result.paths for r in p.recitations):
+  if any(contains_answer(r, result.answers, result.convention)
+         for p in result.paths for r in p.recitations):
     return "hits@k recitations"
   return "not recited"
 
@@ -99,13 +113,17 @@ def error_analysis(results: Sequence[QuestionResult]) -> dict[str, float]:
 
 
 def path_table(results: Sequence[QuestionResult]) -> dict[str, float]:
-  """Shares of all paths in the 2x2 (recitation contains answer) x (answer right)."""
+  """Shares of all paths in the 2x2 (recitation contains answer) x (answer right), over
+  the results whose paths were answered one by one."""
   table = {f"recited={r},correct={c}": 0 for r in (True, False) for c in (True, False)}
   total = 0
   for result in results:
+    if result.final is not None:
+      continue  # paths read together: no per-path answer
     for path in result.paths:
-      recited = any(contains_answer(r, result.answers) for r in path.recitations)
-      table[f"recited={recited},correct={path_correct(path, result.answers)}"] += 1
+      recited = any(contains_answer(r, result.answers, result.convention)
+                    for r in path.recitations)
+      table[f"recited={recited},correct={path_correct(path, result)}"] += 1
       total += 1
   return {k: v / max(total, 1) for k, v in table.items()}
 
@@ -114,8 +132,8 @@ def scores(results: Sequence[QuestionResult]) -> dict[str, float]:
   """Mean EM and F1 of the voted predictions."""
   if not results:
     return {"em": 0.0, "f1": 0.0, "n": 0}
-  return {"em": float(np.mean([exact_match(r.prediction, r.answers) for r in results])),
-          "f1": float(np.mean([f1_score(r.prediction, r.answers) for r in results])),
+  return {"em": float(np.mean([r.exact_match() for r in results])),
+          "f1": float(np.mean([f1(r.prediction, r.answers, r.convention) for r in results])),
           "n": len(results)}
 
 
@@ -131,8 +149,8 @@ def em_by_paths(results: Sequence[QuestionResult], counts: Sequence[int], resamp
       hits = []
       for result in results:
         chosen = rng.permutation(len(result.paths))[:k]
-        prediction = vote([result.paths[i].answer for i in chosen])
-        hits.append(exact_match(prediction, result.answers))
+        prediction = vote([result.paths[i].answer for i in chosen], result.convention)
+        hits.append(exact_match(prediction, result.answers, result.convention))
       ems.append(float(np.mean(hits)) if hits else 0.0)
     rows.append({"paths": int(k), "em_mean": float(np.mean(ems)), "em_std": float(np.std(ems))})
   return rows

@@ -1,11 +1,13 @@
 """`recite_eval`: RECITE and its baselines on a real QA dataset with a trained model.
 
-What `gin/methods/recite/{nq,trivia_qa,hotpotqa}.gin` run: the first `limit` examples
-of a dataset's split, answered by each method in `methods` with few-shot exemplars
+What `gin/methods/recite/{nq,nq_open,trivia_qa,hotpotqa}.gin` run: the first `limit`
+examples of a dataset's split, answered by each method in `methods` with few-shot exemplars
 from a jsonl file (this project's own, in align_jax/methods/recite/exemplars/), by a
 Hugging Face model directory or an align_jax run. Writes, per method,
-`<method>.jsonl` (every path and the voted prediction) and `scores.json` (EM/F1, the
-error analysis and the per-path table where there are recitations, EM by paths).
+`<method>.jsonl` (every path and the prediction) and `scores.json` (EM/F1 under the
+dataset's answer convention, EM at each path count, the error analysis and the per-path
+table). Sampled methods (self-consistent direct answering and chain of thought,
+recitation, diversified recitation) all draw the same number of paths.
 Existing outputs are never overwritten: a rerun into the same WORKDIR stops.
 """
 
@@ -22,13 +24,11 @@ from align_jax import fs
 from align_jax.data.jsonl import read_jsonl, write_jsonl
 from align_jax.methods.recite import analysis, data
 from align_jax.methods.recite.prompts import Exemplar
-from align_jax.methods.recite.recite import ReciteConfig, Reciter
+from align_jax.methods.recite.recite import METHODS, ReciteConfig, Reciter, run_method
 from align_jax.models import TransformerConfig
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
 from align_jax.training.runs import load_run
 
-METHODS = ("direct", "chain_of_thought", "recite", "multi_recite", "diversified",
-           "hinted_recite")
 EXEMPLARS_DIR = os.path.join(os.path.dirname(__file__), "exemplars")
 
 
@@ -60,18 +60,22 @@ def load_exemplars(path: str) -> list[Exemplar]:
 
 
 def recite_eval(workdir: str, checkpoint: str, dataset: str, exemplars: str, *,
-                methods: Sequence[str] = ("direct", "recite"), split: str = "validation",
+                convention: str, methods: Sequence[str] = ("direct", "recite"),
+                split: str = "validation",
                 limit: int | None = 1024, recite: ReciteConfig = ReciteConfig(),
                 path_counts: Sequence[int] = (1, 5, 20), hotpotqa_files: dict | None = None,
                 tfds_data_dir: str | None = None, config: TransformerConfig | None = None,
                 vocabulary: str | None = None, mesh: Mesh | None = None,
                 rules: LogicalRules = DEFAULT_RULES, batch_size: int = 16,
                 seed: int = 0) -> dict[str, Any]:
-  """Evaluates `methods` on `dataset` ('natural_questions_open', 'trivia_qa' or
-  'hotpotqa' with `hotpotqa_files`); returns the scores per method."""
+  """Evaluates `methods` (of `recite.METHODS`) on `dataset` ('natural_questions',
+  'natural_questions_open', 'trivia_qa' or 'hotpotqa' with `hotpotqa_files`), scoring
+  answers under `convention` ('trivia_qa' for NQ and TriviaQA, 'squad' for HotpotQA);
+  returns the scores per method."""
   unknown = set(methods) - set(METHODS)
   if unknown:
-    raise ValueError(f"unknown RECITE methods {sorted(unknown)}; expected some of {METHODS}")
+    raise ValueError(f"unknown RECITE methods {sorted(unknown)}; expected some of "
+                     f"{sorted(METHODS)}")
   outputs = [fs.join(workdir, f"{m}.jsonl") for m in methods]
   existing = [p for p in outputs + [fs.join(workdir, "scores.json")] if fs.exists(p)]
   if existing:
@@ -92,26 +96,20 @@ def recite_eval(workdir: str, checkpoint: str, dataset: str, exemplars: str, *,
   if run.vocab is None:
     raise ValueError(f"{checkpoint} names no vocabulary; bind recite_eval.vocabulary")
   sampler = run.sampler(batch_size=batch_size)
-  reciter = Reciter(sampler, shots, recite)
+  reciter = Reciter(sampler, shots, recite, convention=convention)
   key = jax.random.key(seed)
-  runs = {"direct": lambda: reciter.direct(records),
-          "chain_of_thought": lambda: reciter.chain_of_thought(records),
-          "recite": lambda: reciter.recite_and_answer(records, key),
-          "multi_recite": lambda: reciter.multi_recite_and_answer(records, key),
-          "diversified": lambda: reciter.diversified(records, key),
-          "hinted_recite": lambda: reciter.hinted_recite_and_answer(records, key)}
+  counts = [k for k in path_counts if k <= recite.num_paths] or [recite.num_paths]
   scores = {}
   for method, path in zip(methods, outputs):
-    results = runs[method]()
+    # Every sampled method draws the same number of paths from the same key.
+    results, by_paths = run_method(reciter, method, records, key, counts, seed=seed)
     if jax.process_index() == 0:
       write_jsonl(path, [r.to_dict() for r in results])
-    entry: dict[str, Any] = analysis.scores(results)
-    if method not in ("direct",):
+    entry: dict[str, Any] = {**analysis.scores(results), "convention": convention,
+                             "em_by_paths": by_paths}
+    if method != "direct":
       entry["error_analysis"] = analysis.error_analysis(results)
       entry["path_table"] = analysis.path_table(results)
-    if method in ("recite", "multi_recite", "hinted_recite"):
-      counts = [k for k in path_counts if k <= recite.num_paths]
-      entry["em_by_paths"] = analysis.em_by_paths(results, counts, seed=seed)
     scores[method] = entry
     print(f"[align_jax] {dataset} {method}: EM {entry['em']:.4f} F1 {entry['f1']:.4f} "
           f"(n={entry['n']})", flush=True)

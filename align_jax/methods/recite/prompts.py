@@ -9,8 +9,11 @@ Formats (one block each):
   direct          Question: q / Answer: a
   chain_of_thought Question: q / Reasoning: r / Answer: a
   recite          Question: q / Recitation: p
-  answer          Recitation: p (or Recitation 1: ..., Recitation 2: ...) / Question: q /
-                  Answer: a
+  answer          the recited passage(s) ('Recitation: p', or 'Recitation 1: ...',
+                  'Recitation 2: ...' for several) then plain Question / Answer
+                  exemplars and the question (layout 'paper', the default: recitations
+                  prepended to the closed-book prompt); or layout 'reading': every
+                  exemplar a Recitation / Question / Answer block with its own passage
   multi_recite    Question: q / Recitation 1: p1 / Recitation 2: p2
   hint            Question: q / Hint: title — section — paragraph #k
   passage         Hint: h / Recitation: p
@@ -21,6 +24,7 @@ Formats (one block each):
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Sequence
 
@@ -109,8 +113,24 @@ def multi_recite_prompt(exemplars: Sequence[Exemplar], question: str) -> str:
                  _block(("Question", question), ("Recitation 1", None)))
 
 
-def answer_prompt(exemplars: Sequence[Exemplar], passages: Sequence[str], question: str) -> str:
-  """(recited passages, question) -> answer."""
+ANSWER_LAYOUTS = ("paper", "reading")
+
+
+def answer_prompt(exemplars: Sequence[Exemplar], passages: Sequence[str], question: str,
+                  layout: str = "paper") -> str:
+  """(recited passages, question) -> answer.
+
+  layout 'paper': the passages first, as one block, then the plain question -> answer
+  exemplars and the question (the recitation prepended to the closed-book prompt).
+  layout 'reading': each exemplar carries its own gold passage(s) before its question
+  (a reading-comprehension prompt), and the query block carries the recitation.
+  """
+  if layout == "paper":
+    return _prompt([_block(*_recitation_fields(passages))]
+                   + [_block(("Question", e.question), ("Answer", e.answer)) for e in exemplars],
+                   _block(("Question", question), ("Answer", None)))
+  if layout != "reading":
+    raise ValueError(f"unknown answer layout {layout!r}; expected one of {ANSWER_LAYOUTS}")
   _need(exemplars, "passages")
   return _prompt([_block(*_recitation_fields(e.passages), ("Question", e.question),
                          ("Answer", e.answer)) for e in exemplars],
@@ -181,13 +201,8 @@ def clean_answer(text: str) -> str:
   return text.split("\n", 1)[0].strip()
 
 
-def dedupe_hints(hints: Sequence[str]) -> list[str]:
-  """Distinct hints in first-seen order, compared after collapsing whitespace; empty
-  hints dropped."""
-  seen, out = set(), []
-  for hint in hints:
-    key = " ".join(hint.split())
-    if key and key not in seen:
-      seen.add(key)
-      out.append(key)
-  return out
+def rank_hints(hints: Sequence[str]) -> list[str]:
+  """Distinct hints (compared after collapsing whitespace; empty ones dropped), the most
+  often sampled first, ties in first-seen order."""
+  counts = collections.Counter(key for key in (" ".join(h.split()) for h in hints) if key)
+  return [hint for hint, _ in counts.most_common()]

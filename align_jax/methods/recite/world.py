@@ -1,25 +1,32 @@
 """RECITE on the encyclopedia world: does reciting help a tiny model answer held-out facts?
 
 Stages per seed (in WORKDIR/seed_<k>/<stage>/, resumable, see `align_jax.pipeline`):
-  world          the seed's encyclopedia and the pretraining documents
-  vocabulary     a sentencepiece vocabulary that keeps newlines (the prompts' separators)
-  pretrain       a tiny model trained from scratch on the documents
-  hint_data      the pretrained model writes questions about every paragraph; each
-                 becomes a question -> hint -> passage example (hint fine-tuning's data)
-  hint_finetune  the pretrained model fine-tuned on those (with pretraining replay)
-  eval           on held-out entities: direct answering, chain of thought,
-                 recite-and-answer (1/5/20 paths), hint-diversified recitation, the
-                 hint-fine-tuned model's recitation (single-hop); direct, chain of thought
-                 and multiple recitations (two-hop); EM/F1, the error analysis, EM by paths,
-                 and diagnostics of where recitation fails
-`recite_world` runs them for several seeds and writes WORKDIR/report.md.
+  world                  the seed's encyclopedia and the pretraining documents
+  vocabulary             a sentencepiece vocabulary that keeps newlines (the prompts'
+                         separators)
+  pretrain               a tiny model trained from scratch on the documents
+  hint_data_<setting>    the pretrained model writes questions about paragraphs; each
+                         becomes a question -> hint -> passage example (hint fine-tuning's
+                         data). 'strict': training entities' paragraphs only; 'corpus':
+                         paragraphs drawn from the whole corpus (the paper's setting).
+                         Records how much of the evaluation the data has seen.
+  hint_finetune_<setting> the pretrained model fine-tuned on that data (with replay)
+  eval                   on held-out entities, for each model: direct answering and chain
+                         of thought (greedy, and sampled paths voted: the compute-matched
+                         baselines), recite-and-answer, diversified and hinted recitation,
+                         at 1/5/20 paths (single-hop); the pretrained model on two-hop
+                         questions (the same baselines and multiple recitations); EM/F1,
+                         the error analysis and diagnostics of where recitation fails
+`recite_world` runs them for several seeds and writes WORKDIR/report.md, which leads with
+each model's recitation against its best compute-matched non-recitation method.
 
 Pretraining documents: every paragraph as a `Hint: ... / Recitation: ...` block (the
 passage-prompt format, so the model can recite a paragraph from its hint), repeated so
 that it is memorised; for the QA pairs of training entities only, few-shot documents in
-every prompt format (direct, chain of thought, recite, answer, hint, multi-recitation);
-and reading / hint documents from skill worlds (other seeds, other names) whose passages
-the model never memorises. Held-out entities' facts appear only in their paragraphs:
+every prompt format (direct, chain of thought, recite, answer in both layouts, hint,
+multi-recitation); and reading (one passage, or the gold passage among others) and hint
+documents from skill worlds (other seeds, other names) whose passages the model never
+memorises. Held-out entities' facts appear in pretraining only in paragraphs:
 answering them directly needs knowledge the model holds as passages, reciting first
 retrieves the passage and then reads the answer from it, which is what the experiment
 measures.
@@ -43,9 +50,11 @@ from jax.sharding import Mesh
 
 from align_jax import fs
 from align_jax.data.jsonl import read_jsonl, write_jsonl
+from align_jax.eval.qa import normalize_answer
 from align_jax.methods.recite import analysis
+from align_jax.methods.recite.analysis import QuestionResult
 from align_jax.methods.recite import prompts as prompt_lib
-from align_jax.methods.recite.recite import ReciteConfig, Reciter
+from align_jax.methods.recite.recite import SAMPLED, ReciteConfig, Reciter, run_method
 from align_jax.models import TransformerConfig
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
 from align_jax.pipeline import (Pipeline, Stage, TrainingSchedule, is_writer, run_seeds,
@@ -55,8 +64,9 @@ from align_jax.pipeline.reports import (markdown_table, mean_std, plot_curves, p
 from align_jax.sampling import Sampler
 from align_jax.training.checkpoints import config_record
 from align_jax.training.runs import load_run
-from align_jax.worlds.encyclopedia import (EncyclopediaConfig, EncyclopediaWorld, QAPair,
-                                           build_world, passage_hint)
+from align_jax.worlds.encyclopedia import (WORLD_CONVENTION, EncyclopediaConfig,
+                                           EncyclopediaWorld, QAPair, build_world,
+                                           passage_hint)
 
 NEWLINE_VOCABULARY = {"normalization_rule_name": "identity", "remove_extra_whitespaces": False,
                       "user_defined_symbols": ["\n"]}
@@ -90,25 +100,33 @@ class CorpusConfig:
     entities. skill_questions: questions drawn from each skill world, single-hop and
     two-hop. skill_shots: exemplars in those documents (0: the format is already known
     from the main documents, and short documents are cheap).
+  answer_layouts: the answer-prompt layouts ('paper', 'reading') the reading documents
+    are written in (the evaluation measures each). context_distractors: other passages
+    of a skill world placed, in random order, beside the gold one in further reading
+    documents (0: none), so that the model learns to answer from several passages in
+    one context (diversified recitation's aggregation).
   """
   shots: int = 1
   passage_repeats: int = 30
   qa_repeats: int = 3
   skill_worlds: int = 40
-  skill_questions: tuple[int, int] = (200, 50)
+  skill_questions: tuple[int, int] = (100, 50)
   skill_shots: int = 0
+  answer_layouts: tuple[str, ...] = ("paper", "reading")
+  context_distractors: int = 2
 
 
 _FORMATS = {  # what each kind of QA document teaches, by hop count
     "main": {1: ("direct", "answer", "chain_of_thought", "recite", "hint"),
              2: ("direct", "answer", "chain_of_thought", "multi_recite")},
-    "skill": {1: ("answer", "hint"), 2: ("answer",)},
+    "skill": {1: ("answer", "answer_context", "hint"), 2: ("answer",)},
 }
 
 
 def _qa_documents(world: EncyclopediaWorld, qas: list[QAPair], formats: tuple[str, ...],
-                  shots: int, rng: np.random.Generator) -> list[str]:
+                  shots: int, rng: np.random.Generator, corpus: CorpusConfig) -> list[str]:
   exemplars = [exemplar_for(world, q) for q in qas]
+  paragraphs = [p[3] for p in world.paragraphs()] if "answer_context" in formats else []
   docs = []
   for index, target in enumerate(exemplars):
     def pick() -> list[prompt_lib.Exemplar]:
@@ -118,8 +136,19 @@ def _qa_documents(world: EncyclopediaWorld, qas: list[QAPair], formats: tuple[st
       if name == "direct":
         docs.append(_complete(prompt_lib.direct_prompt(pick(), target.question), target.answer))
       elif name == "answer":
-        docs.append(_complete(prompt_lib.answer_prompt(pick(), target.passages, target.question),
-                              target.answer))
+        for layout in corpus.answer_layouts:
+          docs.append(_complete(prompt_lib.answer_prompt(pick(), target.passages,
+                                                         target.question, layout),
+                                target.answer))
+      elif name == "answer_context":
+        if corpus.context_distractors:
+          others = [paragraphs[i] for i in rng.permutation(len(paragraphs))[
+              :corpus.context_distractors + 1] if paragraphs[i] not in target.passages]
+          context = others[:corpus.context_distractors] + list(target.passages)
+          context = [context[i] for i in rng.permutation(len(context))]
+          for layout in corpus.answer_layouts:
+            docs.append(_complete(prompt_lib.answer_prompt(pick(), context, target.question,
+                                                           layout), target.answer))
       elif name == "chain_of_thought":
         docs.append(_complete(prompt_lib.chain_of_thought_prompt(pick(), target.question),
                               f"{target.reasoning}\nAnswer: {target.answer}"))
@@ -152,14 +181,14 @@ def training_documents(world: EncyclopediaWorld, corpus: CorpusConfig, rng: np.r
   for _ in range(corpus.qa_repeats):
     for hops, formats in _FORMATS["main"].items():
       docs += _qa_documents(world, world.qa(split="train", hops=hops), formats, corpus.shots,
-                            rng)
+                            rng, corpus)
   for i in range(corpus.skill_worlds):
     other = skill_world(world, i)
     for hops, formats in _FORMATS["skill"].items():
       pool = other.qa(hops=hops, variant=0)
       chosen = [pool[j] for j in sorted(rng.permutation(len(pool))[
           :corpus.skill_questions[hops - 1]])]
-      docs += _qa_documents(other, chosen, formats, corpus.skill_shots, rng)
+      docs += _qa_documents(other, chosen, formats, corpus.skill_shots, rng, corpus)
   return [docs[i] for i in rng.permutation(len(docs))]
 
 
@@ -171,10 +200,28 @@ def skill_world(world: EncyclopediaWorld, index: int) -> EncyclopediaWorld:
 @dataclasses.dataclass(frozen=True)
 class HintDataConfig:
   """Hint fine-tuning data: `questions_per_passage` questions the pretrained model writes
-  (sampled) for every paragraph, each made a question -> hint -> passage example, mixed
-  with `replay` pretraining documents per example (so the other formats stay)."""
+  (sampled) for each chosen paragraph, each made a question -> hint -> passage example,
+  mixed with `replay` pretraining documents per example (so the other formats stay).
+
+  settings: which fine-tuned models to build, each from its own data:
+    'strict'  questions only for the training entities' paragraphs that state no
+              held-out fact: no fine-tuning target holds what an evaluation question
+              asks;
+    'corpus'  the paper's setting: questions for paragraphs drawn at random from the whole
+              corpus (as many as 'strict' uses), held-out entities' included.
+  """
   questions_per_passage: int = 2
   replay: float = 1.0
+  settings: tuple[str, ...] = ("strict", "corpus")
+
+  def __post_init__(self):
+    unknown = [s for s in self.settings if s not in HINT_SETTINGS]
+    if unknown or not self.settings:
+      raise ValueError(f"HintDataConfig.settings = {self.settings!r}; expected some of "
+                       f"{HINT_SETTINGS}")
+
+
+HINT_SETTINGS = ("strict", "corpus")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,17 +266,67 @@ def world_stage(config: EncyclopediaConfig, corpus: CorpusConfig, seed: int):
   return run
 
 
+def _evaluation_questions(world: EncyclopediaWorld, settings: "WorldEvalConfig", hops: int
+                          ) -> list[QAPair]:
+  """The held-out questions the evaluation asks (first wording), per hop count."""
+  return world.qa(split="heldout", hops=hops, variant=0)[:settings.max_questions]
+
+
+def hint_paragraphs(world: EncyclopediaWorld, setting: str, seed: int
+                    ) -> list[tuple[str, str, int, str]]:
+  """The paragraphs a hint-data setting writes questions for (see `HintDataConfig`).
+
+  'strict' keeps the training entities' paragraphs that state no held-out fact: a
+  training entity's paragraph may state a held-out entity's fact too (a company's
+  paragraph naming a held-out founder), and those are left out as well."""
+  paragraphs = list(world.paragraphs())
+  held_out_evidence = {tuple(loc) for q in world.qa(split="heldout", hops=1)
+                       for loc in q.hop_evidence[0]}
+  strict = [p for p in paragraphs
+            if world.split_of(p[0]) == "train" and tuple(p[:3]) not in held_out_evidence]
+  if setting == "strict":
+    return strict
+  if setting != "corpus":
+    raise ValueError(f"unknown hint-data setting {setting!r}; expected one of {HINT_SETTINGS}")
+  rng = np.random.default_rng([seed, 11])
+  return [paragraphs[i] for i in sorted(rng.permutation(len(paragraphs))[:len(strict)])]
+
+
+def hint_overlap(world: EncyclopediaWorld, settings: "WorldEvalConfig",
+                 targets: Sequence[tuple[str, str, int]], questions: Sequence[str]
+                 ) -> dict[str, int]:
+  """How much of the evaluation a hint fine-tuning set has seen, per hop count:
+  evaluation questions whose gold paragraph (the held-out subject's own, the one a
+  recitation should recall) is a fine-tuning target; those with any paragraph stating
+  one of their facts among the targets (a two-hop question's second fact may be a
+  training entity's); and generated questions equal to an evaluation question after
+  normalisation."""
+  targets = set(targets)
+  norm = lambda text: normalize_answer(text, WORLD_CONVENTION)  # noqa: E731
+  out: dict[str, int] = {}
+  for hops in (1, 2):
+    asked = _evaluation_questions(world, settings, hops)
+    evaluation = {norm(q.question) for q in asked}
+    out[f"{hops}-hop: gold paragraph is a target"] = sum(
+        tuple(q.hop_evidence[0][0]) in targets for q in asked)
+    out[f"{hops}-hop: some evidence paragraph is a target"] = sum(
+        any(tuple(loc) in targets for hop in q.hop_evidence for loc in hop) for q in asked)
+    out[f"{hops}-hop: generated question equals an evaluation question"] = sum(
+        norm(q) in evaluation for q in questions)
+  return out
+
+
 def hint_data_stage(config: EncyclopediaConfig, corpus: CorpusConfig, hint_data: HintDataConfig,
-                    model: TransformerConfig, recite: ReciteConfig, settings: WorldEvalConfig,
-                    mesh_fn, rules, seed: int):
-  """Questions written by the pretrained model for every paragraph -> fine-tuning data."""
+                    setting: str, model: TransformerConfig, recite: ReciteConfig,
+                    settings: WorldEvalConfig, mesh_fn, rules, seed: int):
+  """Questions written by the pretrained model for the setting's paragraphs -> data."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     world = _seed_world(config, seed)
     exemplars = _exemplars(world, 1, corpus.shots, seed)
     reciter = Reciter(_sampler(results["pretrain"]["workdir"], model,
                                results["vocabulary"]["model"], settings, mesh_fn(), rules),
-                      exemplars, recite)
-    paragraphs = list(world.paragraphs())
+                      exemplars, recite, convention=WORLD_CONVENTION)
+    paragraphs = hint_paragraphs(world, setting, seed)
     questions = reciter.generate_questions([p[3] for p in paragraphs],
                                            jax.random.key(seed + 7),
                                            hint_data.questions_per_passage)
@@ -242,7 +339,8 @@ def hint_data_stage(config: EncyclopediaConfig, corpus: CorpusConfig, hint_data:
         examples.append(prompt_lib.hinted_recitation_document(
             shots, question, passage_hint(title, section, k), text))
         generated.append({"hint": passage_hint(title, section, k), "passage": text,
-                          "question": question, "names_title": title in question})
+                          "question": question, "names_title": title in question,
+                          "entity_split": world.split_of(title)})
     if not examples:
       raise ValueError(f"the pretrained model ({results['pretrain']['workdir']}) wrote no "
                        "question for any paragraph; pretrain it longer")
@@ -254,7 +352,12 @@ def hint_data_stage(config: EncyclopediaConfig, corpus: CorpusConfig, hint_data:
     if is_writer() and not fs.exists(path):
       write_jsonl(path, [{"text": docs[i]} for i in rng.permutation(len(docs))])
       write_jsonl(fs.join(stage_dir, "questions.jsonl"), generated)
-    return {"hint_finetune": path, "examples": len(examples), "replay": len(replay),
+    overlap = hint_overlap(world, settings, [p[:3] for p in paragraphs],
+                           [g["question"] for g in generated])
+    return {"hint_finetune": path, "setting": setting, "paragraphs": len(paragraphs),
+            "held-out entity paragraphs": sum(world.split_of(p[0]) != "train"
+                                              for p in paragraphs),
+            "examples": len(examples), "replay": len(replay), "overlap": overlap,
             "names_title": float(np.mean([g["names_title"] for g in generated]))
             if generated else 0.0}
   return run
@@ -264,8 +367,8 @@ def _diagnostics(reciter: Reciter, world: EncyclopediaWorld, questions: list[QAP
                  hinted: bool) -> dict[str, float]:
   """Where recitation can fail, on the evaluation's single-hop questions: the passage
   recalled from its gold hint (memorisation), the gold hint written for the question
-  (greedy; after hint fine-tuning in the hinted format), the answer read from the gold
-  passage (reading)."""
+  (greedy; in the hinted format after hint fine-tuning), the answer read from the gold
+  passage (reading, in each answer layout)."""
   exemplars = [exemplar_for(world, q) for q in questions]
   passages = reciter.greedy([prompt_lib.passage_prompt([], e.hints[0]) for e in exemplars],
                             reciter.config.recitation_tokens, reciter.config.recitation_stop)
@@ -273,78 +376,131 @@ def _diagnostics(reciter: Reciter, world: EncyclopediaWorld, questions: list[QAP
                  else (lambda q: prompt_lib.hint_prompt(reciter.exemplars, q)))
   hints = reciter.greedy([hint_prompt(q.question) for q in questions],
                          reciter.config.hint_tokens)
-  answers = reciter.greedy([prompt_lib.answer_prompt(reciter.exemplars, e.passages, q.question)
-                            for e, q in zip(exemplars, questions)], reciter.config.answer_tokens)
-  return {
+  out = {
       "passage recalled from its hint": float(np.mean(
           [p.strip() == e.passages[0] for p, e in zip(passages, exemplars)])),
       "gold hint written": float(np.mean(
           [h.strip() == e.hints[0] for h, e in zip(hints, exemplars)])),
-      "answer read from the gold passage": float(np.mean(
-          [world.judge(q, prompt_lib.clean_answer(a)) for a, q in zip(answers, questions)])),
   }
+  out.update(_reading(reciter, world, questions))
+  return out
 
 
-# (label, model stage, hops, Reciter method, uses the path count)
-EVAL_METHODS = (
-    ("direct", "pretrain", 1, "direct", False),
-    ("chain_of_thought", "pretrain", 1, "chain_of_thought", False),
-    ("recite", "pretrain", 1, "recite_and_answer", True),
-    ("diversified", "pretrain", 1, "diversified", False),
-    ("hint-FT direct", "hint_finetune", 1, "direct", False),
-    ("hint-FT recite", "hint_finetune", 1, "hinted_recite_and_answer", True),
-    ("direct", "pretrain", 2, "direct", False),
-    ("chain_of_thought", "pretrain", 2, "chain_of_thought", False),
-    ("multi_recite", "pretrain", 2, "multi_recite_and_answer", True),
+def _reading(reciter: Reciter, world: EncyclopediaWorld, questions: list[QAPair]
+             ) -> dict[str, float]:
+  """The answer read from the gold passage(s), in each answer layout."""
+  exemplars = [exemplar_for(world, q) for q in questions]
+  out = {}
+  for layout in prompt_lib.ANSWER_LAYOUTS:
+    answers = reciter.greedy([prompt_lib.answer_prompt(reciter.exemplars, e.passages,
+                                                       q.question, layout)
+                              for e, q in zip(exemplars, questions)],
+                             reciter.config.answer_tokens)
+    out[f"answer read from the gold passage ({layout} layout)"] = float(np.mean(
+        [world.judge(q, prompt_lib.clean_answer(a)) for a, q in zip(answers, questions)]))
+  return out
+
+
+def two_hop_diagnostics(reciter: Reciter, world: EncyclopediaWorld, questions: list[QAPair],
+                        results: Sequence[QuestionResult]) -> dict[str, float]:
+  """Where multiple recitation fails on two-hop questions: reading from the two gold
+  passages, and per sampled path whether recitation 1 is the first hop's gold passage,
+  whether recitation 2 is the second hop's (all paths, and paths whose first is right),
+  and whether the path's answer is right when both are."""
+  out = _reading(reciter, world, questions)
+  first = second = second_given_first = both = both_right = total = 0
+  for q, result in zip(questions, results):
+    gold = exemplar_for(world, q).passages
+    for path in result.paths:
+      total += 1
+      ok1 = len(path.recitations) > 0 and path.recitations[0] == gold[0]
+      ok2 = len(path.recitations) > 1 and path.recitations[1] == gold[1]
+      first += ok1
+      second += ok2
+      second_given_first += ok1 and ok2
+      if ok1 and ok2:
+        both += 1
+        both_right += world.judge(q, path.answer)
+  total = max(total, 1)
+  out.update({
+      "paths: recitation 1 is hop 1's gold passage": first / total,
+      "paths: recitation 2 is hop 2's gold passage": second / total,
+      "paths: recitation 2 right when recitation 1 is": second_given_first / max(first, 1),
+      "paths: answer right when both recitations are": both_right / max(both, 1),
+  })
+  return out
+
+
+MODELS = {"pretrain": "pretrained", "hint_finetune_strict": "hint-FT strict",
+          "hint_finetune_corpus": "hint-FT corpus"}
+# (label, method of `recite.METHODS`, kind) per hop count; kind 'baseline' or
+# 'recitation' (what the headline compares).
+BASELINES = (
+    ("direct", "direct", "baseline"),
+    ("direct (self-consistency)", "direct_sc", "baseline"),
+    ("chain of thought", "chain_of_thought", "baseline"),
+    ("chain of thought (self-consistency)", "chain_of_thought_sc", "baseline"),
 )
+SINGLE_HOP = BASELINES + (
+    ("recite", "recite", "recitation"),
+    ("diversified", "diversified", "recitation"),
+    ("hinted recite", "hinted_recite", "recitation"),
+)
+TWO_HOP = BASELINES + (("multi-recite", "multi_recite", "recitation"),)
+# The recitation method each model's headline names in advance: the prompted one for
+# the pretrained model, the fine-tuned format after hint fine-tuning.
+HEADLINE_RECITATION = {"pretrain": "recite", "hint_finetune_strict": "hinted recite",
+                       "hint_finetune_corpus": "hinted recite"}
 
 
 def eval_stage(config: EncyclopediaConfig, corpus: CorpusConfig, model: TransformerConfig,
-               recite: ReciteConfig, settings: WorldEvalConfig, mesh_fn, rules, seed: int):
-  """Every method on held-out questions (first wording), per hop count."""
+               recite: ReciteConfig, settings: WorldEvalConfig, models: Sequence[str], mesh_fn,
+               rules, seed: int):
+  """Every method on held-out questions (first wording): single-hop for each model,
+  two-hop for the pretrained model, at each path count."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     world = _seed_world(config, seed)
     mesh = mesh_fn()
-    most = max(settings.path_counts)
-    rows, analyses, curves, diagnostics = [], {}, {}, {}
-    samplers: dict[str, Sampler] = {}  # one per model: loaded and compiled once
+    rows, analyses, diagnostics = [], {}, {}
+    plan = [(stage, 1, m) for stage in models for m in SINGLE_HOP]
+    plan += [("pretrain", 2, m) for m in TWO_HOP]
     reciters: dict[tuple[str, int], Reciter] = {}
-    questions = {hops: [q for q in world.qa(split="heldout", hops=hops, variant=0)
-                        ][:settings.max_questions] for hops in (1, 2)}
-    for label, stage, hops, method, with_paths in EVAL_METHODS:
+    samplers: dict[str, Sampler] = {}
+    for index, (stage, hops, (label, method, kind)) in enumerate(plan):
       if stage not in samplers:
         samplers[stage] = _sampler(results[stage]["workdir"], model,
                                    results["vocabulary"]["model"], settings, mesh, rules)
       if (stage, hops) not in reciters:
         reciters[stage, hops] = Reciter(samplers[stage],
-                                        _exemplars(world, hops, corpus.shots, seed), recite)
+                                        _exemplars(world, hops, corpus.shots, seed), recite,
+                                        convention=WORLD_CONVENTION)
       reciter = reciters[stage, hops]
+      questions = _evaluation_questions(world, settings, hops)
       if hops == 1 and stage not in diagnostics:
-        diagnostics[stage] = _diagnostics(reciter, world, questions[1],
-                                          hinted=stage == "hint_finetune")
+        diagnostics[stage] = _diagnostics(reciter, world, questions,
+                                          hinted=stage != "pretrain")
       records = [{"question": q.question, "answers": list(q.answers), "hops": hops}
-                 for q in questions[hops]]
-      run_method = getattr(reciter, method)
-      if with_paths:
-        out = run_method(records, jax.random.key(seed), most)
-      elif method == "diversified":
-        out = run_method(records, jax.random.key(seed + 1))
-      else:
-        out = run_method(records)
-      name = f"{label} ({most} paths)" if with_paths else label
-      path = fs.join(stage_dir, f"{label.replace(' ', '_')}_{hops}hop.jsonl")
+                 for q in questions]
+      # Every method of a model and hop count samples from the same key (compute-matched
+      # draws); the models share it too.
+      out, curve = run_method(reciter, method, records, jax.random.key(seed * 1000 + hops),
+                              settings.path_counts, settings.resamples, seed)
+      if hops == 2 and method == "multi_recite":
+        diagnostics["pretrain, two-hop"] = two_hop_diagnostics(reciter, world, questions, out)
+      name = f"{MODELS[stage]} / {hops}-hop / {label}"
+      path = fs.join(stage_dir, f"{stage}_{hops}hop_{label.replace(' ', '_')}.jsonl"
+                     .replace("(", "").replace(")", ""))
       if is_writer() and not fs.exists(path):
         write_jsonl(path, [r.to_dict() for r in out])
-      rows.append({"method": name, "hops": hops, **analysis.scores(out)})
-      if out and any(p.recitations for r in out for p in r.paths):
-        analyses[f"{name} / {hops}-hop"] = {**analysis.error_analysis(out),
-                                            **analysis.path_table(out)}
-      if with_paths:
-        curves[f"{label} / {hops}-hop"] = analysis.em_by_paths(
-            out, settings.path_counts, settings.resamples, seed)
-      print(f"[align_jax] seed {seed} {name} {hops}-hop: EM {rows[-1]['em']:.3f}", flush=True)
-    return {"rows": rows, "analysis": analyses, "em_by_paths": curves,
-            "diagnostics": diagnostics}
+      scores = analysis.scores(out)
+      row = {"model": stage, "hops": hops, "method": label, "kind": kind,
+             "sampled": method in SAMPLED, **scores, "em_by_paths": curve}
+      rows.append(row)
+      if any(p.recitations for r in out for p in r.paths):
+        analyses[name] = {**analysis.error_analysis(out), **analysis.path_table(out)}
+      print(f"[align_jax] seed {seed} ({index + 1}/{len(plan)}) {name}: EM {scores['em']:.3f}",
+            flush=True)
+    return {"rows": rows, "analysis": analyses, "diagnostics": diagnostics}
   return run
 
 
@@ -371,122 +527,208 @@ def seed_pipeline(workdir: str, model: TransformerConfig, world: EncyclopediaCon
             {"vocab_size": vocab_size}),
       Stage("pretrain", training_stage(model, pretrain, "lm", "pretrain", None, "plain", mesh_fn,
                                        rules, seed), {**common, "schedule": config_record(pretrain)}),
-      Stage("hint_data", hint_data_stage(world, corpus, hint_data, model, recite, settings,
-                                         mesh_fn, rules, seed),
-            {**common, "hint_data": config_record(hint_data), "recite": config_record(recite)}),
-      Stage("hint_finetune", training_stage(model, hint_finetune, "lm", "hint_finetune",
-                                            "pretrain", "plain", mesh_fn, rules, seed,
-                                            data_stage="hint_data"),
-            {**common, "schedule": config_record(hint_finetune)}),
-      Stage("eval", eval_stage(world, corpus, model, recite, settings, mesh_fn, rules, seed),
-            {**common, "recite": config_record(recite), "settings": config_record(settings)}),
   ]
+  for setting in hint_data.settings:
+    stages += [
+        Stage(f"hint_data_{setting}",
+              hint_data_stage(world, corpus, hint_data, setting, model, recite, settings,
+                              mesh_fn, rules, seed),
+              {**common, "hint_data": config_record(hint_data), "setting": setting,
+               "recite": config_record(recite)}),
+        Stage(f"hint_finetune_{setting}",
+              training_stage(model, hint_finetune, "lm", "hint_finetune", "pretrain", "plain",
+                             mesh_fn, rules, seed, data_stage=f"hint_data_{setting}"),
+              {**common, "schedule": config_record(hint_finetune), "setting": setting}),
+    ]
+  models = ["pretrain"] + [f"hint_finetune_{s}" for s in hint_data.settings]
+  stages.append(Stage("eval", eval_stage(world, corpus, model, recite, settings, models,
+                                         mesh_fn, rules, seed),
+                      {**common, "recite": config_record(recite),
+                       "settings": config_record(settings), "models": models}))
   return Pipeline(workdir, stages).run()
+
+
+def _paired(values_a: Sequence[float], values_b: Sequence[float]) -> dict[str, Any]:
+  """Paired difference over seeds: mean, sample std, standard error, and whether the mean
+  exceeds two standard errors."""
+  diff = np.asarray(values_a, np.float64) - np.asarray(values_b, np.float64)
+  std = float(diff.std(ddof=1)) if len(diff) > 1 else float("nan")
+  se = std / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+  return {"mean": float(diff.mean()), "std": std, "se": se,
+          "beats": bool(len(diff) > 1 and diff.mean() > 2 * se)}
+
+
+def headline_comparisons(per_seed: Mapping[int, Mapping[str, Any]], most: int
+                         ) -> list[dict[str, Any]]:
+  """Per model and hop count: its named recitation method against its best
+  non-recitation method (highest mean EM over seeds) at `most` paths (greedy methods:
+  their one path), paired by seed."""
+  seeds = list(per_seed)
+  first = per_seed[seeds[0]]["eval"]["rows"]
+
+  def ems(model, hops, method):
+    return [next(r["em"] for r in per_seed[s]["eval"]["rows"]
+                 if (r["model"], r["hops"], r["method"]) == (model, hops, method))
+            for s in seeds]
+  out = []
+  for model, hops in dict.fromkeys((r["model"], r["hops"]) for r in first):
+    recitation = HEADLINE_RECITATION[model] if hops == 1 else "multi-recite"
+    baselines = [r["method"] for r in first
+                 if (r["model"], r["hops"], r["kind"]) == (model, hops, "baseline")]
+    best = max(baselines, key=lambda m: np.mean(ems(model, hops, m)))
+    sampled = next(r["sampled"] for r in first
+                   if (r["model"], r["hops"], r["method"]) == (model, hops, best))
+    out.append({"model": model, "hops": hops, "recitation": recitation,
+                "baseline": best if sampled else f"{best} (greedy, one path)",
+                "recitation EM": ems(model, hops, recitation),
+                "baseline EM": ems(model, hops, best),
+                **_paired(ems(model, hops, recitation), ems(model, hops, best))})
+  return out
+
+
+def _at(row: Mapping[str, Any], paths: int) -> float | None:
+  """A row's EM at `paths` voting paths (greedy rows: one path only)."""
+  for point in row["em_by_paths"]:
+    if point["paths"] == paths:
+      return point["em_mean"]
+  return None
 
 
 def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
                        seconds: float, path_counts: Sequence[int]) -> str:
-  """report.md: EM/F1 per method across seeds, the error analysis, EM by paths (PNG),
-  the diagnostics of memorisation / hints / reading, training curves, stage times."""
+  """report.md: the headline comparison, the like-for-like EM/F1 table at each path
+  count, the hint-data overlap, EM by paths (PNG), the error analysis, the diagnostics,
+  training curves and stage times."""
   figures = fs.join(workdir, "report")
   fs.makedirs(figures)
   seeds = list(per_seed)
-  table = []
-  for row in per_seed[seeds[0]]["eval"]["rows"]:
-    same = [next(r for r in per_seed[s]["eval"]["rows"]
-                 if (r["method"], r["hops"]) == (row["method"], row["hops"])) for s in seeds]
-    table.append({"hops": row["hops"], "method": row["method"], "n": row["n"],
-                  "EM (mean ± std)": mean_std([r["em"] for r in same]),
-                  "F1 (mean ± std)": mean_std([r["f1"] for r in same]),
-                  **{f"EM seed {s}": r["em"] for s, r in zip(seeds, same)}})
-
-  def em(seed, method, hops):
-    return next(r["em"] for r in per_seed[seed]["eval"]["rows"]
-                if r["method"] == method and r["hops"] == hops)
   most = max(path_counts)
+  first = per_seed[seeds[0]]
+
+  def same_rows(row):
+    return [next(r for r in per_seed[s]["eval"]["rows"]
+                 if (r["model"], r["hops"], r["method"]) == (row["model"], row["hops"],
+                                                           row["method"])) for s in seeds]
+  table, lines = [], []
+  for row in first["eval"]["rows"]:
+    same = same_rows(row)
+    entry = {"model": MODELS[row["model"]], "hops": row["hops"], "method": row["method"],
+             "n": row["n"]}
+    for k in path_counts:
+      values = [_at(r, k) for r in same]
+      entry[f"EM@{k}"] = mean_std(values) if None not in values else "—"
+    entry["F1"] = mean_std([r["f1"] for r in same])
+    entry.update({f"EM seed {s}": r["em"] for s, r in zip(seeds, same)})
+    table.append(entry)
+    if row["sampled"]:
+      points = np.array([[p["em_mean"] for p in r["em_by_paths"]] for r in same])
+      lines.append((f"{MODELS[row['model']]} / {row['hops']}-hop / {row['method']}",
+                    list(path_counts), list(points.mean(0)), list(points.std(0))))
+  heads = headline_comparisons(per_seed, most)
+  head_lines = []
+  for h in heads:
+    verdict = ("beats it by more than two standard errors" if h["beats"]
+               else "does NOT beat it by more than two standard errors")
+    head_lines.append(
+        f"- **{MODELS[h['model']]}, {h['hops']}-hop**: {h['recitation']} ({most} paths) "
+        f"{np.mean(h['recitation EM']):.3f} vs the best compute-matched non-recitation "
+        f"method, {h['baseline']}, "
+        f"{np.mean(h['baseline EM']):.3f}: difference {h['mean']:+.3f} (std {h['std']:.3f}, "
+        f"standard error {h['se']:.3f} over {len(seeds)} seeds): recitation {verdict}.")
+  strict = next((h for h in heads if (h["model"], h["hops"]) == ("hint_finetune_strict", 1)),
+                None)
+  pretrained = next((h for h in heads if (h["model"], h["hops"]) == ("pretrain", 1)), None)
+  if strict is not None and pretrained is not None:
+    # Fine-tuning changes the baselines too: set the fine-tuned model's recitation against
+    # the pretrained model's best non-recitation method as well.
+    across = _paired(strict["recitation EM"], pretrained["baseline EM"])
+    head_lines.append(
+        f"- Across models: hint-FT strict {strict['recitation']} minus the pretrained "
+        f"model's {pretrained['baseline']}: {across['mean']:+.3f} (standard error "
+        f"{across['se']:.3f}); the strict model's own best baseline is "
+        f"{np.mean(strict['baseline EM']):.3f}, the pretrained model's "
+        f"{np.mean(pretrained['baseline EM']):.3f}.")
+  goal = ("" if strict is None else
+          "The goal (strict held-out, hint-FT strict model: recitation above the same "
+          "model's best compute-matched non-recitation method by more than two standard "
+          f"errors) is **{'met' if strict['beats'] else 'not met'}**.\n\n")
+
+  overlap_rows = []
+  for name, result in first.items():
+    if name.startswith("hint_data_"):
+      entry = {"setting": result["setting"]}
+      for key in ("paragraphs", "held-out entity paragraphs", "examples"):
+        entry[key] = mean_std([per_seed[s][name][key] for s in seeds])
+      for key in result["overlap"]:
+        entry[key] = mean_std([per_seed[s][name]["overlap"][key] for s in seeds])
+      overlap_rows.append(entry)
+
+  analysis_rows = []
+  for key in first["eval"]["analysis"]:
+    shares = {c: [per_seed[s]["eval"]["analysis"][key][c] for s in seeds]
+              for c in first["eval"]["analysis"][key]}
+    entry = {"method": key, **{c: float(np.mean(v)) for c, v in shares.items()}}
+    entry["sum of classes"] = sum(entry[c] for c in analysis.ERROR_CLASSES)
+    analysis_rows.append(entry)
+  plot_lines(fs.join(figures, "em_by_paths.png"), lines,
+             "EM on held-out entities by number of paths (mean ± std over seeds)",
+             "sampled paths", "exact match", logx=True, xticks=path_counts)
+  diag_rows = [{"model": MODELS.get(stage, stage), **{k: mean_std([per_seed[s]["eval"]["diagnostics"][stage][k]
+                                                 for s in seeds]) for k in values}}
+               for stage, values in first["eval"]["diagnostics"].items()]
+  diag_columns = list(dict.fromkeys(k for values in first["eval"]["diagnostics"].values()
+                                    for k in values))
+  training = [name for name in first if name == "pretrain" or name.startswith("hint_finetune_")]
+  plot_curves(fs.join(figures, "loss.png"),
+              [(fs.join(per_seed[s][stage]["workdir"], "metrics.jsonl"), "loss",
+                f"seed {s} {stage}") for s in seeds for stage in training],
+              "Training loss", "loss", logy=True)
   times = []
   for s in seeds:
     seed_dir = fs.dirname(per_seed[s]["world"]["dir"])
     record = {"seed": s}
-    stage_times = stage_seconds(seed_dir, ("world", "vocabulary", "pretrain", "hint_data",
-                                           "hint_finetune", "eval"))
+    stage_times = stage_seconds(seed_dir, [n for n in per_seed[s] if n != "seed"])
     record.update({name: round(value, 1) for name, value in stage_times.items()})
     record["total"] = round(sum(v for k, v in record.items() if k != "seed"), 1)
     times.append(record)
-  paths = f"({most} paths)"
-  gains = [
-      (f"recite {paths} minus direct answering (pretrained model), single-hop",
-       [em(s, f"recite {paths}", 1) - em(s, "direct", 1) for s in seeds]),
-      ("diversified recitation minus direct answering (pretrained model), single-hop",
-       [em(s, "diversified", 1) - em(s, "direct", 1) for s in seeds]),
-      (f"hint-fine-tuned recite {paths} minus the pretrained model's direct answer, single-hop",
-       [em(s, f"hint-FT recite {paths}", 1) - em(s, "direct", 1) for s in seeds]),
-      (f"hint-fine-tuned recite {paths} minus the same model's direct answer, single-hop",
-       [em(s, f"hint-FT recite {paths}", 1) - em(s, "hint-FT direct", 1) for s in seeds]),
-      (f"multi_recite {paths} minus direct answering (pretrained model), two-hop",
-       [em(s, f"multi_recite {paths}", 2) - em(s, "direct", 2) for s in seeds]),
-  ]
-  headline = "EM differences on held-out entities (mean ± std over seeds):\n\n" + "\n".join(
-      f"- {text}: {mean_std(values)}" for text, values in gains)
-
-  analysis_rows = []
-  for key in per_seed[seeds[0]]["eval"]["analysis"]:
-    shares = {c: [per_seed[s]["eval"]["analysis"][key][c] for s in seeds]
-              for c in per_seed[seeds[0]]["eval"]["analysis"][key]}
-    entry = {"method": key, **{c: float(np.mean(v)) for c, v in shares.items()}}
-    entry["sum of classes"] = sum(entry[c] for c in analysis.ERROR_CLASSES)
-    analysis_rows.append(entry)
-  lines = []
-  for key in per_seed[seeds[0]]["eval"]["em_by_paths"]:
-    points = [per_seed[s]["eval"]["em_by_paths"][key] for s in seeds]
-    means = np.mean([[p["em_mean"] for p in ps] for ps in points], axis=0)
-    stds = np.std([[p["em_mean"] for p in ps] for ps in points], axis=0)
-    lines.append((key, [p["paths"] for p in points[0]], list(means), list(stds)))
-  baselines = [(f"baseline: direct / {hops}-hop", list(path_counts),
-                [float(np.mean([em(s, "direct", hops) for s in seeds]))] * len(path_counts),
-                None) for hops in (1, 2)]
-  plot_lines(fs.join(figures, "em_by_paths.png"), lines + baselines,
-             "EM on held-out entities by number of paths (mean ± std over seeds)",
-             "recitation paths", "exact match", logx=True, xticks=path_counts)
-  curves_rows = [{"method": label, **{f"{x} paths": f"{m:.3f} ± {e:.3f}"
-                                      for x, m, e in zip(xs, ms, es)}}
-                 for label, xs, ms, es in lines]
-  diag_rows = [{"model": stage, **{k: mean_std([per_seed[s]["eval"]["diagnostics"][stage][k]
-                                                 for s in seeds]) for k in values}}
-               for stage, values in per_seed[seeds[0]]["eval"]["diagnostics"].items()]
-  plot_curves(fs.join(figures, "loss.png"),
-              [(fs.join(per_seed[s][stage]["workdir"], "metrics.jsonl"), "loss",
-                f"seed {s} {stage}") for s in seeds for stage in ("pretrain", "hint_finetune")],
-              "Training loss", "loss", logy=True)
-  seed0 = per_seed[seeds[0]]
-  setup = {"world": seed0["world"]["stats"],
-           "hint fine-tuning examples": seed0["hint_data"]["examples"],
-           "replayed pretraining documents": seed0["hint_data"]["replay"],
-           "generated questions naming the passage's title": seed0["hint_data"]["names_title"]}
-  method_columns = ["hops", "method", "n", "EM (mean ± std)", "F1 (mean ± std)"] + [
-      f"EM seed {s}" for s in seeds]
+  setup = {"world": first["world"]["stats"],
+           **{name: {k: v for k, v in result.items() if k in ("examples", "replay",
+                                                                "names_title")}
+              for name, result in first.items() if name.startswith("hint_data_")}}
+  table_columns = (["model", "hops", "method", "n"] + [f"EM@{k}" for k in path_counts]
+                   + ["F1"] + [f"EM seed {s}" for s in seeds])
   return write_report(fs.join(workdir, "report.md"),
                       "align_jax RECITE on the encyclopedia world", [
-      ("What ran", "Per seed: an encyclopedia world (that seed's entities), a tiny model "
-                   "pretrained from scratch on every paragraph under its passage hint, few-shot "
-                   "QA documents of the training entities in every prompt format, and reading / "
-                   "hint documents of other worlds; then hint fine-tuning on questions the "
-                   "model wrote itself for every paragraph. All questions below are about "
-                   "held-out entities, whose facts the model saw only in their paragraphs."),
-      ("Headline", headline + "\n\nWall time per seed (all stages): "
+      ("What ran", "Per seed: an encyclopedia world (that seed's entities); a tiny model "
+                   "pretrained from scratch on every paragraph under its passage hint, on "
+                   "few-shot QA documents of the training entities in every prompt format, "
+                   "and on reading / hint documents of other worlds; then two hint "
+                   "fine-tuned copies, each on question -> hint -> passage examples whose "
+                   "questions the pretrained model wrote itself: **strict** (questions only "
+                   "about training entities' paragraphs) and **corpus** (the paper's "
+                   "setting: paragraphs drawn from the whole corpus, held-out entities' "
+                   "included). Every question below is about a held-out entity. Every "
+                   "sampled method draws the same number of paths (T = 0.7); EM at 1 and 5 "
+                   "paths votes over random subsets of the paths sampled for the largest "
+                   "count (diversified methods re-answer from the subset's hints)."),
+      ("Headline", goal + "\n".join(head_lines) + "\n\nWall time per seed (all stages): "
        + ", ".join(f"seed {t['seed']} {t['total']:.0f} s" for t in times)
        + f"; this invocation {seconds:.0f} s."),
-      ("Exact match and F1 on held-out entities", markdown_table(table, method_columns)),
-      ("EM by number of recitation paths", "![EM by paths](report/em_by_paths.png)\n\n"
-       + markdown_table(curves_rows, ["method"] + [f"{k} paths" for k in path_counts])),
+      ("Exact match by method, model and number of paths (held-out entities, mean ± std "
+       "over seeds)", "Greedy methods have one path; F1 is at the most paths.\n\n"
+       + markdown_table(table, table_columns)),
+      ("Hint fine-tuning data and its overlap with the evaluation (mean ± std over seeds)",
+       markdown_table(overlap_rows, list(overlap_rows[0]) if overlap_rows else ["setting"])),
+      ("EM by number of paths", "![EM by paths](report/em_by_paths.png)"),
       ("Error analysis (share of questions; mean over seeds)", markdown_table(
           analysis_rows, ["method", *analysis.ERROR_CLASSES, "sum of classes"])),
-      ("Per-path table (share of paths; mean over seeds)", markdown_table(
-          analysis_rows, ["method"] + [f"recited={r},correct={c}" for r in (True, False)
-                                       for c in (True, False)])),
-      ("Where recitation can fail (single-hop, held-out)", markdown_table(
-          diag_rows, ["model", "passage recalled from its hint", "gold hint written",
-                      "answer read from the gold passage"])),
+      ("Per-path table (share of paths answered one by one; mean over seeds)",
+       markdown_table([r for r in analysis_rows if any(
+           r[f"recited={a},correct={c}"] for a in (True, False) for c in (True, False))],
+                      ["method"] + [f"recited={r},correct={c}" for r in (True, False)
+                                    for c in (True, False)])),
+      ("Where recitation can fail (held-out)", markdown_table(diag_rows,
+                                                              ["model"] + diag_columns)),
       ("Training loss", "![training loss](report/loss.png)"),
       ("Stage seconds", markdown_table(times, list(times[0]))),
       ("Set-up (first seed)", "```\n" + json.dumps(setup, indent=2) + "\n```"),
@@ -498,7 +740,7 @@ def recite_world(workdir: str, model: TransformerConfig,
                  corpus: CorpusConfig = CorpusConfig(),
                  pretrain: TrainingSchedule = TrainingSchedule(steps=700, learning_rate=3e-3),
                  hint_data: HintDataConfig = HintDataConfig(),
-                 hint_finetune: TrainingSchedule = TrainingSchedule(steps=150,
+                 hint_finetune: TrainingSchedule = TrainingSchedule(steps=100,
                                                                     learning_rate=1e-3),
                  vocab_size: int = 1024,
                  recite: ReciteConfig = ReciteConfig(recitation_tokens=64,
@@ -514,4 +756,6 @@ def recite_world(workdir: str, model: TransformerConfig,
           recite, settings, mesh_fn, rules, seed),
       lambda per_seed, seconds: write_world_report(workdir, per_seed, seconds,
                                                    settings.path_counts),
-      lambda results: results["eval"]["rows"], ["method", "hops", "n", "em", "f1"])
+      lambda results: [{k: v for k, v in r.items() if k != "em_by_paths"}
+                       for r in results["eval"]["rows"]],
+      ["model", "method", "hops", "n", "em", "f1"])

@@ -2,7 +2,10 @@
 
 import json
 
+import numpy as np
 import pytest
+import seqio
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from align_jax.methods.recite import data
@@ -25,6 +28,128 @@ def test_tfds_qa_tasks_read_questions_and_every_answer(dataset, tfds_name):
       expected = list(source["answer"])
     expected = list(dict.fromkeys(a.decode() for a in expected))
     assert record["answers"] == [a for a in expected if a.strip()]
+
+
+def _nq_example(question, annotations):
+  """A hand-made natural_questions example: annotations are (long start_token, [short
+  answer texts], yes_no_answer) triples."""
+  return {"question": {"text": question},
+          "annotations": {
+              "long_answer": {"start_token": [a[0] for a in annotations]},
+              "short_answers": {"text": [a[1] for a in annotations]},
+              "yes_no_answer": [a[2] for a in annotations]}}
+
+
+_NQ_SIGNATURE = {
+    "question": {"text": tf.TensorSpec([], tf.string)},
+    "annotations": {
+        "long_answer": {"start_token": tf.TensorSpec([None], tf.int64)},
+        "short_answers": {"text": tf.RaggedTensorSpec([None, None], tf.string)},
+        "yes_no_answer": tf.TensorSpec([None], tf.int64)}}
+
+_NQ_EXAMPLES = [
+    _nq_example("no long answer", [(-1, [], -1), (-1, [], -1)]),
+    _nq_example("long but no short", [(12, [], -1), (-1, [], -1)]),
+    _nq_example("long and short", [(12, ["Ada Lovelace"], -1), (-1, [], -1)]),
+    _nq_example("yes/no only", [(5, [], 1), (7, [], 0)]),
+    _nq_example("blank short text", [(5, ["  "], -1)]),
+    _nq_example("two annotators", [(3, ["Usk", "the Usk"], -1), (3, ["the Usk", "Wye"], -1),
+                                   (4, ["Usk"], 0)]),
+    _nq_example("short without long", [(-1, ["stray"], -1), (8, ["kept"], -1)]),
+]
+_NQ_KEPT = [{"question": "long and short", "answers": ["Ada Lovelace"]},
+            {"question": "two annotators", "answers": ["Usk", "the Usk", "Wye"]},
+            {"question": "short without long", "answers": ["kept"]}]
+
+
+def _nq_dataset():
+  def generate():
+    for example in _NQ_EXAMPLES:
+      annotations = dict(example["annotations"])
+      annotations["short_answers"] = {"text": tf.ragged.constant(
+          annotations["short_answers"]["text"], dtype=tf.string, ragged_rank=1)}
+      yield {**example, "annotations": annotations}
+  return tf.data.Dataset.from_generator(generate, output_signature=_NQ_SIGNATURE)
+
+
+def test_nq_short_answers_of_hand_made_examples():
+  got = [[a.decode() for a in data.nq_short_answers(
+              {"annotations": {
+                  "long_answer": {"start_token": tf.constant(
+                      e["annotations"]["long_answer"]["start_token"], tf.int64)},
+                  "short_answers": {"text": tf.ragged.constant(
+                      e["annotations"]["short_answers"]["text"], dtype=tf.string,
+                      ragged_rank=1)}}}).numpy()]
+         for e in _NQ_EXAMPLES]
+  assert got == [[], [], ["Ada Lovelace"], [], [], ["Usk", "the Usk", "Wye"], ["kept"]]
+
+
+def test_nq_filter_keeps_long_and_short_answer_examples():
+  kept = [{"question": ex["question"].decode(), "answers": [a.decode() for a in ex["answers"]]}
+          for ex in data.nq_long_and_short_answers(_nq_dataset()).as_numpy_iterator()]
+  assert kept == _NQ_KEPT
+
+
+def test_nq_task_reads_the_filtered_set_end_to_end():
+  def as_dataset(self, split, *args, **kwargs):
+    del self, args, kwargs
+    assert split == "validation"
+    return _nq_dataset()
+  with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+    task = data.register_tfds_qa_task("recite_natural_questions_hand", "natural_questions")
+    assert data.qa_records(task, "validation") == _NQ_KEPT
+    assert data.qa_records(task, "validation", limit=2) == _NQ_KEPT[:2]
+
+
+def test_nq_source_reads_the_pinned_builder_without_the_page():
+  # Random mock data sizes each annotation field independently (and short answers densely),
+  # unlike real NQ, so the filter is tested on the hand-made examples above; here the
+  # pinned builder and the partial decoding are checked on the random mock.
+  assert data.TFDS_QA["natural_questions"] == "natural_questions/default:0.1.0"
+  with tfds.testing.mock_data(num_examples=3, policy=tfds.testing.MockPolicy.USE_CODE):
+    task = data.register_tfds_qa_task("recite_natural_questions", "natural_questions")
+    examples = list(task.source.get_dataset("validation", shuffle=False).as_numpy_iterator())
+  assert len(examples) == 3
+  for example in examples:
+    assert set(example) == {"question", "annotations"}
+    assert isinstance(example["question"]["text"], bytes)
+    assert set(example["annotations"]) == {"long_answer", "short_answers"}
+
+
+@pytest.mark.parametrize("answers", [["<unk>"], ["<UNK>", ""], [""], []])
+def test_a_split_without_gold_answers_is_refused(answers):
+  rows = [("Who wrote Emma?", ["Jane Austen"]), ("Where is Usk?", answers),
+          ("Third?", ["<unk>"])]
+
+  def dataset_fn(split, shuffle_files, seed=None):
+    del shuffle_files, seed
+    return tf.data.Dataset.from_generator(
+        lambda: ({"question": q, "answers": np.array(a, dtype=object).astype(bytes)
+                                            if a else np.zeros([0], bytes)}
+                 for q, a in rows),
+        output_signature={"question": tf.TensorSpec([], tf.string),
+                          "answers": tf.TensorSpec([None], tf.string)})
+  seqio.TaskRegistry.remove("recite_no_gold")
+  task = seqio.TaskRegistry.add(
+      "recite_no_gold", source=seqio.FunctionDataSource(dataset_fn, splits=["test"]),
+      output_features={})
+  assert data.qa_records(task, "test", limit=1) == [
+      {"question": "Who wrote Emma?", "answers": ["Jane Austen"]}]
+  with pytest.raises(ValueError, match=r"task 'recite_no_gold', split 'test', example 1: "
+                     r"no gold answers .*TriviaQA's test split.*evaluate on 'validation'"):
+    data.qa_records(task, "test")
+
+
+def test_trivia_qa_test_split_with_unk_answers_is_refused():
+  def as_dataset(self, split, *args, **kwargs):
+    del self, args, kwargs
+    return tf.data.Dataset.from_tensors(
+        {"question": tf.constant(f"a {split} question"),
+         "answer": {"value": tf.constant("<unk>"), "aliases": tf.zeros([0], tf.string)}})
+  with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+    data.register_tfds_qa_task("recite_trivia_qa_test", "trivia_qa")
+    with pytest.raises(ValueError, match=r"'recite_trivia_qa_test', split 'test', example 0"):
+      data.qa_records("recite_trivia_qa_test", "test")
 
 
 def test_unknown_tfds_qa_dataset_is_refused():
@@ -76,8 +201,14 @@ def test_recite_eval_job_on_a_hotpotqa_file_with_a_hugging_face_model(tmp_path):
              "--gin.ReciteConfig.answer_tokens=4", "--gin.ReciteConfig.reasoning_tokens=6",
              "--gin.recite_eval.path_counts=(1, 2)"]
   scores = entry.main(command)
-  assert set(scores) == {"direct", "chain_of_thought", "multi_recite"}
-  assert all(s["n"] == 2 for s in scores.values())
+  assert set(scores) == {"direct", "direct_sc", "chain_of_thought", "chain_of_thought_sc",
+                         "multi_recite"}
+  assert all(s["n"] == 2 and s["convention"] == "squad" for s in scores.values())
+  # Compute-matched baselines: the self-consistent ones sample as many paths as recitation.
+  for method in ("direct_sc", "chain_of_thought_sc"):
+    rows = [json.loads(line) for line in (workdir / f"{method}.jsonl").read_text().splitlines()]
+    assert [len(r["paths"]) for r in rows] == [2, 2]
+    assert [r["paths"] for r in scores[method]["em_by_paths"]] == [1, 2]
   assert [r["paths"] for r in scores["multi_recite"]["em_by_paths"]] == [1, 2]
   shares = scores["multi_recite"]["error_analysis"]
   assert abs(sum(shares.values()) - 1.0) < 1e-9

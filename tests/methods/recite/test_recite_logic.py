@@ -28,14 +28,33 @@ def test_direct_and_recite_prompts_place_exemplars_then_the_open_query():
   assert recite.endswith("Question: Where was Bo Tarn born?\nRecitation:")
 
 
-def test_answer_prompt_puts_the_recitation_before_the_question():
+def test_answer_prompt_paper_layout_prepends_the_recitation_to_plain_exemplars():
   text = prompts.answer_prompt(EXEMPLARS, ["Bo Tarn was born in Usk."], "Where was Bo Tarn born?")
+  assert text == ("Recitation: Bo Tarn was born in Usk.\n\n"
+                  "Question: Where was Ada Vell born?\nAnswer: Norbury\n\n"
+                  "Question: Who founded Quill Works?\nAnswer: Ada Vell\n\n"
+                  "Question: Where was Bo Tarn born?\nAnswer:")
+  two = prompts.answer_prompt(EXEMPLARS, ["p one", "p two"], "q?")
+  assert two.startswith("Recitation 1: p one\nRecitation 2: p two\n\nQuestion: Where was")
+  assert two.endswith("\n\nQuestion: q?\nAnswer:")
+  # Plain exemplars: the paper layout needs no exemplar passages.
+  bare = [prompts.Exemplar("Where was Ada Vell born?", "Norbury")]
+  assert prompts.answer_prompt(bare, ["p"], "q?") == (
+      "Recitation: p\n\nQuestion: Where was Ada Vell born?\nAnswer: Norbury\n\n"
+      "Question: q?\nAnswer:")
+  with pytest.raises(ValueError, match="unknown answer layout 'side'"):
+    prompts.answer_prompt(EXEMPLARS, ["p"], "q?", "side")
+
+
+def test_answer_prompt_reading_layout_gives_every_exemplar_its_passage():
+  text = prompts.answer_prompt(EXEMPLARS, ["Bo Tarn was born in Usk."], "Where was Bo Tarn born?",
+                               "reading")
   blocks = text.split("\n\n")
   assert blocks[0] == ("Recitation: Ada Vell was born in Norbury in 1901.\n"
                        "Question: Where was Ada Vell born?\nAnswer: Norbury")
   assert blocks[-1] == ("Recitation: Bo Tarn was born in Usk.\nQuestion: Where was Bo Tarn "
                         "born?\nAnswer:")
-  two = prompts.answer_prompt(EXEMPLARS, ["p one", "p two"], "q?")
+  two = prompts.answer_prompt(EXEMPLARS, ["p one", "p two"], "q?", "reading")
   assert two.endswith("Recitation 1: p one\nRecitation 2: p two\nQuestion: q?\nAnswer:")
 
 
@@ -55,9 +74,12 @@ def test_hint_prompts_and_deduplication():
   assert prompts.hint_prompt(EXEMPLARS, "q?").endswith("Question: q?\nHint:")
   assert prompts.passage_prompt(EXEMPLARS, "Bo Tarn — Career — paragraph #1").endswith(
       "Hint: Bo Tarn — Career — paragraph #1\nRecitation:")
-  assert prompts.dedupe_hints(["A — B — paragraph #1", " A —  B — paragraph #1", "",
-                               "A — C — paragraph #1", "A — B — paragraph #1"]) == [
-      "A — B — paragraph #1", "A — C — paragraph #1"]
+  # Distinct after collapsing whitespace, empty dropped, most sampled first, ties in
+  # first-seen order.
+  assert prompts.rank_hints(["A — C — paragraph #1", "A — B — paragraph #1", "",
+                             " A —  B — paragraph #1", "A — D — paragraph #2",
+                             "A — D — paragraph #2"]) == [
+      "A — B — paragraph #1", "A — D — paragraph #2", "A — C — paragraph #1"]
 
 
 def test_question_generation_and_hinted_recitation_prompts():
@@ -87,14 +109,31 @@ def test_exemplars_must_have_what_a_prompt_needs():
 
 
 def test_vote_skips_empty_answers_groups_spellings_and_breaks_ties_to_shorter():
-  assert analysis.vote(["", "Norbury", "  ", "the Norbury", "Usk"]) == "Norbury"
-  assert analysis.vote(["Upper Usk", "Usk"]) == "Usk"          # tie: shorter wins
-  assert analysis.vote(["Usk", "Upper Usk", "Upper Usk"]) == "Upper Usk"
-  assert analysis.vote(["", None]) is None
+  assert analysis.vote(["", "Norbury", "  ", "the Norbury", "Usk"], "squad") == "Norbury"
+  assert analysis.vote(["Upper Usk", "Usk"], "squad") == "Usk"          # tie: shorter wins
+  assert analysis.vote(["Usk", "Upper Usk", "Upper Usk"], "squad") == "Upper Usk"
+  assert analysis.vote(["", None], "squad") is None
+  # The convention decides what counts as the same answer.
+  assert analysis.vote(["well-known", "well known", "wellknown"], "squad") == "well-known"
+  assert analysis.vote(["wellknown", "well-known", "well known"], "trivia_qa") == "well-known"
+
+
+def test_a_final_answer_read_from_all_paths_overrides_the_vote():
+  result = QuestionResult("q", ("Usk",), [Path(("p1",), ""), Path(("born in Usk",), "")],
+                          final="Usk", convention="squad")
+  assert result.prediction == "Usk" and result.exact_match() == 1.0
+  assert analysis.error_class(result) == "hits@majority"
+  wrong = QuestionResult("q", ("Usk",), [Path(("born in Usk",), "")], final="Ely",
+                         convention="squad")
+  assert analysis.error_class(wrong) == "hits@k recitations"
+  assert QuestionResult("q", ("Usk",), [], final="", convention="squad").prediction is None
+  # Paths read together have no answers of their own: the per-path table skips them.
+  assert sum(analysis.path_table([result, wrong]).values()) == 0
 
 
 def _result(answers, paths):
-  return QuestionResult("q", tuple(answers), [Path(tuple(r), a) for r, a in paths])
+  return QuestionResult("q", tuple(answers), [Path(tuple(r), a) for r, a in paths],
+                        convention="squad")
 
 
 def test_error_analysis_classes_add_up_and_count_by_hand():

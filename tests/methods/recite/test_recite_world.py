@@ -28,11 +28,16 @@ def test_documents_hold_every_passage_and_only_training_questions():
   for qa in world.qa(split="heldout"):
     assert f"Question: {qa.question}\n" not in joined
   one_hop = world.qa(split="train", hops=1)[0]
-  # Each training question is a target block in every single-hop format, qa_repeats times.
+  # Each training question is a target block in every single-hop format, qa_repeats times
+  # (the answer format once per layout: 'paper' ends in a plain Question / Answer block,
+  # 'reading' in a Recitation / Question / Answer block).
   targets = [d.split("\n\n")[-1] for d in docs if d.split("\n\n")[-1].startswith(
       f"Question: {one_hop.question}\n")]
   fields = sorted(t.split("\n")[1].split(":")[0] for t in targets)
-  assert fields == sorted(["Answer", "Hint", "Reasoning", "Recitation"] * 2)
+  assert fields == sorted(["Answer", "Answer", "Hint", "Reasoning", "Recitation"] * 2)
+  reading = [d for d in docs if d.split("\n\n")[-1].startswith("Recitation: ")
+             and f"Question: {one_hop.question}\nAnswer:" in d.split("\n\n")[-1]]
+  assert len(reading) == 2
   exemplar = recite_world.exemplar_for(world, one_hop)
   assert exemplar.hints[0] in joined and one_hop.answers[0] in exemplar.passages[0]
 
@@ -47,11 +52,17 @@ def test_skill_worlds_bring_other_names_in_reading_and_hint_documents_only():
     assert mentions
     # Zero-shot reading (passage first) and hint documents: no passage document, so
     # nothing of the skill worlds is memorised under a hint.
-    assert all(d.startswith(("Recitation", "Question: ")) and "\n\n" not in d for d in mentions)
-  expected = sum(CORPUS.skill_questions[0] * 2 + CORPUS.skill_questions[1]
+    assert all(d.startswith(("Recitation", "Question: ")) and "Hint: " not in d.split("\n")[0]
+               for d in mentions)
+  # Per single-hop question: reading in 2 layouts, reading among distractors in 2 layouts,
+  # a hint document; per two-hop question: reading in 2 layouts.
+  expected = sum(CORPUS.skill_questions[0] * 5 + CORPUS.skill_questions[1] * 2
                  for _ in range(CORPUS.skill_worlds))
   skill_docs = [d for d in docs if not any(n in d for n in world.entities)]
   assert len(skill_docs) == expected
+  # Reading among distractors: the gold passage and CORPUS.context_distractors others.
+  contexts = [d for d in skill_docs if f"Recitation {CORPUS.context_distractors + 1}: " in d]
+  assert len(contexts) == CORPUS.skill_worlds * CORPUS.skill_questions[0] * 2
 
 
 # The README's command with a tiny world, corpus, model and schedule.
@@ -86,22 +97,33 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
              + SMALL)
   result = entry.main(command)
   rows = result["seeds"][0]
-  assert {(r["method"], r["hops"]) for r in rows} == {
-      ("direct", 1), ("chain_of_thought", 1), ("recite (2 paths)", 1), ("diversified", 1),
-      ("hint-FT direct", 1), ("hint-FT recite (2 paths)", 1), ("direct", 2),
-      ("chain_of_thought", 2), ("multi_recite (2 paths)", 2)}
+  single = [label for label, _, _ in recite_world.SINGLE_HOP]
+  assert [(r["model"], r["hops"], r["method"]) for r in rows] == [
+      (model, 1, label) for model in ("pretrain", "hint_finetune_strict", "hint_finetune_corpus")
+      for label in single] + [("pretrain", 2, label) for label, _, _ in recite_world.TWO_HOP]
   assert all(r["n"] == 3 for r in rows)
   report = open(result["report"]).read()
-  for heading in ("Headline", "Error analysis", "EM by number of recitation paths",
-                  "Where recitation can fail", "Stage seconds"):
+  for heading in ("Headline", "Error analysis", "EM by number of paths",
+                  "overlap with the evaluation", "Where recitation can fail", "Stage seconds"):
     assert heading in report
+  assert "best compute-matched non-recitation method" in report
   assert os.path.exists(tmp_path / "report" / "em_by_paths.png")
   seed_dir = tmp_path / "seed_0"
   evaluation = json.load(open(seed_dir / "eval" / "COMPLETED.json"))["result"]
   for shares in evaluation["analysis"].values():
     assert sum(shares[c] for c in ERROR_CLASSES) == pytest.approx(1.0)
-  questions = [json.loads(line) for line in open(seed_dir / "hint_data" / "questions.jsonl")]
-  assert questions and all(q["hint"].count(" — ") == 2 for q in questions)
+  # Strict hint data never targets a held-out entity's paragraph; the overlap counts say
+  # so, and the corpus setting reports its own.
+  strict = json.load(open(seed_dir / "hint_data_strict" / "COMPLETED.json"))["result"]
+  assert strict["held-out entity paragraphs"] == 0
+  assert strict["overlap"]["1-hop: gold paragraph is a target"] == 0
+  assert strict["overlap"]["1-hop: some evidence paragraph is a target"] == 0
+  questions = [json.loads(line)
+               for line in open(seed_dir / "hint_data_strict" / "questions.jsonl")]
+  assert questions and all(q["hint"].count(" — ") == 2 and q["entity_split"] == "train"
+                           for q in questions)
+  corpus = json.load(open(seed_dir / "hint_data_corpus" / "COMPLETED.json"))["result"]
+  assert corpus["paragraphs"] == strict["paragraphs"]
   # Rerunning finds every stage complete and trains nothing again.
   mtime = os.path.getmtime(seed_dir / "pretrain" / "metrics.jsonl")
   again = entry.main(command)

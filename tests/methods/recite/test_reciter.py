@@ -8,8 +8,9 @@ import jax
 import pytest
 
 from align_jax.data.vocab import train_sentencepiece
+from align_jax.methods.recite import analysis, prompts
 from align_jax.methods.recite.prompts import Exemplar
-from align_jax.methods.recite.recite import ReciteConfig, Reciter
+from align_jax.methods.recite.recite import METHODS, SAMPLED, ReciteConfig, Reciter, run_method
 from align_jax.models import Transformer, TransformerConfig, init_params
 from align_jax.sampling import Sampler
 
@@ -38,7 +39,7 @@ def sampler(tmp_path_factory):
 
 
 def test_recite_and_answer_gives_one_path_per_sample_cut_at_blank_lines(sampler):
-  reciter = Reciter(sampler, EXEMPLARS, CONFIG)
+  reciter = Reciter(sampler, EXEMPLARS, CONFIG, convention="squad")
   results = reciter.recite_and_answer(RECORDS, jax.random.key(1))
   assert [len(r.paths) for r in results] == [3, 3]
   assert [r.hops for r in results] == [1, 2]
@@ -51,33 +52,79 @@ def test_recite_and_answer_gives_one_path_per_sample_cut_at_blank_lines(sampler)
   assert [len(r.paths) for r in reciter.recite_and_answer(RECORDS, jax.random.key(1), 2)] == [2, 2]
 
 
-def test_baselines_multi_recitation_and_diversified_paths(sampler):
-  reciter = Reciter(sampler, EXEMPLARS, CONFIG)
+def test_baselines_greedy_or_self_consistent_and_multi_recitation(sampler):
+  reciter = Reciter(sampler, EXEMPLARS, CONFIG, convention="squad")
   assert [len(r.paths) for r in reciter.direct(RECORDS)] == [1, 1]
   cot = reciter.chain_of_thought(RECORDS)
   assert all(len(r.paths) == 1 and "\n" not in r.paths[0].answer for r in cot)
+  # Self-consistency: as many sampled paths as asked, reproducible from the key.
+  sampled = reciter.direct(RECORDS, jax.random.key(6), 5)
+  assert [len(r.paths) for r in sampled] == [5, 5]
+  assert [r.to_dict() for r in reciter.direct(RECORDS, jax.random.key(6), 5)] == [
+      r.to_dict() for r in sampled]
+  assert [len(r.paths) for r in reciter.chain_of_thought(RECORDS, jax.random.key(6), 4)] == [
+      4, 4]
+  with pytest.raises(ValueError, match="PRNG key"):
+    reciter.direct(RECORDS, None, 3)
   multi = reciter.multi_recite_and_answer(RECORDS, jax.random.key(2))
   assert [len(r.paths) for r in multi] == [3, 3]
-  diverse = reciter.diversified(RECORDS, jax.random.key(3))
-  # One path per distinct sampled hint, at most num_hints, each recording its hint.
+
+
+def test_diversified_reads_distinct_passages_together_or_votes(sampler):
+  reciter = Reciter(sampler, EXEMPLARS, CONFIG, convention="squad")
+  hints = [["h — a — paragraph #1", "h — b — paragraph #1", "h — a — paragraph #1"],
+           ["  ", "h — c — paragraph #2"]]
+  together = reciter.recite_from_hints(RECORDS, hints)
+  # One path per distinct hint, the most sampled first; one answer read from all of them.
+  assert [[p.hint for p in r.paths] for r in together] == [
+      ["h — a — paragraph #1", "h — b — paragraph #1"], ["h — c — paragraph #2"]]
+  assert all(r.final is not None and all(p.answer == "" for p in r.paths) for r in together)
+  passages = [p.recitations[0] for p in together[0].paths]
+  expected = reciter.greedy(
+      [prompts.answer_prompt(EXEMPLARS, passages, RECORDS[0]["question"])], CONFIG.answer_tokens)
+  assert together[0].final == prompts.clean_answer(expected[0])
+  capped = Reciter(sampler, EXEMPLARS, dataclasses.replace(CONFIG, context_passages=1),
+                   convention="squad").recite_from_hints(RECORDS, hints)
+  expected = reciter.greedy([prompts.answer_prompt(EXEMPLARS, passages[:1],
+                                                   RECORDS[0]["question"])], CONFIG.answer_tokens)
+  assert capped[0].final == prompts.clean_answer(expected[0])
+  voting = Reciter(sampler, EXEMPLARS, dataclasses.replace(
+      CONFIG, diversified_aggregation="vote"), convention="squad").recite_from_hints(
+          RECORDS, hints)
+  assert all(r.final is None for r in voting)
+  assert [[p.recitations for p in r.paths] for r in voting] == [
+      [p.recitations for p in r.paths] for r in together]
+  diverse, rows = reciter.diversified_by_paths(RECORDS, jax.random.key(3), [1, 4], resamples=2)
   assert all(1 <= len(r.paths) <= 4 for r in diverse)
-  hints = [p.hint for p in diverse[0].paths]
-  assert len(set(hints)) == len(hints) and all(h for h in hints)
-  line = Reciter(sampler, EXEMPLARS, dataclasses.replace(CONFIG, recitation_stop="\n"))
+  assert [r["paths"] for r in rows] == [1, 4]
+  assert rows[1]["em_mean"] == analysis.scores(diverse)["em"] and rows[1]["em_std"] == 0.0
+  with pytest.raises(ValueError, match="diversified_aggregation"):
+    ReciteConfig(diversified_aggregation="sum")
+
+
+def test_every_method_runs_by_name_with_its_path_counts(sampler):
+  reciter = Reciter(sampler, EXEMPLARS, CONFIG, convention="squad")
+  for method in METHODS:
+    results, rows = run_method(reciter, method, RECORDS, jax.random.key(7), [1, 2],
+                               resamples=2)
+    assert len(results) == 2
+    assert [r["paths"] for r in rows] == ([1, 2] if method in SAMPLED else [1])
+  with pytest.raises(ValueError, match="unknown RECITE method"):
+    run_method(reciter, "guess", RECORDS, jax.random.key(7), [1])
+  line = Reciter(sampler, EXEMPLARS, dataclasses.replace(CONFIG, recitation_stop="\n"),
+                 convention="squad")
   for result in line.recite_and_answer(RECORDS, jax.random.key(1)):
     assert all("\n" not in p.recitations[0] for p in result.paths)
 
 
 def test_hinted_recitation_and_question_generation(sampler):
-  reciter = Reciter(sampler, EXEMPLARS, dataclasses.replace(CONFIG, passage_shots=0))
+  reciter = Reciter(sampler, EXEMPLARS, dataclasses.replace(CONFIG, passage_shots=0),
+                    convention="squad")
   results = reciter.hinted_recite_and_answer(RECORDS, jax.random.key(4))
-  assert [len(r.paths) for r in results] == [3, 3]  # one path per sampled hint
   for result in results:
-    by_hint = {}
-    for path in result.paths:
-      # A hint sampled twice is recited once: same passage, same answer.
-      assert by_hint.setdefault(path.hint, (path.recitations, path.answer)) == (
-          path.recitations, path.answer)
+    # One path per distinct sampled hint: a repeated hint neither recites nor votes twice.
+    hints = [p.hint for p in result.paths]
+    assert 1 <= len(hints) <= 3 and len(set(hints)) == len(hints)
   questions = reciter.generate_questions(["Bo was born in Usk.", "Ada was born in Norbury."],
                                          jax.random.key(5), 2)
   assert len(questions) == 2
@@ -89,4 +136,4 @@ def test_a_vocabulary_that_flattens_newlines_is_refused(tmp_path, sampler):
                              extra_options={"hard_vocab_limit": False})
   other = Sampler(sampler.model, sampler.params, vocab=flat)
   with pytest.raises(ValueError, match="does not keep newlines"):
-    Reciter(other, EXEMPLARS, CONFIG)
+    Reciter(other, EXEMPLARS, CONFIG, convention="squad")
