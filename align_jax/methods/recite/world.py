@@ -609,7 +609,7 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
     return [next(r for r in per_seed[s]["eval"]["rows"]
                  if (r["model"], r["hops"], r["method"]) == (row["model"], row["hops"],
                                                            row["method"])) for s in seeds]
-  table, lines = [], []
+  table, lines = [], {}  # lines: per (model, hops), one PNG each
   for row in first["eval"]["rows"]:
     same = same_rows(row)
     entry = {"model": MODELS[row["model"]], "hops": row["hops"], "method": row["method"],
@@ -620,10 +620,14 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
     entry["F1"] = mean_std([r["f1"] for r in same])
     entry.update({f"EM seed {s}": r["em"] for s, r in zip(seeds, same)})
     table.append(entry)
+    group = lines.setdefault((row["model"], row["hops"]), [])
     if row["sampled"]:
       points = np.array([[p["em_mean"] for p in r["em_by_paths"]] for r in same])
-      lines.append((f"{MODELS[row['model']]} / {row['hops']}-hop / {row['method']}",
-                    list(path_counts), list(points.mean(0)), list(points.std(0))))
+      group.append((row["method"], list(path_counts), list(points.mean(0)),
+                    list(points.std(0))))
+    else:  # a greedy method: one path, drawn as a dashed level
+      group.append((f"baseline: {row['method']} (greedy)", list(path_counts),
+                    [float(np.mean([r["em"] for r in same]))] * len(path_counts), None))
   heads = headline_comparisons(per_seed, most)
   head_lines = []
   for h in heads:
@@ -670,9 +674,13 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
     entry = {"method": key, **{c: float(np.mean(v)) for c, v in shares.items()}}
     entry["sum of classes"] = sum(entry[c] for c in analysis.ERROR_CLASSES)
     analysis_rows.append(entry)
-  plot_lines(fs.join(figures, "em_by_paths.png"), lines,
-             "EM on held-out entities by number of paths (mean ± std over seeds)",
-             "sampled paths", "exact match", logx=True, xticks=path_counts)
+  figure_links = []
+  for (model, hops), group in lines.items():
+    name = f"em_by_paths_{model}_{hops}hop.png"
+    plot_lines(fs.join(figures, name), group,
+               f"{MODELS[model]}, {hops}-hop: EM by paths (mean ± std over seeds)",
+               "sampled paths", "exact match", logx=True, xticks=path_counts)
+    figure_links.append(f"![{MODELS[model]}, {hops}-hop](report/{name})")
   diag_rows = [{"model": MODELS.get(stage, stage), **{k: mean_std([per_seed[s]["eval"]["diagnostics"][stage][k]
                                                  for s in seeds]) for k in values}}
                for stage, values in first["eval"]["diagnostics"].items()]
@@ -719,7 +727,7 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
        + markdown_table(table, table_columns)),
       ("Hint fine-tuning data and its overlap with the evaluation (mean ± std over seeds)",
        markdown_table(overlap_rows, list(overlap_rows[0]) if overlap_rows else ["setting"])),
-      ("EM by number of paths", "![EM by paths](report/em_by_paths.png)"),
+      ("EM by number of paths", "\n\n".join(figure_links)),
       ("Error analysis (share of questions; mean over seeds)", markdown_table(
           analysis_rows, ["method", *analysis.ERROR_CLASSES, "sum of classes"])),
       ("Per-path table (share of paths answered one by one; mean over seeds)",

@@ -107,7 +107,9 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
                   "overlap with the evaluation", "Where recitation can fail", "Stage seconds"):
     assert heading in report
   assert "best compute-matched non-recitation method" in report
-  assert os.path.exists(tmp_path / "report" / "em_by_paths.png")
+  for model in ("pretrain", "hint_finetune_strict", "hint_finetune_corpus"):
+    assert os.path.exists(tmp_path / "report" / f"em_by_paths_{model}_1hop.png")
+  assert os.path.exists(tmp_path / "report" / "em_by_paths_pretrain_2hop.png")
   seed_dir = tmp_path / "seed_0"
   evaluation = json.load(open(seed_dir / "eval" / "COMPLETED.json"))["result"]
   for shares in evaluation["analysis"].values():
