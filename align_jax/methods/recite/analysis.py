@@ -10,7 +10,9 @@ read from them (`final`). Answers are compared under the dataset's convention
 Error analysis (each question falls in exactly one class, so the shares add to 100%):
   hits@majority           the voted answer is right;
   hits@k paths            some path answered right, the vote picked another answer;
-  hits@k recitations      some recitation contains a gold answer, no path answered right;
+  hits@k recitations      some recitation contains a gold answer, no path answered right
+                          (for passages read together: any recited passage, including
+                          ones past the reader's `context_passages`);
   not recited             no recitation contains a gold answer.
 Per-path 2x2 table: (recitation contains a gold answer) x (the path's answer is right).
 """
@@ -148,7 +150,7 @@ def em_by_paths(results: Sequence[QuestionResult], counts: Sequence[int], resamp
     for _ in range(resamples):
       hits = []
       for result in results:
-        chosen = rng.permutation(len(result.paths))[:k]
+        chosen = sorted(rng.permutation(len(result.paths))[:k])  # votes in path order
         prediction = vote([result.paths[i].answer for i in chosen], result.convention)
         hits.append(exact_match(prediction, result.answers, result.convention))
       ems.append(float(np.mean(hits)) if hits else 0.0)

@@ -98,7 +98,8 @@ def recite_eval(workdir: str, checkpoint: str, dataset: str, exemplars: str, *,
   sampler = run.sampler(batch_size=batch_size)
   reciter = Reciter(sampler, shots, recite, convention=convention)
   key = jax.random.key(seed)
-  counts = [k for k in path_counts if k <= recite.num_paths] or [recite.num_paths]
+  # EM at each requested count up to num_paths, and always at num_paths (what is sampled).
+  counts = sorted({k for k in path_counts if k <= recite.num_paths} | {recite.num_paths})
   scores = {}
   for method, path in zip(methods, outputs):
     # Every sampled method draws the same number of paths from the same key.
@@ -109,7 +110,8 @@ def recite_eval(workdir: str, checkpoint: str, dataset: str, exemplars: str, *,
                              "em_by_paths": by_paths}
     if method != "direct":
       entry["error_analysis"] = analysis.error_analysis(results)
-      entry["path_table"] = analysis.path_table(results)
+      if any(r.final is None for r in results):  # paths answered one by one
+        entry["path_table"] = analysis.path_table(results)
     scores[method] = entry
     print(f"[align_jax] {dataset} {method}: EM {entry['em']:.4f} F1 {entry['f1']:.4f} "
           f"(n={entry['n']})", flush=True)

@@ -306,7 +306,7 @@ class Reciter:
     return [[q for q in row if q] for row in rows]
 
 
-# name -> (what it is, whether it samples paths); what `run_method` runs.
+# name -> what it is: what `run_method` runs (SAMPLED: those that sample paths).
 METHODS = {
     "direct": "greedy closed-book answer",
     "direct_sc": "closed-book answers sampled per path, voted (self-consistency)",
