@@ -20,7 +20,7 @@ Per-path 2x2 table: (recitation contains a gold answer) x (the path's answer is 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -139,20 +139,25 @@ def scores(results: Sequence[QuestionResult]) -> dict[str, float]:
           "n": len(results)}
 
 
-def em_by_paths(results: Sequence[QuestionResult], counts: Sequence[int], resamples: int = 5,
-                seed: int = 0) -> list[dict[str, float]]:
-  """EM when only k of each question's paths vote, k in `counts`: each k repeated
-  `resamples` times with different random subsets; mean and std over the repeats."""
+def em_over_subsets(sizes: Sequence[int], counts: Sequence[int],
+                    score: Callable[[list[list[int]]], float], resamples: int = 5,
+                    seed: int = 0) -> list[dict[str, float]]:
+  """EM when each question keeps only k of its `sizes[i]` paths, k in `counts`: each k is
+  repeated `resamples` times with random subsets (indices in path order), `score(chosen)`
+  gives the EM of one draw; rows {"paths", "em_mean", "em_std"} over the repeats."""
   rng = np.random.default_rng(seed)
   rows = []
   for k in counts:
-    ems = []
-    for _ in range(resamples):
-      hits = []
-      for result in results:
-        chosen = sorted(rng.permutation(len(result.paths))[:k])  # votes in path order
-        prediction = vote([result.paths[i].answer for i in chosen], result.convention)
-        hits.append(exact_match(prediction, result.answers, result.convention))
-      ems.append(float(np.mean(hits)) if hits else 0.0)
+    ems = [score([sorted(rng.permutation(n)[:k]) for n in sizes]) for _ in range(resamples)]
     rows.append({"paths": int(k), "em_mean": float(np.mean(ems)), "em_std": float(np.std(ems))})
   return rows
+
+
+def em_by_paths(results: Sequence[QuestionResult], counts: Sequence[int], resamples: int = 5,
+                seed: int = 0) -> list[dict[str, float]]:
+  """EM when only k of each question's paths vote, k in `counts` (`em_over_subsets`)."""
+  def score(chosen: list[list[int]]) -> float:
+    hits = [exact_match(vote([r.paths[i].answer for i in c], r.convention), r.answers,
+                        r.convention) for r, c in zip(results, chosen)]
+    return float(np.mean(hits)) if hits else 0.0
+  return em_over_subsets([len(r.paths) for r in results], counts, score, resamples, seed)

@@ -270,24 +270,19 @@ class Reciter:
                            hint_format: str = "plain"
                            ) -> tuple[list[QuestionResult], list[dict[str, float]]]:
     """Diversified recitation at each number of sampled hints k in `counts`: the largest
-    k is sampled; a smaller k answers from `resamples` random subsets of those hints
-    (as `analysis.em_by_paths` does with voting paths). Returns the results at the
-    largest k and rows {"paths", "em_mean", "em_std"}."""
-    most = max(counts)
-    hints = self.sample_hints(records, key, most, hint_format)
+    k is sampled; each k answers from `resamples` random subsets of those hints
+    (`analysis.em_over_subsets`, as `em_by_paths` does with voting paths). Returns the
+    results at the largest k and rows {"paths", "em_mean", "em_std"}."""
+    hints = self.sample_hints(records, key, max(counts), hint_format)
     full = self.recite_from_hints(records, hints, hint_format)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for k in counts:
-      ems = []
-      for _ in range(resamples if k < most else 1):
-        results = full if k >= most else self.recite_from_hints(
-            records, [[row[i] for i in sorted(rng.permutation(len(row))[:k])] for row in hints],
-            hint_format)
-        ems.append(float(np.mean([r.exact_match() for r in results])) if results else 0.0)
-      rows.append({"paths": int(k), "em_mean": float(np.mean(ems)),
-                   "em_std": float(np.std(ems))})
-    return full, rows
+
+    def score(chosen: list[list[int]]) -> float:
+      # A subset answers from its own hints; greedy passages and answers are cached.
+      results = self.recite_from_hints(records, [[row[i] for i in c] for row, c in
+                                                 zip(hints, chosen)], hint_format)
+      return float(np.mean([r.exact_match() for r in results])) if results else 0.0
+    return full, analysis.em_over_subsets([len(row) for row in hints], counts, score,
+                                          resamples, seed)
 
   def hinted_recite_and_answer(self, records: Sequence[Mapping[str, Any]], key: jax.Array,
                                num_paths: int | None = None) -> list[QuestionResult]:
