@@ -2,8 +2,9 @@
 
 One engine serves every method. Prompts are left-padded into length buckets and
 batched to a fixed batch size, so each (batch, bucket, settings) shape compiles once.
-The decode loop is a `jax.lax.while_loop` that stops as soon as every row has
-finished. Each row draws its randomness from its own key, folded from the caller's
+The samples of one prompt share its prefill: a batch prefills only its distinct
+prompts and copies their KV cache to the rows that continue them. The decode loop is a
+`jax.lax.while_loop` that stops as soon as every row has finished. Each row draws its randomness from its own key, folded from the caller's
 key and the row's global index, so a row's output depends on its prompt and key only,
 never on which other prompts share its batch or how much padding it got.
 """
@@ -89,6 +90,9 @@ class Sampler:
       the model's max_seq_len).
     add_bos: put BOS before text prompts (`align_jax.data.encode_prompt`, the BOS policy
       of training data and the generate job); token-id prompts are used as they are.
+    share_prefill: prefill each distinct prompt of a batch once for all its samples
+      (False: every row prefills its own copy, the peer `benchmarks.shared_prefill`
+      measures against).
 
   A model whose vocab_size pads the vocabulary (`align_jax.data.check_vocab_size`) never
   samples the padding ids: their logits are masked, as no text could decode them.
@@ -97,8 +101,9 @@ class Sampler:
   def __init__(self, model: Transformer, params: Any, *, vocab: seqio.Vocabulary | None = None,
                mesh: Mesh | None = None, rules: LogicalRules = DEFAULT_RULES,
                batch_size: int = 16, length_buckets: Sequence[int] | None = None,
-               add_bos: bool = True):
+               add_bos: bool = True, share_prefill: bool = True):
     self.model = model
+    self.share_prefill = share_prefill
     self.params = params
     self.vocab = vocab
     self.add_bos = add_bos
@@ -170,22 +175,39 @@ class Sampler:
       self._decode_and_stop(result, sampling.stop_strings, self._hard_stop_ids(sampling))
     return result
 
+  def prefill_rows(self, num_samples: int) -> int:
+    """Distinct prompts one batch prefills: a batch's rows are consecutive samples of
+    prompts continued `num_samples` times, so at most ceil((batch_size - 1) / n) + 1
+    prompts meet in it; rounded up to a divisor of batch_size (so a mesh that shards
+    the batch shards the prefill too)."""
+    need = min(self.batch_size, -(-(self.batch_size - 1) // num_samples) + 1)
+    return next(d for d in range(need, self.batch_size + 1) if self.batch_size % d == 0)
+
   def _run_batch(self, prompts: list[list[int]], row_ids: list[int], sampling: SamplingConfig,
                  stop_ids: tuple[int, ...], key: jax.Array):
     real = len(prompts)
     longest = max(len(p) for p in prompts)
     bucket = next((b for b in self.length_buckets if b >= longest), longest)
-    batch = np.full((self.batch_size, bucket), self.pad_id, np.int32)
-    pad_counts = np.full((self.batch_size,), bucket - 1, np.int32)
-    active = np.zeros((self.batch_size,), bool)
+    # Rows of one prompt are consecutive (`generate` sorts rows stably by length).
+    distinct, source = [], np.zeros((self.batch_size,), np.int32)
     for j, p in enumerate(prompts):
+      if not distinct or (p is not prompts[j - 1] and p != prompts[j - 1]):
+        distinct.append(p)
+      source[j] = len(distinct) - 1
+    width = self.prefill_rows(sampling.num_samples)
+    if not self.share_prefill or len(distinct) > width:  # prefill every row
+      distinct, source, width = prompts, np.arange(self.batch_size, dtype=np.int32), self.batch_size
+    batch = np.full((width, bucket), self.pad_id, np.int32)
+    pad_counts = np.full((width,), bucket - 1, np.int32)
+    for j, p in enumerate(distinct):
       batch[j, bucket - len(p):] = p
       pad_counts[j] = bucket - len(p)
-      active[j] = True
+    active = np.zeros((self.batch_size,), bool)
+    active[:real] = True
     ids = np.zeros((self.batch_size,), np.uint32)
     ids[:real] = row_ids
     row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.asarray(ids))
-    args = [batch, pad_counts, active]
+    args = [batch, pad_counts, source, active]
     if self.mesh is not None:
       args = [jax.device_put(a, logical_sharding(("act_batch",) + (None,) * (a.ndim - 1),
                                                  self.rules, self.mesh, a.shape)) for a in args]
@@ -199,14 +221,18 @@ class Sampler:
       return contextlib.nullcontext()
     return sharding_context(self.mesh, self.rules)
 
-  def _generate_batch(self, params, prompt, pad_counts, active, row_keys, *,
+  def _generate_batch(self, params, prompt, pad_counts, source, active, row_keys, *,
                       sampling: SamplingConfig, stop_ids: tuple[int, ...]):
+    """Prefills the distinct prompts [width, bucket], gives row r the cache and next-token
+    logits of prompt source[r], then decodes every row."""
     model, config = self.model, self.model.config
-    batch, prompt_len = prompt.shape
+    prompt_len = prompt.shape[1]
+    batch = active.shape[0]
     max_new = sampling.max_new_tokens
-    cache = init_cache(config, batch, prompt_len + max_new)
-    cache = jax.tree.map(with_logical_constraint, cache, cache_logical_axes(config),
-                         is_leaf=lambda x: isinstance(x, jax.Array))
+    axes = cache_logical_axes(config)
+    constrain = lambda c: jax.tree.map(with_logical_constraint, c, axes,
+                                       is_leaf=lambda x: isinstance(x, jax.Array))
+    cache = constrain(init_cache(config, prompt.shape[0], prompt_len + max_new))
     slots = jnp.arange(prompt_len, dtype=jnp.int32)[None, :]
     segment_ids = (slots >= pad_counts[:, None]).astype(jnp.int32)
     positions = jnp.maximum(slots - pad_counts[:, None], 0)
@@ -214,6 +240,11 @@ class Sampler:
                                 output="hidden")
     logits = model.apply({"params": params}, hidden[:, -1:],
                          method=Transformer.logits_from_hidden)[:, 0]
+    # Copy each prompt's cache to its rows (the batch axis is the one named cache_batch).
+    cache = constrain(jax.tree.map(
+        lambda x, names: x if x.ndim == 0 else jnp.take(x, source, axis=names.index("cache_batch")),
+        cache, axes, is_leaf=lambda x: isinstance(x, jax.Array)))
+    logits, pad_counts = logits[source], pad_counts[source]
     stop_mask = jnp.zeros((config.vocab_size,), bool)
     if stop_ids:
       stop_mask = stop_mask.at[jnp.asarray(stop_ids)].set(True)

@@ -94,6 +94,25 @@ def test_padding_and_batch_composition_do_not_change_rows(model_and_params):
     np.testing.assert_allclose(a.logprobs[0], b.logprobs[0], atol=1e-5)
 
 
+def test_samples_sharing_a_prefill_equal_samples_prefilled_alone(model_and_params):
+  """A batch prefills only its distinct prompts and copies their cache to their samples'
+  rows; the rows must equal those of a sampler that prefills every row by itself."""
+  model, params = model_and_params
+  config = SamplingConfig(max_new_tokens=8, temperature=1.0, num_samples=5)
+  key = jax.random.key(5)
+  alone = Sampler(model, params, batch_size=1, length_buckets=(16, 32))
+  shared = Sampler(model, params, batch_size=8, length_buckets=(16, 32))
+  assert alone.prefill_rows(5) == 1
+  assert shared.prefill_rows(5) == 4  # 8 rows of 5-sample groups meet at most 3 prompts
+  assert shared.prefill_rows(1) == 8
+  a = alone.generate(PROMPTS, config, key)
+  b = shared.generate(PROMPTS, config, key)
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  np.testing.assert_array_equal(a.lengths, b.lengths)
+  np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
+  np.testing.assert_allclose(a.model_logprobs, b.model_logprobs, atol=1e-5)
+
+
 def test_same_key_same_samples_and_rows_independent(sampler):
   config = SamplingConfig(max_new_tokens=10, temperature=1.0, num_samples=4)
   a = sampler.generate(PROMPTS[:2], config, jax.random.key(11))
