@@ -201,7 +201,9 @@ def skill_world(world: EncyclopediaWorld, index: int) -> EncyclopediaWorld:
 class HintDataConfig:
   """Hint fine-tuning data: `questions_per_passage` questions the pretrained model writes
   (sampled) for each chosen paragraph, each made a question -> hint -> passage example,
-  mixed with `replay` pretraining documents per example (so the other formats stay).
+  mixed with `replay` pretraining documents per example (so the other formats stay)
+  and, with `replay_passages`, every paragraph's passage document once (so the
+  fine-tuning does not wear away the passages it does not target).
 
   settings: which fine-tuned models to build, each from its own data:
     'strict'  questions only for the training entities' paragraphs that state no
@@ -212,6 +214,7 @@ class HintDataConfig:
   """
   questions_per_passage: int = 2
   replay: float = 1.0
+  replay_passages: bool = True
   settings: tuple[str, ...] = ("strict", "corpus")
 
   def __post_init__(self):
@@ -347,6 +350,8 @@ def hint_data_stage(config: EncyclopediaConfig, corpus: CorpusConfig, hint_data:
     replay = [r["text"] for r in read_jsonl(results["world"]["pretrain"])]
     replay = [replay[i] for i in rng.permutation(len(replay))[
         :int(round(hint_data.replay * len(examples)))]]
+    if hint_data.replay_passages:
+      replay += passage_documents(world)
     docs = examples + replay
     path = fs.join(stage_dir, "hint_finetune.jsonl")
     if is_writer() and not fs.exists(path):
@@ -364,11 +369,13 @@ def hint_data_stage(config: EncyclopediaConfig, corpus: CorpusConfig, hint_data:
 
 
 def _diagnostics(reciter: Reciter, world: EncyclopediaWorld, questions: list[QAPair],
-                 hinted: bool) -> dict[str, float]:
+                 hinted: bool, unseen: EncyclopediaWorld) -> dict[str, float]:
   """Where recitation can fail, on the evaluation's single-hop questions: the passage
   recalled from its gold hint (memorisation), the gold hint written for the question
   (greedy; in the hinted format after hint fine-tuning), the answer read from the gold
-  passage (reading, in each answer layout)."""
+  passage (reading, in each answer layout), and the answer read from the passage of a
+  world no training document came from (`unseen`: reading with nothing memorised to
+  fall back on)."""
   exemplars = [exemplar_for(world, q) for q in questions]
   passages = reciter.greedy([prompt_lib.passage_prompt([], e.hints[0]) for e in exemplars],
                             reciter.config.recitation_tokens, reciter.config.recitation_stop)
@@ -383,20 +390,23 @@ def _diagnostics(reciter: Reciter, world: EncyclopediaWorld, questions: list[QAP
           [h.strip() == e.hints[0] for h, e in zip(hints, exemplars)])),
   }
   out.update(_reading(reciter, world, questions))
+  out.update(_reading(reciter, unseen, unseen.qa(hops=1, variant=0)[:len(questions)],
+                      "an unseen world's passage", layouts=("paper",)))
   return out
 
 
-def _reading(reciter: Reciter, world: EncyclopediaWorld, questions: list[QAPair]
+def _reading(reciter: Reciter, world: EncyclopediaWorld, questions: list[QAPair],
+             source: str = "the gold passage", layouts: Sequence[str] = prompt_lib.ANSWER_LAYOUTS
              ) -> dict[str, float]:
   """The answer read from the gold passage(s), in each answer layout."""
   exemplars = [exemplar_for(world, q) for q in questions]
   out = {}
-  for layout in prompt_lib.ANSWER_LAYOUTS:
+  for layout in layouts:
     answers = reciter.greedy([prompt_lib.answer_prompt(reciter.exemplars, e.passages,
                                                        q.question, layout)
                               for e, q in zip(exemplars, questions)],
                              reciter.config.answer_tokens)
-    out[f"answer read from the gold passage ({layout} layout)"] = float(np.mean(
+    out[f"answer read from {source} ({layout} layout)"] = float(np.mean(
         [world.judge(q, prompt_lib.clean_answer(a)) for a, q in zip(answers, questions)]))
   return out
 
@@ -478,7 +488,8 @@ def eval_stage(config: EncyclopediaConfig, corpus: CorpusConfig, model: Transfor
       questions = _evaluation_questions(world, settings, hops)
       if hops == 1 and stage not in diagnostics:
         diagnostics[stage] = _diagnostics(reciter, world, questions,
-                                          hinted=stage != "pretrain")
+                                          hinted=stage != "pretrain",
+                                          unseen=skill_world(world, corpus.skill_worlds))
       records = [{"question": q.question, "answers": list(q.answers), "hops": hops}
                  for q in questions]
       # Every method of a model and hop count samples from the same key (compute-matched
@@ -652,6 +663,17 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
         f"{across['se']:.3f}); the strict model's own best baseline is "
         f"{np.mean(strict['baseline EM']):.3f}, the pretrained model's "
         f"{np.mean(pretrained['baseline EM']):.3f}.")
+  gold_key, unseen_key = ("answer read from the gold passage (paper layout)",
+                          "answer read from an unseen world's passage (paper layout)")
+  reading = [(MODELS[stage], [per_seed[s]["eval"]["diagnostics"][stage] for s in seeds])
+             for stage in MODELS if stage in first["eval"]["diagnostics"]]
+  if reading and all(unseen_key in d for _, ds in reading for d in ds):
+    head_lines.append(
+        "- Reading (paper layout), the answer from the held-out gold passage vs from a "
+        "passage of a world no training document came from (nothing memorised to fall "
+        "back on): " + "; ".join(
+            f"{name} {np.mean([d[gold_key] for d in ds]):.3f} vs "
+            f"{np.mean([d[unseen_key] for d in ds]):.3f}" for name, ds in reading) + ".")
   goal = ("" if strict is None else
           "The goal (strict held-out, hint-FT strict model: recitation above the same "
           "model's best compute-matched non-recitation method by more than two standard "

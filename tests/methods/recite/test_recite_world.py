@@ -126,6 +126,19 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
                            for q in questions)
   corpus = json.load(open(seed_dir / "hint_data_corpus" / "COMPLETED.json"))["result"]
   assert corpus["paragraphs"] == strict["paragraphs"]
+  # Hint fine-tuning replays every paragraph's passage document (not only the sampled
+  # pretraining documents), so it does not wear the other passages away.
+  paragraphs = json.load(open(seed_dir / "world" / "COMPLETED.json"))["result"]["stats"][
+      "paragraphs"]
+  assert strict["replay"] >= paragraphs + round(0.5 * strict["examples"])
+  tuned = [json.loads(line)["text"] for line in
+           open(seed_dir / "hint_data_strict" / "hint_finetune.jsonl")]
+  assert sum(t.startswith("Hint: ") and "\nRecitation: " in t for t in tuned) >= paragraphs
+  # Reading is also measured on a world no training document came from.
+  for model in ("pretrain", "hint_finetune_strict", "hint_finetune_corpus"):
+    share = evaluation["diagnostics"][model][
+        "answer read from an unseen world's passage (paper layout)"]
+    assert 0.0 <= share <= 1.0
   # Rerunning finds every stage complete and trains nothing again.
   mtime = os.path.getmtime(seed_dir / "pretrain" / "metrics.jsonl")
   again = entry.main(command)
