@@ -30,6 +30,7 @@ INSTALL_REQUIRES = [
 
 TEST_REQUIRES = [
     "pytest==9.2.0",
+    "pytest-xdist==3.8.0",  # the suite runs on 2 worker processes (-n 2)
     "torch==2.13.0",  # the CPU build; only the parity tests use it
     "transformers==5.24.0",
     "import-linter==2.17",  # the layer contract in .importlinter (lint-imports)
