@@ -26,6 +26,7 @@ INSTALL_REQUIRES = [
     "tensorboardX==2.6.5",
     "matplotlib==3.11.2",
     "langdetect==1.0.9",
+    "math-verify==0.9.0",  # answer equivalence for math problems (align_jax.eval.math)
 ]
 
 TEST_REQUIRES = [
