@@ -176,12 +176,11 @@ class Sampler:
     return result
 
   def prefill_rows(self, num_samples: int) -> int:
-    """Distinct prompts one batch prefills: a batch's rows are consecutive samples of
-    prompts continued `num_samples` times, so at most ceil((batch_size - 1) / n) + 1
-    prompts meet in it; rounded up to a divisor of batch_size (so a mesh that shards
-    the batch shards the prefill too)."""
-    need = min(self.batch_size, -(-(self.batch_size - 1) // num_samples) + 1)
-    return next(d for d in range(need, self.batch_size + 1) if self.batch_size % d == 0)
+    """Distinct prompts one batch prefills. `generate` lays out each prompt's
+    `num_samples` rows consecutively and cuts batches every `batch_size` rows, so this
+    is the most groups of n rows any such batch meets (B/n when n divides B)."""
+    n, b = num_samples, self.batch_size
+    return min(b, max(((k + 1) * b - 1) // n - (k * b) // n + 1 for k in range(n)))
 
   def _run_batch(self, prompts: list[list[int]], row_ids: list[int], sampling: SamplingConfig,
                  stop_ids: tuple[int, ...], key: jax.Array):
@@ -195,7 +194,8 @@ class Sampler:
         distinct.append(p)
       source[j] = len(distinct) - 1
     width = self.prefill_rows(sampling.num_samples)
-    if not self.share_prefill or len(distinct) > width:  # prefill every row
+    if not self.share_prefill or width >= self.batch_size or len(distinct) > width:
+      # Prefill every row in place (no copy of the cache).
       distinct, source, width = prompts, np.arange(self.batch_size, dtype=np.int32), self.batch_size
     batch = np.full((width, bucket), self.pad_id, np.int32)
     pad_counts = np.full((width,), bucket - 1, np.int32)
@@ -240,11 +240,12 @@ class Sampler:
                                 output="hidden")
     logits = model.apply({"params": params}, hidden[:, -1:],
                          method=Transformer.logits_from_hidden)[:, 0]
-    # Copy each prompt's cache to its rows (the batch axis is the one named cache_batch).
-    cache = constrain(jax.tree.map(
-        lambda x, names: x if x.ndim == 0 else jnp.take(x, source, axis=names.index("cache_batch")),
-        cache, axes, is_leaf=lambda x: isinstance(x, jax.Array)))
-    logits, pad_counts = logits[source], pad_counts[source]
+    if prompt.shape[0] != batch:  # shared prefill: copy each prompt's cache to its rows
+      cache = constrain(jax.tree.map(
+          lambda x, names: x if x.ndim == 0 else jnp.take(x, source,
+                                                          axis=names.index("cache_batch")),
+          cache, axes, is_leaf=lambda x: isinstance(x, jax.Array)))
+      logits, pad_counts = logits[source], pad_counts[source]
     stop_mask = jnp.zeros((config.vocab_size,), bool)
     if stop_ids:
       stop_mask = stop_mask.at[jnp.asarray(stop_ids)].set(True)

@@ -101,16 +101,26 @@ def test_samples_sharing_a_prefill_equal_samples_prefilled_alone(model_and_param
   config = SamplingConfig(max_new_tokens=8, temperature=1.0, num_samples=5)
   key = jax.random.key(5)
   alone = Sampler(model, params, batch_size=1, length_buckets=(16, 32))
+  per_row = Sampler(model, params, batch_size=8, length_buckets=(16, 32), share_prefill=False)
   shared = Sampler(model, params, batch_size=8, length_buckets=(16, 32))
   assert alone.prefill_rows(5) == 1
-  assert shared.prefill_rows(5) == 4  # 8 rows of 5-sample groups meet at most 3 prompts
-  assert shared.prefill_rows(1) == 8
-  a = alone.generate(PROMPTS, config, key)
-  b = shared.generate(PROMPTS, config, key)
-  np.testing.assert_array_equal(a.tokens, b.tokens)
-  np.testing.assert_array_equal(a.lengths, b.lengths)
-  np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
-  np.testing.assert_allclose(a.model_logprobs, b.model_logprobs, atol=1e-5)
+  # Batches of 8 rows over groups of 5 (rows 0-7, 8-15, ...) meet at most 3 groups.
+  assert shared.prefill_rows(5) == 3
+  assert shared.prefill_rows(4) == 2 and shared.prefill_rows(1) == 8
+  widths = {}  # rows each compiled call prefills
+  for name, sampler in (("per_row", per_row), ("shared", shared)):
+    def spy(params, prompt, *rest, _jit=sampler._generate_jit, _name=name, **kwargs):
+      widths.setdefault(_name, []).append(prompt.shape[0])
+      return _jit(params, prompt, *rest, **kwargs)
+    sampler._generate_jit = spy
+  outputs = [s.generate(PROMPTS, config, key) for s in (alone, per_row, shared)]
+  # 20 rows in batches of 8: the shared sampler prefills 3 rows a batch, the other 8.
+  assert widths == {"per_row": [8, 8, 8], "shared": [3, 3, 3]}
+  for other in outputs[1:]:
+    np.testing.assert_array_equal(outputs[0].tokens, other.tokens)
+    np.testing.assert_array_equal(outputs[0].lengths, other.lengths)
+    np.testing.assert_allclose(outputs[0].logprobs, other.logprobs, atol=1e-5)
+    np.testing.assert_allclose(outputs[0].model_logprobs, other.model_logprobs, atol=1e-5)
 
 
 def test_same_key_same_samples_and_rows_independent(sampler):

@@ -207,8 +207,10 @@ class HintDataConfig:
 
   settings: which fine-tuned models to build, each from its own data:
     'strict'  questions only for the training entities' paragraphs that state no
-              held-out fact: no fine-tuning target holds what an evaluation question
-              asks;
+              held-out fact: no question -> hint -> passage target holds what an
+              evaluation question asks (the replayed passage documents, held-out
+              entities' included, are pretraining documents: a hint and its passage,
+              no question);
     'corpus'  the paper's setting: questions for paragraphs drawn at random from the whole
               corpus (as many as 'strict' uses), held-out entities' included.
   """

@@ -54,6 +54,9 @@ def test_skill_worlds_bring_other_names_in_reading_and_hint_documents_only():
     # nothing of the skill worlds is memorised under a hint.
     assert all(d.startswith(("Recitation", "Question: ")) and "Hint: " not in d.split("\n")[0]
                for d in mentions)
+  # The world the diagnostics read from as unseen is in no training document.
+  unseen = recite_world.skill_world(world, CORPUS.skill_worlds)
+  assert not any(name in d for d in docs for name in unseen.entities)
   # Per single-hop question: reading in 2 layouts, reading among distractors in 2 layouts,
   # a hint document; per two-hop question: reading in 2 layouts.
   expected = sum(CORPUS.skill_questions[0] * 5 + CORPUS.skill_questions[1] * 2
@@ -114,8 +117,8 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
   evaluation = json.load(open(seed_dir / "eval" / "COMPLETED.json"))["result"]
   for shares in evaluation["analysis"].values():
     assert sum(shares[c] for c in ERROR_CLASSES) == pytest.approx(1.0)
-  # Strict hint data never targets a held-out entity's paragraph; the overlap counts say
-  # so, and the corpus setting reports its own.
+  # Strict hint data never asks about a held-out entity's paragraph; the overlap counts
+  # say so, and the corpus setting reports its own.
   strict = json.load(open(seed_dir / "hint_data_strict" / "COMPLETED.json"))["result"]
   assert strict["held-out entity paragraphs"] == 0
   assert strict["overlap"]["1-hop: gold paragraph is a target"] == 0
