@@ -4,9 +4,10 @@ One engine serves every method. Prompts are left-padded into length buckets and
 batched to a fixed batch size, so each (batch, bucket, settings) shape compiles once.
 The samples of one prompt share its prefill: a batch prefills only its distinct
 prompts and copies their KV cache to the rows that continue them. The decode loop is a
-`jax.lax.while_loop` that stops as soon as every row has finished. Each row draws its randomness from its own key, folded from the caller's
-key and the row's global index, so a row's output depends on its prompt and key only,
-never on which other prompts share its batch or how much padding it got.
+`jax.lax.while_loop` that stops as soon as every row has finished. Each row draws its
+randomness from its own key, folded from the caller's key and the row's global index,
+so a row's output depends on its prompt and key only, never on which other prompts
+share its batch or how much padding it got.
 """
 
 from __future__ import annotations
@@ -196,7 +197,8 @@ class Sampler:
     width = self.prefill_rows(sampling.num_samples)
     if not self.share_prefill or width >= self.batch_size or len(distinct) > width:
       # Prefill every row in place (no copy of the cache).
-      distinct, source, width = prompts, np.arange(self.batch_size, dtype=np.int32), self.batch_size
+      distinct, width = prompts, self.batch_size
+      source = np.arange(self.batch_size, dtype=np.int32)
     batch = np.full((width, bucket), self.pad_id, np.int32)
     pad_counts = np.full((width,), bucket - 1, np.int32)
     for j, p in enumerate(distinct):
