@@ -4,7 +4,8 @@
 content of the last top-level `\\boxed{...}` or `\\fbox{...}` (braces matched, `\\{` and
 `\\}` not counting as braces; empty boxes skipped; a box that holds nothing but another
 box is unwrapped), or of a brace-less `\\boxed 5` (up to the next `$` or line end).
-Without a box, it takes the last `Answer: ...` / `Final answer: ...` / `The (final)
+Without a box, it takes the text after the last `# Answer` header line (the step
+format below), else the last `Answer: ...` / `Final answer: ...` / `The (final)
 answer is ...` (case-insensitive, `**` markdown allowed around the label); when that text
 starts with a `$...$` span, only the span. The result loses surrounding whitespace, `$`,
 `\\(...\\)` / `\\[...\\]` and one trailing period; None when nothing (or nothing but
@@ -65,11 +66,19 @@ not symmetric), so `answers_equal(a, b) == answers_equal(b, a)`. It runs without
 math-verify's signal-based timeouts, which only work in the main thread and would make
 the outcome depend on machine load; instead answers longer than `_MAX_SYMBOLIC_CHARS`
 characters skip the symbolic check, and any exception there counts as not equal.
+
+The step format (PRM800K's, used for process supervision): a solution is its steps
+separated by blank lines, then a final step `# Answer` + blank line + the answer.
+`split_steps` cuts a solution into steps (the answer block is one step), `join_steps`
+writes one, and `process_steps` gives the pieces a process reward model is trained and
+scored on: every step but the last keeps its blank-line separator, so a per-step label
+sits on the separator's last token.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Sequence
 
 # Answers longer than this (after normalisation) are compared as strings only.
 _MAX_SYMBOLIC_CHARS = 400
@@ -83,6 +92,7 @@ _ANSWER_LABEL = re.compile(
     r"(?:\bthe\s+(?:final\s+)?answer\s+is\b[ \t*_]*:?|\b(?:final\s+)?answer[ \t*_]*:)"
     r"\s*(?P<answer>[^\n]*\S[^\n]*)", re.IGNORECASE)
 _LEADING_MATH_SPAN = re.compile(r"\s*\$+([^$]+)\$+")
+_ANSWER_HEADER = re.compile(r"(?:^|\n)[ \t]*#[ \t]*Answer[ \t]*(?=\n|$)")
 
 
 def _match_brace(text: str, start: int) -> int | None:
@@ -157,6 +167,11 @@ def extract_answer(text: str) -> str | None:
     answer = _clean(content)
     if answer:
       return answer
+  headed = _ANSWER_HEADER.split(text)
+  if len(headed) > 1:
+    answer = _clean(headed[-1].strip().split("\n")[0])
+    if answer:
+      return answer
   last = None
   pos = 0
   while (match := _ANSWER_LABEL.search(text, pos)) is not None:
@@ -170,6 +185,54 @@ def extract_answer(text: str) -> str | None:
     answer = span.group(1)
   answer = _clean(answer.strip().strip("*_"))
   return answer or None
+
+
+# --- the step format -----------------------------------------------------------------
+
+STEP_SEPARATOR = "\n\n"
+ANSWER_HEADER = "# Answer"
+
+
+def join_steps(steps: Sequence[str], answer: str | None) -> str:
+  """A solution in the step format: steps separated by blank lines, then the answer block
+  (none when `answer` is None)."""
+  parts = [s.strip() for s in steps]
+  if answer is not None:
+    parts.append(f"{ANSWER_HEADER}{STEP_SEPARATOR}{answer.strip()}")
+  return STEP_SEPARATOR.join(parts)
+
+
+def split_steps(solution: str) -> list[str]:
+  """A solution's steps (stripped, empty ones dropped); the `# Answer` header and what
+  follows it form the last step, as `join_steps` wrote it."""
+  parts = _ANSWER_HEADER.split(solution, maxsplit=1)
+  body = parts[0]
+  steps = [s.strip() for s in re.split(r"\n[ \t]*\n", body) if s.strip()]
+  if len(parts) > 1:
+    steps.append(f"{ANSWER_HEADER}{STEP_SEPARATOR}{parts[1].strip()}".rstrip())
+  return steps
+
+
+def step_end_offsets(solution: str) -> list[int]:
+  """Where each step followed by a separator ends in `solution`: the offset just past
+  the separator's second newline, for the steps of `split_steps` in order (the blank
+  line inside the answer block does not end a step)."""
+  body = _ANSWER_HEADER.split(solution, maxsplit=1)[0]
+  ends, start = [], 0
+  for match in re.finditer(r"\n[ \t]*\n", body):
+    if body[start:match.start()].strip():
+      ends.append(match.end())
+    start = match.end()
+  if len(body) < len(solution) and body[start:].strip():  # the step right before the answer
+    ends.append(len(body) + 1)  # its separator ends the body; the header's newline follows
+  return ends
+
+
+def process_steps(solution: str | Sequence[str]) -> list[str]:
+  """The pieces a process reward model sees: each step, every one but the last followed
+  by the blank-line separator (its label goes on the separator's last token)."""
+  steps = split_steps(solution) if isinstance(solution, str) else [s.strip() for s in solution]
+  return [s + STEP_SEPARATOR for s in steps[:-1]] + steps[-1:]
 
 
 # --- normalisation -----------------------------------------------------------------

@@ -152,3 +152,29 @@ def test_math_verify_failure_is_not_equal(monkeypatch):
 def test_long_answers_skip_the_symbolic_check():
   long = "+".join(["x"] * math_eval._MAX_SYMBOLIC_CHARS)  # noqa: SLF001
   assert not answers_equal(long, long[::-1] + "+0")
+
+
+# --- the step format ---------------------------------------------------------------
+
+def test_join_and_split_steps_round_trip_with_the_answer_block_as_one_step():
+  from align_jax.eval.math import join_steps, process_steps, split_steps, step_end_offsets
+  text = join_steps(["17 + 5 = 22 ", "22 * 3 = 66"], "66")
+  assert text == "17 + 5 = 22\n\n22 * 3 = 66\n\n# Answer\n\n66"
+  assert split_steps(text) == ["17 + 5 = 22", "22 * 3 = 66", "# Answer\n\n66"]
+  assert process_steps(text) == ["17 + 5 = 22\n\n", "22 * 3 = 66\n\n", "# Answer\n\n66"]
+  # Offsets just past each step's separator (not the answer block's own blank line).
+  assert [text[:k] for k in step_end_offsets(text)] == ["17 + 5 = 22\n\n",
+                                                        "17 + 5 = 22\n\n22 * 3 = 66\n\n"]
+  # Runs of blank lines and blank-looking lines separate once; no answer block is fine.
+  assert split_steps("a\n\n\n\nb\n \nc") == ["a", "b", "c"]
+  assert step_end_offsets("a\n\n\n\nb\n \nc") == [3, 9]
+  assert split_steps("") == [] and process_steps("") == []
+  assert join_steps(["a"], None) == "a"
+
+
+def test_the_answer_header_is_an_answer_when_there_is_no_box():
+  assert extract_answer("2 + 2 = 4\n\n# Answer\n\n4") == "4"
+  assert extract_answer("x\n\n# Answer\n\n\\frac{1}{2}\n\nmore text") == "\\frac{1}{2}"
+  assert extract_answer("so \\boxed{5}\n\n# Answer\n\n6") == "5"  # a box comes first
+  assert extract_answer("# Answer\n\n") is None
+  assert extract_answer("The ## Answer section") is None
