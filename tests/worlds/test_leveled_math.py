@@ -1,0 +1,72 @@
+"""The leveled math world: levels, splits and the exact checkers, on hand-worked cases."""
+
+import pytest
+
+from align_jax.worlds.leveled_math import (LeveledMathConfig, Problem, build_world, check_answer,
+                                           check_steps, parse_question)
+
+PROBLEM = Problem(17, (("+", 5), ("*", 3), ("-", 8)), level=3)
+GOLD = "17+5=22\n\n22*3=66\n\n66-8=58\n\n# Answer\n\n58"
+
+
+def test_problem_question_and_gold_solution():
+  assert PROBLEM.question == "Compute from left to right: 17+5*3-8"
+  assert PROBLEM.solution() == GOLD
+  assert PROBLEM.answer == 58
+  assert parse_question(PROBLEM.question, 3) == PROBLEM
+
+
+@pytest.mark.parametrize("solution,labels,correct", [
+    (GOLD, [True, True, True, True], True),
+    # A slip in step 2: it and every later step are wrong, even the right-looking step 3.
+    ("17+5=22\n\n22*3=67\n\n67-8=59\n\n# Answer\n\n59",
+     [True, False, False, False], False),
+    # Right arithmetic on the wrong operand (not the problem's next operation).
+    ("17+5=22\n\n22*4=88\n\n88-8=80\n\n# Answer\n\n80",
+     [True, False, False, False], False),
+    # A step missing: the answer comes too early.
+    ("17+5=22\n\n22*3=66\n\n# Answer\n\n66", [True, True, False], False),
+    # An extra step after the last operation.
+    ("17+5=22\n\n22*3=66\n\n66-8=58\n\n58+1=59\n\n# Answer\n\n59",
+     [True, True, True, False, False], False),
+    # Right steps, wrong final answer: only the answer step is wrong.
+    ("17+5=22\n\n22*3=66\n\n66-8=58\n\n# Answer\n\n57",
+     [True, True, True, False], False),
+    # Wrong steps that land on the right answer: the answer checker alone accepts it.
+    ("17+5=23\n\n23*3=69\n\n69-11=58\n\n# Answer\n\n58",
+     [False, False, False, False], True),
+    ("no steps at all", [False], False),
+    ("", [], False),
+])
+def test_checkers_label_steps_prm800k_style(solution, labels, correct):
+  assert check_steps(PROBLEM, solution) == labels
+  assert check_answer(PROBLEM, solution) is correct
+
+
+def test_levels_grow_in_steps_and_numbers_and_splits_are_disjoint():
+  config = LeveledMathConfig(seed=3, num_sft=60, num_label=20, num_rl=10, num_eval=10)
+  world = build_world(config)
+  assert {p.level for p in world.splits["sft"]} == {1, 2, 3}
+  assert {p.level for p in world.splits["eval"]} == {1, 2, 3, 4, 5}
+  assert len(world.splits["sft"]) == 180 and len(world.splits["eval"]) == 50
+  questions = [p.question for ps in world.splits.values() for p in ps]
+  assert len(questions) == len(set(questions))
+  for p in (p for ps in world.splits.values() for p in ps):
+    i = p.level - 1
+    assert config.min_ops[i] <= len(p.ops) <= config.max_ops[i]
+    assert all(0 <= v <= config.max_value for v in p.values())
+    assert check_steps(p, p.solution()) == [True] * (len(p.ops) + 1)
+  hard = [r for r in world.rl_records() if r["hard"]]
+  assert hard and all(r["answer"] == "Unavailable" and r["level"] >= 4 for r in hard)
+  assert all(r["answer"] != "Unavailable" for r in world.rl_records() if not r["hard"])
+  # Deterministic in the seed.
+  assert build_world(config).splits == world.splits
+
+
+def test_config_errors_name_the_field():
+  with pytest.raises(ValueError, match="easy_levels"):
+    LeveledMathConfig(easy_levels=(0,))
+  with pytest.raises(ValueError, match="one entry per level"):
+    LeveledMathConfig(min_ops=(1, 2))
+  with pytest.raises(ValueError, match="not a leveled-math question"):
+    parse_question("What is 2 + 2?")
