@@ -7,7 +7,8 @@ one per response token, `[batch, response_length]` (a dense reward, e.g. a proce
 reward at each step separator). A `CompositeReward` adds weighted terms and reports
 each term's mean, so a run shows which part of the reward moved. The published
 systems' terms are here: a length bonus or penalty with a per-prompt multiplier,
-language match, correctness against a ground-truth answer and a missing-EOS penalty;
+language match, correctness against a ground-truth answer, a math answer and a math
+format term (Easy-to-Hard) and a missing-EOS penalty;
 reward models are terms too (`align_jax.rewards.reward_model`).
 
 A term that needs set-up before scoring (a reward model loads its run onto the mesh)
@@ -21,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from align_jax.eval.math import ANSWER_HEADER, answers_equal, extract_answer, split_steps
 from align_jax.eval.qa import exact_match
 
 
@@ -114,6 +116,49 @@ def correctness_term(answer_key: str = "answer", right: float = 1.0, wrong: floa
       predicted = extract(response) if extract else response
       scores[i] = right if exact_match(predicted, answers, "squad") else wrong
     return scores
+  return term
+
+
+def math_answer_term(answer_key: str = "answer", unavailable: str = "Unavailable",
+                     unavailable_reward: float = 0.25) -> RewardTerm:
+  """1 when the solution's final answer (`extract_answer`) equals metadata[answer_key]
+  (`answers_equal`), else 0; a problem whose answer is `unavailable` (a hard problem
+  with no checkable answer, Easy-to-Hard's RL setting) gets `unavailable_reward`."""
+  def term(batch: RewardBatch) -> np.ndarray:
+    scores = np.zeros(len(batch), np.float32)
+    for i, (response, meta) in enumerate(zip(batch.responses, batch.metadata)):
+      gold = meta.get(answer_key)
+      if gold is None:
+        continue
+      if str(gold) == unavailable:
+        scores[i] = unavailable_reward
+      else:
+        scores[i] = float(answers_equal(extract_answer(response), str(gold)))
+    return scores
+  return term
+
+
+def math_format_term(penalty: float = -1.0) -> RewardTerm:
+  """`penalty` times how far a solution is from the expected form (Easy-to-Hard's
+  stop-token penalty): 0 when its answer block's answer appears boxed in the solution,
+  0.5 when in math mode ($...$) in the last step, 0.75 when plainly in the last step,
+  1 when elsewhere or when there is no (non-empty) answer block."""
+  def grade(response: str) -> float:
+    steps = split_steps(response)
+    if not steps or not steps[-1].startswith(ANSWER_HEADER):
+      return 1.0
+    answer = steps[-1][len(ANSWER_HEADER):].strip()
+    body = steps[:-1]
+    if not answer or not body:
+      return 1.0
+    if "\\boxed{" + answer + "}" in "\n\n".join(body):
+      return 0.0
+    if f"${answer}$" in body[-1] or f"${answer}.$" in body[-1]:
+      return 0.5
+    return 0.75 if answer in body[-1] else 1.0
+
+  def term(batch: RewardBatch) -> np.ndarray:
+    return np.array([penalty * grade(r) for r in batch.responses], np.float32)
   return term
 
 

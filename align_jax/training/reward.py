@@ -68,7 +68,9 @@ def process_loss_sums(model, params: Any, batch: Mapping[str, jax.Array]):
 
 
 class SequenceScorer:
-  """Scores token sequences with a reward model at each one's last token, compiled once.
+  """Scores token sequences with a reward model, compiled once: at each one's last token
+  (`__call__`) or at every token (`token_scores`, e.g. a process reward model's step
+  ends).
 
   Sequences are right-padded into batches of `batch_size` rows whose length is a
   multiple of 16, so few shapes compile; with a mesh the rows are split over its
@@ -79,6 +81,7 @@ class SequenceScorer:
     self.model, self.params, self.batch_size = model, params, batch_size
     self.mesh, self.rules = mesh, rules
     self._score = jax.jit(lambda p, t, s: sequence_scores(model, p, t, s))
+    self._score_tokens = jax.jit(lambda p, t, s: model.apply({"params": p}, t, None, s))
 
   def _place(self, x: np.ndarray):
     if self.mesh is None:
@@ -87,8 +90,8 @@ class SequenceScorer:
     return jax.device_put(x, logical_sharding(("act_batch", None), self.rules, self.mesh,
                                               x.shape))
 
-  def __call__(self, sequences) -> np.ndarray:
-    out = np.zeros(len(sequences), np.float32)
+  def _batches(self, sequences):
+    """(start, chunk, placed tokens, placed segment ids) per batch of sequences."""
     for start in range(0, len(sequences), self.batch_size):
       chunk = [np.asarray(x) for x in sequences[start:start + self.batch_size]]
       length = -(-max(len(x) for x in chunk) // 16) * 16
@@ -96,8 +99,21 @@ class SequenceScorer:
       segments = np.zeros((self.batch_size, length), np.int32)
       for i, x in enumerate(chunk):
         tokens[i, :len(x)], segments[i, :len(x)] = x, 1
-      scores = self._score(self.params, self._place(tokens), self._place(segments))
+      yield start, chunk, self._place(tokens), self._place(segments)
+
+  def __call__(self, sequences) -> np.ndarray:
+    out = np.zeros(len(sequences), np.float32)
+    for start, chunk, tokens, segments in self._batches(sequences):
+      scores = self._score(self.params, tokens, segments)
       out[start:start + len(chunk)] = np.asarray(jax.device_get(scores))[:len(chunk)]
+    return out
+
+  def token_scores(self, sequences) -> list[np.ndarray]:
+    """Every token's score, float32 [len(sequence)] per sequence."""
+    out: list[np.ndarray] = []
+    for _, chunk, tokens, segments in self._batches(sequences):
+      scores = np.asarray(jax.device_get(self._score_tokens(self.params, tokens, segments)))
+      out += [scores[i, :len(x)].astype(np.float32) for i, x in enumerate(chunk)]
     return out
 
 

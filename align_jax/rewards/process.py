@@ -1,0 +1,182 @@
+"""Process reward models: step scores, their aggregation, and a process reward for RL.
+
+A process reward model (PRM) is a `train_reward_model` run of kind 'process': it was
+trained with binary cross-entropy on its score at the last token of each step (the step
+format of `align_jax.eval.math`, every step but the last followed by its blank-line
+separator) and, for an outcome model (ORM), at the EOS after the solution; an OPRM saw
+both kinds of record. `ProcessRewardModel` renders a (prompt, solution) exactly as its
+training data was rendered (`tokenize_record(..., 'process')`), so the scores it reads
+sit where the labels sat: one logit per step and the logit at the EOS.
+
+Step scores become one solution score by `aggregate` ('min', 'product', 'last' or
+'mean' of the step probabilities); `align_jax.sampling.voting` then reranks.
+
+For RL, `process_rewards` turns step probabilities into per-step rewards as the
+Easy-to-Hard paper does: a running minimum that starts at `upper_bound` (0.5); each
+step where the probability drops below it gets the drop (negative) as its reward, and
+every step gets `positive_total / number of steps`, so a solution whose steps all look
+right earns `positive_total` in total. `ProcessRewardTerm` is that reward as a dense
+PPO reward term: each step's reward sits on the policy token that ends the step's
+separator. Only steps followed by a separator are scored (not the answer block).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+from align_jax.data.chat import get_template
+from align_jax.data.tasks import tokenize_record
+from align_jax.eval.math import process_steps, step_end_offsets
+from align_jax.models import TransformerConfig
+from align_jax.parallel import DEFAULT_RULES, LogicalRules
+from align_jax.rewards.terms import RewardBatch, RewardContext
+from align_jax.training.reward import SequenceScorer
+from align_jax.training.runs import LoadedRun, load_run
+
+AGGREGATIONS = ("min", "product", "last", "mean")
+
+
+def sigmoid(x: np.ndarray | float) -> np.ndarray:
+  return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
+
+
+def aggregate(probabilities: Sequence[float], how: str) -> float:
+  """One solution score from its step probabilities: their min, product, last or mean
+  (a solution without a scored step gets 0)."""
+  if how not in AGGREGATIONS:
+    raise ValueError(f"unknown step-score aggregation {how!r}; expected one of {AGGREGATIONS}")
+  values = np.asarray(probabilities, np.float64)
+  if values.size == 0:
+    return 0.0
+  if how == "min":
+    return float(values.min())
+  if how == "product":
+    return float(values.prod())
+  if how == "last":
+    return float(values[-1])
+  return float(values.mean())
+
+
+def process_rewards(probabilities: Sequence[float], upper_bound: float = 0.5,
+                    positive_total: float = 0.25) -> np.ndarray:
+  """Per-step rewards from step probabilities (see the module docstring)."""
+  values = np.asarray(probabilities, np.float64)
+  rewards = np.zeros(len(values))
+  running = upper_bound
+  for i, p in enumerate(values):
+    if p < running:
+      rewards[i] = p - running
+      running = p
+  if len(values):
+    rewards += positive_total / len(values)
+  return rewards.astype(np.float32)
+
+
+@dataclasses.dataclass
+class StepScores:
+  """A solution as the model scored it: its pieces (steps with separators), the logit
+  at each step's last token, and the logit at the EOS (an outcome model's score)."""
+  steps: list[str]
+  logits: np.ndarray
+  outcome: float
+
+  @property
+  def probabilities(self) -> np.ndarray:
+    return sigmoid(self.logits)
+
+
+class ProcessRewardModel:
+  """Scores solutions step by step with a process (or outcome) reward model run."""
+
+  def __init__(self, run: LoadedRun, chat_template: str | None = "plain",
+               batch_size: int = 64):
+    if run.vocab is None:
+      raise ValueError(f"reward model {run.path}: its run names no vocabulary; load it with "
+                       "vocabulary=")
+    self.run = run
+    self.template = get_template(chat_template) if chat_template else None
+    self.scorer = SequenceScorer(run.module, run.params, batch_size, run.mesh, run.rules)
+
+  @classmethod
+  def load(cls, run_dir: str, *, config: TransformerConfig | None = None,
+           vocabulary: str | None = None, mesh=None, rules: LogicalRules = DEFAULT_RULES,
+           chat_template: str | None = None, batch_size: int = 64) -> "ProcessRewardModel":
+    """A trained run; chat_template None: the one it was trained with."""
+    run = load_run(run_dir, config=config, vocabulary=vocabulary, head=True, mesh=mesh,
+                   rules=rules)
+    template = chat_template or run.record.get("chat_template", "plain")
+    return cls(run, template, batch_size)
+
+  def inputs(self, prompt: str, solution: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(pieces, tokens, positions of the step ends) of one solution, rendered as the
+    model's process training data was (the EOS is the last token)."""
+    pieces = process_steps(solution) or [solution]
+    features = tokenize_record({"prompt": prompt, "steps": pieces, "labels": [1] * len(pieces)},
+                               "process", self.run.vocab, chat_template=self.template)
+    tokens = features["tokens"]
+    if len(tokens) > self.run.config.max_seq_len:
+      raise ValueError(f"reward model {self.run.path}: a solution takes {len(tokens)} tokens, "
+                       f"more than its max_seq_len={self.run.config.max_seq_len}")
+    return pieces, tokens, np.flatnonzero(features["label_values"] >= 0)
+
+  def score(self, prompts: Sequence[str], solutions: Sequence[str]) -> list[StepScores]:
+    """Each solution's step logits and outcome logit."""
+    if len(prompts) != len(solutions):
+      raise ValueError(f"{len(prompts)} prompts but {len(solutions)} solutions")
+    rendered = [self.inputs(p, s) for p, s in zip(prompts, solutions)]
+    scores = self.scorer.token_scores([tokens for _, tokens, _ in rendered])
+    return [StepScores(pieces, token_scores[positions], float(token_scores[-1]))
+            for (pieces, _, positions), token_scores in zip(rendered, scores)]
+
+
+def token_ends(vocab, tokens: Sequence[int]) -> np.ndarray:
+  """For each token of a response, the length of the text decoded up to and with it."""
+  return np.array([len(vocab.decode([int(t) for t in tokens[:k + 1]]))
+                   for k in range(len(tokens))], np.int64)
+
+
+class ProcessRewardTerm:
+  """A PRM's process reward as a dense PPO reward term (see the module docstring).
+
+  run: the process reward model's run; scale multiplies the rewards.
+  """
+
+  def __init__(self, run: str, *, upper_bound: float = 0.5, positive_total: float = 0.25,
+               scale: float = 1.0, batch_size: int = 64):
+    self.run_dir, self.upper_bound, self.positive_total = run, upper_bound, positive_total
+    self.scale, self.batch_size = scale, batch_size
+    self.model: ProcessRewardModel | None = None
+    self.policy_vocab = None
+
+  def setup(self, context: RewardContext) -> None:
+    if self.model is None:
+      self.model = ProcessRewardModel.load(self.run_dir, mesh=context.mesh,
+                                           rules=context.rules or DEFAULT_RULES,
+                                           batch_size=self.batch_size)
+      self.policy_vocab = context.policy_vocab
+
+  def __call__(self, batch: RewardBatch) -> np.ndarray:
+    if self.model is None:
+      raise RuntimeError("ProcessRewardTerm.setup(context) must run before scoring")
+    if batch.response_tokens is None or self.policy_vocab is None:
+      raise ValueError("ProcessRewardTerm places rewards on policy tokens; the batch needs "
+                       "response_tokens and the context the policy's vocabulary")
+    dense = np.zeros((len(batch), batch.response_length), np.float32)
+    scored = self.model.score(batch.prompts, batch.responses)
+    tokens = np.asarray(batch.response_tokens)
+    for i, (scores, response) in enumerate(zip(scored, batch.responses)):
+      length = int(batch.response_lengths[i])
+      offsets = step_end_offsets(response)
+      count = min(len(offsets), max(len(scores.steps) - 1, 0), len(scores.logits))
+      if count == 0 or length == 0:
+        continue
+      rewards = process_rewards(scores.probabilities[:count], self.upper_bound,
+                                self.positive_total)
+      ends = token_ends(self.policy_vocab, tokens[i, :length])
+      for reward, offset in zip(rewards, offsets[:count]):
+        position = min(int(np.searchsorted(ends, offset)), length - 1)
+        dense[i, position] += self.scale * reward
+    return dense
