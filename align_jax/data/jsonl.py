@@ -22,6 +22,16 @@ def read_jsonl(path: str, validate: Callable[[dict[str, Any]], str | None] | Non
   `validate(record)` returns None when the record is fine, or a message saying what
   is missing or invalid; the error then names the file and line number.
   """
+  for number, record in read_jsonl_numbered(path):
+    problem = validate(record) if validate else None
+    if problem:
+      raise JsonlError(f"{path}, line {number}: {problem}")
+    yield record
+
+
+def read_jsonl_numbered(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+  """(line number, dict) for each non-blank line, for readers whose own errors name
+  the line; a line that is not a JSON object is a JsonlError naming it."""
   with fs.open(path) as f:
     for number, line in enumerate(f, 1):
       if not line.strip():
@@ -33,10 +43,7 @@ def read_jsonl(path: str, validate: Callable[[dict[str, Any]], str | None] | Non
       if not isinstance(record, dict):
         raise JsonlError(f"{path}, line {number}: expected a JSON object, got "
                          f"{type(record).__name__}")
-      problem = validate(record) if validate else None
-      if problem:
-        raise JsonlError(f"{path}, line {number}: {problem}")
-      yield record
+      yield number, record
 
 
 def write_jsonl(path: str, records: Iterable[Mapping[str, Any]], overwrite: bool = False) -> int:

@@ -106,15 +106,21 @@ def correctness_term(answer_key: str = "answer", right: float = 1.0, wrong: floa
   exact match under the "squad" convention of `align_jax.eval.qa` (ASCII punctuation
   deleted, articles dropped). Examples without a gold answer get 0.
   """
+  def score(response: str, gold: Any) -> float:
+    answers = [gold] if isinstance(gold, str) else list(gold)
+    predicted = extract(response) if extract else response
+    return right if exact_match(predicted, answers, "squad") else wrong
+  return _gold_answer_term(answer_key, score)
+
+
+def _gold_answer_term(answer_key: str, score: Callable[[str, Any], float]) -> RewardTerm:
+  """score(response, gold) for examples with a gold metadata[answer_key], 0 for others."""
   def term(batch: RewardBatch) -> np.ndarray:
     scores = np.zeros(len(batch), np.float32)
     for i, (response, meta) in enumerate(zip(batch.responses, batch.metadata)):
       gold = meta.get(answer_key)
-      if gold is None:
-        continue
-      answers = [gold] if isinstance(gold, str) else list(gold)
-      predicted = extract(response) if extract else response
-      scores[i] = right if exact_match(predicted, answers, "squad") else wrong
+      if gold is not None:
+        scores[i] = score(response, gold)
     return scores
   return term
 
@@ -124,18 +130,11 @@ def math_answer_term(answer_key: str = "answer", unavailable: str = "Unavailable
   """1 when the solution's final answer (`extract_answer`) equals metadata[answer_key]
   (`answers_equal`), else 0; a problem whose answer is `unavailable` (a hard problem
   with no checkable answer, Easy-to-Hard's RL setting) gets `unavailable_reward`."""
-  def term(batch: RewardBatch) -> np.ndarray:
-    scores = np.zeros(len(batch), np.float32)
-    for i, (response, meta) in enumerate(zip(batch.responses, batch.metadata)):
-      gold = meta.get(answer_key)
-      if gold is None:
-        continue
-      if str(gold) == unavailable:
-        scores[i] = unavailable_reward
-      else:
-        scores[i] = float(answers_equal(extract_answer(response), str(gold)))
-    return scores
-  return term
+  def score(response: str, gold: Any) -> float:
+    if str(gold) == unavailable:
+      return unavailable_reward
+    return float(answers_equal(extract_answer(response), str(gold)))
+  return _gold_answer_term(answer_key, score)
 
 
 def math_format_term(penalty: float = -1.0) -> RewardTerm:

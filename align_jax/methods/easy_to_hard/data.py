@@ -52,7 +52,7 @@ import re
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from align_jax import fs
-from align_jax.data.jsonl import JsonlError
+from align_jax.data.jsonl import read_jsonl_numbered
 from align_jax.eval.math import (ANSWER_HEADER, STEP_SEPARATOR, extract_answer, join_steps,
                                  process_steps, split_steps)
 
@@ -80,22 +80,6 @@ def _get(entry: Mapping[str, Any], key: str, kinds: tuple[type, ...], where: str
   if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
     raise ValueError(f"{where}: key {name!r} must be {expected}, got {_show(value)}")
   return value
-
-
-def _jsonl(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
-  """(line number, object) for each non-blank line, with read_jsonl's errors."""
-  with fs.open(path) as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise JsonlError(f"{path}, line {number}: not valid JSON ({e.msg})") from None
-      if not isinstance(record, dict):
-        raise JsonlError(f"{path}, line {number}: expected a JSON object, got "
-                         f"{type(record).__name__}")
-      yield number, record
 
 
 def _level(value: Any, where: str) -> int | None:
@@ -135,7 +119,7 @@ def read_math(path: str) -> list[dict[str, Any]]:
   "subject/number") or a jsonl file (id: the line number); see the module docstring."""
   if not fs.isdir(path):
     return [_math_record(entry, str(number), f"{path}, line {number}")
-            for number, entry in _jsonl(path)]
+            for number, entry in read_jsonl_numbered(path)]
   records = []
   for subject in fs.listdir(path):
     folder = fs.join(path, subject)
@@ -160,7 +144,7 @@ def read_math500(path: str) -> list[dict[str, Any]]:
   """MATH500-format jsonl ("problem", "solution", "answer", "subject", "level",
   "unique_id") as read_math's records (id = unique_id, type = subject)."""
   records = []
-  for number, entry in _jsonl(path):
+  for number, entry in read_jsonl_numbered(path):
     where = f"{path}, line {number}"
     for key in ("problem", "solution", "answer", "subject", "unique_id"):
       _get(entry, key, (str,), where, "a string")
@@ -253,7 +237,7 @@ def read_prm800k_with_stats(path: str, include_quality_control: bool = False
   records = []
   stats = {"lines": 0, "records": 0, "quality_control": 0, "initial_screening": 0,
            "no_labelled_step": 0}
-  for number, entry in _jsonl(path):
+  for number, entry in read_jsonl_numbered(path):
     where = f"{path}, line {number}"
     stats["lines"] += 1
     question = _get(entry, "question", (dict,), where, "an object")
