@@ -132,10 +132,18 @@ class ProcessRewardModel:
             for (pieces, _, positions), token_scores in zip(rendered, scores)]
 
 
-def token_ends(vocab, tokens: Sequence[int]) -> np.ndarray:
-  """For each token of a response, the length of the text decoded up to and with it."""
-  return np.array([len(vocab.decode([int(t) for t in tokens[:k + 1]]))
-                   for k in range(len(tokens))], np.int64)
+def token_at(vocab, tokens: Sequence[int], offset: int) -> int:
+  """The first token whose text, decoded with every token before it, reaches `offset`
+  characters (the last token when none does); a binary search over prefix decodings."""
+  ids = [int(t) for t in tokens]
+  lo, hi = 0, len(ids) - 1
+  while lo < hi:
+    mid = (lo + hi) // 2
+    if len(vocab.decode(ids[:mid + 1])) >= offset:
+      hi = mid
+    else:
+      lo = mid + 1
+  return lo
 
 
 class ProcessRewardTerm:
@@ -175,8 +183,7 @@ class ProcessRewardTerm:
         continue
       rewards = process_rewards(scores.probabilities[:count], self.upper_bound,
                                 self.positive_total)
-      ends = token_ends(self.policy_vocab, tokens[i, :length])
       for reward, offset in zip(rewards, offsets[:count]):
-        position = min(int(np.searchsorted(ends, offset)), length - 1)
+        position = token_at(self.policy_vocab, tokens[i, :length], offset)
         dense[i, position] += self.scale * reward
     return dense

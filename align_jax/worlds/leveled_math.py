@@ -2,9 +2,9 @@
 
 A problem is a start number and a chain of operations applied left to right,
 `Compute from left to right: 7+5*2-8`. Its level sets how many operations it has and how
-large its numbers are (by default level 1: one or two operations on numbers up to 9;
-level 3: three or four, up to 12; level 5: five or six, up to 15; every value at most
-30). The gold solution is written in the step format of `align_jax.eval.math`
+large its numbers are (by default level 1: one or two operations on numbers up to 10;
+level 3: three or four, up to 12; level 4: four, up to 15; level 5: five, up to 15;
+every value at most 30). The gold solution is written in the step format of `align_jax.eval.math`
 (PRM800K's): one step per operation, `7+5=12` (no spaces: fewer tokens for a tiny model),
 steps separated by blank lines, then `# Answer` and the result:
 
@@ -60,13 +60,13 @@ class LeveledMathConfig:
   """
   seed: int = 0
   min_ops: tuple[int, ...] = (1, 2, 3, 4, 5)
-  max_ops: tuple[int, ...] = (2, 3, 4, 5, 6)
-  max_operand: tuple[int, ...] = (9, 12, 12, 15, 15)
+  max_ops: tuple[int, ...] = (2, 3, 4, 4, 5)
+  max_operand: tuple[int, ...] = (10, 12, 12, 15, 15)
   max_factor: tuple[int, ...] = (2, 2, 2, 2, 2)
   max_value: int = 30
   easy_levels: tuple[int, ...] = (1, 2, 3)
   num_sft: int = 1000
-  num_label: int = 300
+  num_label: int = 800
   num_rl: int = 200
   num_eval: int = 100
 
