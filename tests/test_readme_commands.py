@@ -34,6 +34,7 @@ CLAIMED = {
     "gin/methods/rlhf_demo.gin": "tests/methods/rlhf/test_quickstart.py",
     "gin/methods/recite/world.gin": "tests/methods/recite/test_recite_world.py",
     "gin/methods/closed_book_qa.gin": "tests/methods/closed_book_qa/test_closed_book_qa.py",
+    "gin/methods/easy_to_hard/world.gin": "tests/methods/easy_to_hard/test_world_pipeline.py",
 }
 
 # Per run file: the flags that shrink a documented command to a test's size.

@@ -1,0 +1,183 @@
+"""The Easy-to-Hard world report: goals with their margins, per-level tables across seeds,
+inference-compute curves (PNG)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from align_jax import fs
+from align_jax.pipeline.reports import markdown_table, mean_std, plot_lines, write_report
+from align_jax.pipeline.stages import stage_seconds
+
+POLICIES = {"samples_small": "small", "samples_large": "large"}
+TABLE_SIZES = (1, 4, 16, 64, 256)
+
+
+def _accuracy(results: Mapping[str, Any], policy: str, group: str, strategy: str, n: int
+              ) -> float:
+  curves = results["rerank"][policy]
+  return curves["groups"][group]["accuracy"][strategy][curves["sizes"].index(n)]
+
+
+def report_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+  """One seed's table: each policy's majority, weighted and best-of-N (PRM, min) at the
+  largest N."""
+  rows = []
+  for policy, name in POLICIES.items():
+    n = results["rerank"][policy]["sizes"][-1]
+    for strategy in ("majority", "weighted/prm/min", "best_of_n/prm/min", "weighted/orm/outcome"):
+      if strategy not in results["rerank"][policy]["groups"]["easy"]["accuracy"]:
+        continue
+      rows.append({"policy": name, "strategy": strategy, "N": n,
+                   "easy": _accuracy(results, policy, "easy", strategy, n),
+                   "hard": _accuracy(results, policy, "hard", strategy, n)})
+  return rows
+
+
+def _difference(per_seed: Mapping[int, Mapping[str, Any]], a, b) -> dict[str, float]:
+  """Mean, std and standard error over seeds of a(results) - b(results)."""
+  values = np.array([a(r) - b(r) for r in per_seed.values()], np.float64)
+  std = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+  return {"mean": float(values.mean()), "std": std, "se": std / np.sqrt(len(values)),
+          "values": values.tolist()}
+
+
+def _verdict(d: Mapping[str, float]) -> str:
+  if not np.isfinite(d["se"]):
+    return "one seed: no standard error"
+  margin = d["mean"] / d["se"] if d["se"] > 0 else float("inf") * np.sign(d["mean"])
+  status = "met" if margin > 2 else "not met"
+  return f"{margin:+.1f} SE: **{status}**"
+
+
+def _fmt(d: Mapping[str, float]) -> str:
+  return (f"{d['mean']:+.3f} (std {d['std']:.3f}, SE {d['se']:.3f}; per seed "
+          + ", ".join(f"{v:+.3f}" for v in d["values"]) + ")")
+
+
+def _rl_accuracy(results: Mapping[str, Any], policy: str, mode: str, levels: Sequence[int]
+                 ) -> float:
+  row = next(r for r in results["rl_eval"]["rows"] if r["policy"] == policy and r["mode"] == mode)
+  return float(np.mean([row[f"level {lv}"] for lv in levels]))
+
+
+def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], rerank,
+                       world, seconds: float) -> str:
+  """report.md with the goals first, then tables, curves and the set-up."""
+  figures = fs.join(workdir, "report")
+  fs.makedirs(figures)
+  first = next(iter(per_seed.values()))
+  sizes = first["rerank"]["samples_small"]["sizes"]
+  hard_levels, easy_levels = world.hard_levels, world.easy_levels
+  agg = rerank.aggregation
+  weighted, bon = f"weighted/prm/{agg}", f"best_of_n/prm/{agg}"
+  goals = []
+  for n in [n for n in sizes if n >= 16]:
+    d = _difference(per_seed, lambda r: _accuracy(r, "samples_small", "hard", weighted, n),
+                    lambda r: _accuracy(r, "samples_small", "hard", "majority", n))
+    goals.append({"goal": f"levels {hard_levels}: weighted voting (PRM, {agg}) minus "
+                          f"majority, N={n}", "difference": _fmt(d), "verdict": _verdict(d)})
+  for strategy in ("weighted", "best_of_n"):
+    n = sizes[-1]
+    d = _difference(per_seed,
+                    lambda r: _accuracy(r, "samples_small", "hard", f"{strategy}/prm/{agg}", n),
+                    lambda r: _accuracy(r, "samples_small", "hard", f"{strategy}/orm/outcome", n))
+    goals.append({"goal": f"levels {hard_levels}: {strategy} PRM ({agg}) minus ORM, N={n}",
+                  "difference": _fmt(d), "verdict": _verdict(d)})
+  for mode in ("greedy", "sampled"):
+    for baseline in ("sft", "ppo_outcome"):
+      d = _difference(per_seed, lambda r: _rl_accuracy(r, "ppo_process", mode, hard_levels),
+                      lambda r: _rl_accuracy(r, baseline, mode, hard_levels))
+      goals.append({"goal": f"levels {hard_levels}: PPO with the easy-trained PRM minus "
+                            f"{baseline} ({mode})", "difference": _fmt(d),
+                    "verdict": _verdict(d)})
+
+  # Reranking tables: mean ± std over seeds.
+  tables = []
+  for policy, name in POLICIES.items():
+    for group, levels in (("easy", easy_levels), ("hard", hard_levels)):
+      rows = []
+      shown = [n for n in TABLE_SIZES if n in sizes]
+      for strategy in first["rerank"][policy]["groups"][group]["accuracy"]:
+        row = {"strategy": strategy}
+        for n in shown:
+          row[f"N={n}"] = mean_std([_accuracy(r, policy, group, strategy, n)
+                                    for r in per_seed.values()])
+        rows.append(row)
+      questions = first["rerank"][policy]["groups"][group]["questions"]
+      tables.append((f"Reranking, {name} policy, levels {list(levels)} ({questions} questions "
+                     "per seed)", markdown_table(rows, ["strategy"] + [f"N={n}" for n in shown])))
+
+  # RL table per level.
+  levels = sorted(int(k.split()[1]) for k in first["rl_eval"]["rows"][0] if k.startswith("level"))
+  rl_rows = []
+  for row0 in first["rl_eval"]["rows"]:
+    entry = {"policy": row0["policy"], "mode": row0["mode"]}
+    for lv in levels:
+      entry[f"level {lv}"] = mean_std([next(r for r in res["rl_eval"]["rows"]
+                                            if r["policy"] == row0["policy"]
+                                            and r["mode"] == row0["mode"])[f"level {lv}"]
+                                       for res in per_seed.values()])
+    rl_rows.append(entry)
+
+  # Curves.
+  curves = []
+  for group, levels_ in (("easy", easy_levels), ("hard", hard_levels)):
+    for axis in ("samples", "tokens"):
+      lines = []
+      for policy, name in POLICIES.items():
+        for strategy, label in (("majority", "majority"), (weighted, f"weighted PRM {agg}"),
+                                (bon, f"best-of-N PRM {agg}")):
+          ys = np.array([[_accuracy(r, policy, group, strategy, n) for n in sizes]
+                         for r in per_seed.values()])
+          tokens = np.mean([r["rerank"][policy]["groups"][group]["tokens_per_sample"]
+                            for r in per_seed.values()])
+          xs = list(sizes) if axis == "samples" else [n * tokens for n in sizes]
+          lines.append((f"{name}: {label}", xs, ys.mean(0).tolist(), ys.std(0).tolist()))
+      path = fs.join(figures, f"{group}_{axis}.png")
+      plot_lines(path, lines, f"Levels {list(levels_)}: accuracy vs "
+                 + ("samples per question" if axis == "samples" else "generated tokens"),
+                 "N (samples)" if axis == "samples" else "generated tokens per question",
+                 "accuracy", logx=True, xticks=sizes if axis == "samples" else None)
+      curves.append(f"![{group} {axis}](report/{group}_{axis}.png)")
+
+  setup = []
+  for seed, r in per_seed.items():
+    stage_names = list(r)
+    setup.append({
+        "seed": seed, "held-out questions in training": r["world"]["heldout_overlap"],
+        "label samples correct": r["label_samples"]["sample_accuracy"],
+        "PRM step labels positive": r["evaluator_data"]["positive_share"]["prm"],
+        "PRM eval acc": r["prm"]["eval_accuracy"], "ORM eval acc": r["orm"]["eval_accuracy"],
+        "OPRM eval acc": r["oprm"]["eval_accuracy"],
+        "small samples correct": r["rerank"]["samples_small"]["sample_accuracy"],
+        "large samples correct": r["rerank"]["samples_large"]["sample_accuracy"],
+        "seconds": round(sum(stage_seconds(fs.join(workdir, f"seed_{seed}"),
+                                           stage_names).values()))})
+  seconds_by_stage = {}
+  for seed in per_seed:
+    for stage, s in stage_seconds(fs.join(workdir, f"seed_{seed}"), list(first)).items():
+      seconds_by_stage.setdefault(stage, []).append(s)
+  time_rows = [{"stage": k, "seconds (mean over seeds)": float(np.mean(v))}
+               for k, v in seconds_by_stage.items()]
+  return write_report(fs.join(workdir, "report.md"),
+                      "align_jax Easy-to-Hard: evaluators trained on easy problems, used on "
+                      "hard ones", [
+      ("Goals (small policy; differences are mean over seeds, SE = std / sqrt(seeds))",
+       markdown_table(goals, ["goal", "difference", "verdict"])),
+      *tables,
+      ("RL: accuracy per level (held-out questions; greedy and T=1 samples)",
+       markdown_table(rl_rows, ["policy", "mode"] + [f"level {lv}" for lv in levels])),
+      ("Inference-compute curves (mean ± std over seeds)", "\n\n".join(curves)),
+      ("Set-up per seed", markdown_table(setup, list(setup[0]))),
+      ("Where the time goes", markdown_table(time_rows, ["stage",
+                                                         "seconds (mean over seeds)"])),
+      ("What ran", f"{len(per_seed)} seed(s); policies trained from scratch on gold solutions "
+                   f"of levels {list(easy_levels)} only; the evaluators (PRM, ORM, OPRM) on the "
+                   f"small policy's own samples of levels {list(easy_levels)}, labelled by the "
+                   "exact checker; reranking of N samples per held-out question at "
+                   f"T={rerank.temperature}, each N < {sizes[-1]} averaged over "
+                   f"{rerank.subsets} random subsets. Total wall time {seconds:.0f} s."),
+  ])

@@ -1,0 +1,164 @@
+"""The Easy-to-Hard world experiment end to end on a tiny configuration, and its pieces."""
+
+import json
+
+import numpy as np
+import pytest
+
+from align_jax import main as entry
+from align_jax.eval.math import process_steps
+from align_jax.methods.easy_to_hard import pipeline
+from tests.readme_commands import readme_command
+
+TINY_MODEL = ["num_layers=1", "d_model=32", "num_heads=2", "num_kv_heads=1", "head_dim=16",
+              "mlp_dim=64"]
+SMALL = (
+    ["--gin.SEEDS=(0,)"]
+    + [f"--gin.{size}/TransformerConfig.{field}" for size in ("small", "large")
+       for field in TINY_MODEL]
+    + ["--gin.LeveledMathConfig.num_sft=40", "--gin.LeveledMathConfig.num_label=6",
+       "--gin.LeveledMathConfig.num_rl=8", "--gin.LeveledMathConfig.num_eval=3",
+       "--gin.sft/TrainingSchedule.steps=4", "--gin.sft/TrainingSchedule.batch_size=8",
+       "--gin.sft_large/TrainingSchedule.steps=4",
+       "--gin.sft_large/TrainingSchedule.batch_size=8",
+       "--gin.evaluator/TrainingSchedule.steps=3",
+       "--gin.evaluator/TrainingSchedule.batch_size=8",
+       "--gin.RerankConfig.num_samples=4", "--gin.RerankConfig.subsets=2",
+       "--gin.RerankConfig.max_new_tokens=24", "--gin.ppo/TrainingSchedule.steps=2",
+       "--gin.PPOConfig.rollout_batch_size=8", "--gin.PPOConfig.mini_batch_size=4",
+       "--gin.PPOConfig.max_new_tokens=24", "--gin.easy_to_hard_world.eval_samples=2"])
+
+
+@pytest.mark.slow
+def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
+  command = (readme_command("gin/methods/easy_to_hard/world.gin")
+             + [f"--gin.WORKDIR='{tmp_path}'"] + SMALL)
+  result = entry.main(command)
+  seed_dir = tmp_path / "seed_0"
+
+  def completed(stage):
+    return json.load(open(seed_dir / stage / "COMPLETED.json"))["result"]
+
+  world = completed("world")
+  assert world["heldout_overlap"] == 0
+  # The evaluators' labels are the checker's: step labels PRM800K style, one label per
+  # solution for the ORM; hard questions never appear among the label questions.
+  samples = [json.loads(line) for line in open(seed_dir / "label_samples" / "samples.jsonl")]
+  assert samples and all(r["level"] <= 3 for r in samples)
+  prm = [json.loads(line) for name in ("prm_train", "prm_eval")
+         for line in open(seed_dir / "evaluator_data" / f"{name}.jsonl")]
+  by_text = {(r["prompt"], tuple(process_steps(s["text"]))): s for r in samples
+             for s in r["samples"]}
+  for record in prm:
+    sample = by_text[(record["prompt"], tuple(record["steps"]))]
+    assert record["labels"] == [int(x) for x in sample["step_labels"]]
+    assert all(a >= b for a, b in zip(record["labels"], record["labels"][1:]))  # no recovery
+  rerank = completed("rerank")
+  # Every evaluator reranks the small policy's samples; the PRM alone the large one's.
+  expected = {"samples_small": {"majority", "weighted/prm/min", "best_of_n/prm/product",
+                                "weighted/orm/outcome", "weighted/oprm/min", "pass@n"},
+              "samples_large": {"majority", "weighted/prm/min", "best_of_n/prm/product",
+                                "pass@n"}}
+  for policy in ("samples_small", "samples_large"):
+    assert rerank[policy]["sizes"] == [1, 2, 4]
+    for group in ("easy", "hard"):
+      table = rerank[policy]["groups"][group]["accuracy"]
+      assert expected[policy] <= set(table)
+      assert policy == "samples_small" or not any("orm" in name for name in table)
+      for name, values in table.items():  # nothing beats the oracle
+        assert all(v <= p + 1e-9 for v, p in zip(values, table["pass@n"])), name
+  rl = completed("rl_eval")["rows"]
+  assert [(r["policy"], r["mode"]) for r in rl] == [
+      (p, m) for p in ("sft", "ppo_outcome", "ppo_process") for m in ("greedy", "sampled")]
+  # The PRM's process reward reached PPO as a logged reward term.
+  metrics = [json.loads(line) for line in open(seed_dir / "ppo_process" / "metrics.jsonl")]
+  assert any("reward/process" in m for m in metrics)
+  assert not any("reward/process" in m for m in
+                 (json.loads(line) for line in open(seed_dir / "ppo_outcome" / "metrics.jsonl")))
+  report = open(result["report"]).read()
+  for heading in ("Goals", "Reranking, small policy", "Reranking, large policy",
+                  "RL: accuracy per level", "Inference-compute curves", "Set-up per seed"):
+    assert heading in report
+  for name in ("easy_samples", "easy_tokens", "hard_samples", "hard_tokens"):
+    assert (tmp_path / "report" / f"{name}.png").exists()
+  # Rerunning the same command does nothing new.
+  again = entry.main(command)
+  assert again["seeds"] == result["seeds"]
+
+
+def _rows():
+  # Two questions, four samples each: answers, correctness and tokens by hand.
+  def sample(answer, correct):
+    return {"answer": answer, "correct": correct, "tokens": 10}
+  return [
+      {"prompt": "q1", "level": 1, "answer": "5",
+       "samples": [sample("5", True), sample("6", False), sample("6", False), sample(None, False)]},
+      {"prompt": "q2", "level": 4, "answer": "7",
+       "samples": [sample("7", True), sample("8", False), sample("8", False), sample("7", True)]},
+  ]
+
+
+def test_rerank_curves_on_a_hand_worked_case():
+  config = pipeline.RerankConfig(num_samples=4, subsets=1)
+  scores = {key: np.zeros((2, 4)) for _, e, how in pipeline.strategies(config) if e
+            for key in [f"{e}/{how}"]}
+  # The PRM trusts the right answers: one right sample outweighs two wrong ones.
+  scores["prm/min"] = np.array([[0.9, 0.2, 0.3, 0.99], [0.6, 0.1, 0.1, 0.5]])
+  scores["orm/outcome"] = np.array([[0.1, 0.8, 0.1, 0.0], [0.1, 0.1, 0.9, 0.1]])
+  curves = pipeline.rerank_curves(_rows(), scores, config, easy_levels=(1, 2, 3), seed=0)
+  easy, hard = curves["groups"]["easy"]["accuracy"], curves["groups"]["hard"]["accuracy"]
+  n4 = curves["sizes"].index(4)
+  assert easy["majority"][n4] == 0.0          # "6" twice beats "5" once; None never votes
+  assert easy["weighted/prm/min"][n4] == 1.0  # 0.9 for "5" against 0.5 for "6"
+  assert easy["best_of_n/prm/min"][n4] == 1.0  # the unanswered 0.99 sample does not count
+  # A 2-2 tie goes to the shorter, then the earlier answer: "7" (sample 0) over "8".
+  assert hard["majority"][n4] == 1.0
+  assert hard["weighted/prm/min"][n4] == 1.0 and hard["pass@n"][n4] == 1.0
+  assert easy["weighted/orm/outcome"][n4] == 0.0 and hard["best_of_n/orm/outcome"][n4] == 0.0
+  assert easy["pass@n"][n4] == 1.0
+  # N=1 over one random subset per size: a single sample's answer, whatever the scores.
+  n1 = curves["sizes"].index(1)
+  assert easy["majority"][n1] == easy["weighted/prm/min"][n1] == easy["best_of_n/prm/min"][n1]
+  assert curves["groups"]["hard"]["tokens_per_sample"] == 10.0
+
+
+def test_monte_carlo_labels_roll_out_from_every_step(tmp_path):
+  """Math-Shepherd labels through the generation stage, with a random tiny policy: one
+  row per (sample, step); a step whose prefix already holds the answer is labelled by
+  that answer alone, whatever the rollouts say."""
+  import jax
+
+  from align_jax.data.vocab import train_sentencepiece
+  from align_jax.models import Transformer, TransformerConfig
+  from align_jax.models.init import init_params
+  from align_jax.parallel import DEFAULT_RULES, create_mesh
+  from align_jax.training.runs import LoadedRun
+  from align_jax.worlds.leveled_math import LeveledMathConfig, Problem, build_world
+
+  world = build_world(LeveledMathConfig(num_sft=50, num_label=0, num_rl=2, num_eval=2))
+  vocab = train_sentencepiece(world.texts() + ["User: \nAssistant: "], str(tmp_path / "spm"),
+                              320, model_type="bpe", extra_options={
+                                  "split_digits": True, "normalization_rule_name": "identity",
+                                  "remove_extra_whitespaces": False, "add_dummy_prefix": False,
+                                  "user_defined_symbols": "\n", "hard_vocab_limit": False})
+  config = TransformerConfig(vocab_size=320, num_layers=1, d_model=32, num_heads=2,
+                             num_kv_heads=1, head_dim=16, mlp_dim=64, max_seq_len=128)
+  policy = LoadedRun("policy", config, init_params(Transformer(config), jax.random.key(0)),
+                     vocab, {}, create_mesh(), DEFAULT_RULES)
+  problem = Problem(7, (("+", 5), ("*", 2)), level=1)
+  right = problem.solution()                       # 7+5=12 / 12*2=24 / # Answer / 24
+  wrong = "7+5=13\n\n13*2=26\n\n# Answer\n\n26"
+  rows = [{"prompt": problem.question, "level": 1, "answer": "24",
+           "samples": [{"text": right, "step_labels": [True, True, True]},
+                       {"text": wrong, "step_labels": [False, False, False]}]}]
+  config_mc = pipeline.EvaluatorDataConfig(labels="monte_carlo", rollouts=2)
+  result = pipeline.monte_carlo_labels(str(tmp_path / "mc.jsonl"), rows, policy, "plain",
+                                       config_mc, max_new_tokens=8, seed=0)
+  labels = pipeline.read_monte_carlo_labels(result["path"])
+  assert sorted(labels) == [(0, 0), (0, 1)] and len(labels[(0, 0)]) == len(labels[(0, 1)]) == 3
+  assert labels[(0, 0)][2] == 1 and labels[(0, 1)][2] == 0   # the answer step: its own answer
+  assert all(x in (0, 1) for ls in labels.values() for x in ls)
+  assert 0.0 <= result["agreement_with_checker"] <= 1.0
+  written = [json.loads(line) for line in open(tmp_path / "mc.jsonl")]
+  assert [(r["sample"], r["step"]) for r in written] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1),
+                                                         (1, 2)]
