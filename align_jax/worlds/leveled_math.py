@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -257,15 +257,3 @@ def build_world(config: LeveledMathConfig = LeveledMathConfig()) -> LeveledMathW
     splits[split] = [splits[split][i] for i in order]
   return LeveledMathWorld(config, splits)
 
-
-def problems_by_question(world: LeveledMathWorld) -> dict[str, Problem]:
-  """Every problem of the world by its question text."""
-  return {p.question: p for ps in world.splits.values() for p in ps}
-
-
-def step_count(solution: str) -> int:
-  return len(split_steps(solution))
-
-
-def levels_of(records: Sequence[dict[str, Any]]) -> list[int]:
-  return sorted({int(r["level"]) for r in records})

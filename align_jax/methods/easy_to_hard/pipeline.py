@@ -34,12 +34,13 @@ import dataclasses
 import json
 from typing import Any, Mapping, Sequence
 
+import jax
 import numpy as np
 from jax.sharding import Mesh
 
 from align_jax import fs
 from align_jax.data.jsonl import read_jsonl, write_jsonl
-from align_jax.eval.math import answers_equal, extract_answer, split_steps
+from align_jax.eval.math import answers_equal, extract_answer, process_steps, split_steps
 from align_jax.models import TransformerConfig
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
 from align_jax.pipeline import (Pipeline, Stage, TrainingSchedule, is_writer, run_seeds,
@@ -251,7 +252,7 @@ def evaluator_data_stage(config: EvaluatorDataConfig, seed: int):
         if len(labels) != len(steps):
           raise ValueError(f"sample {j} of label question {i}: {len(steps)} steps but "
                            f"{len(labels)} labels")
-        data[f"prm_{split}"].append({"prompt": row["prompt"], "steps": _pieces(steps),
+        data[f"prm_{split}"].append({"prompt": row["prompt"], "steps": process_steps(steps),
                                      "labels": labels})
         label = int(sample["correct"] and sample["finished"])
         data[f"orm_{split}"].append({"prompt": row["prompt"], "response": text, "label": label})
@@ -261,11 +262,6 @@ def evaluator_data_stage(config: EvaluatorDataConfig, seed: int):
     return {**paths, "counts": {name: len(records) for name, records in data.items()},
             "positive_share": {k: float(np.mean(v)) if v else None for k, v in positives.items()}}
   return run
-
-
-def _pieces(steps: Sequence[str]) -> list[str]:
-  from align_jax.eval.math import process_steps
-  return process_steps(list(steps))
 
 
 def evaluator_stage(kind: str, model: TransformerConfig, schedule: TrainingSchedule,
@@ -468,7 +464,7 @@ def rl_eval_stage(model: TransformerConfig, chat_template: str, policies: Sequen
       for mode, temperature, n in (("greedy", 0.0, 1), ("sampled", 1.0, num_samples)):
         result = sampler.generate(prompts, SamplingConfig(
             max_new_tokens=max_new_tokens, temperature=temperature, num_samples=n),
-            _key(seed + 500))
+            jax.random.key(seed + 500))
         for record, texts in zip(records, result.texts):
           problem = parse_question(record["prompt"], int(record["level"]))
           rows.append({"policy": stage, "mode": mode, "level": int(record["level"]),
@@ -484,11 +480,6 @@ def rl_eval_stage(model: TransformerConfig, chat_template: str, policies: Sequen
         table.append(entry)
     return {"rows": table}
   return run
-
-
-def _key(seed: int):
-  import jax
-  return jax.random.key(seed)
 
 
 def seed_pipeline(workdir: str, model: TransformerConfig, model_large: TransformerConfig,
