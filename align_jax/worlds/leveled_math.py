@@ -2,15 +2,29 @@
 
 A problem is a start number and a chain of operations applied left to right,
 `Compute from left to right: 7+5*2-8`. Its level sets how many operations it has and how
-large its numbers are (by default level 1: one or two operations on numbers up to 10;
-level 3: three or four, up to 12; level 4: four, up to 15; level 5: five, up to 15;
-every value at most 30). The gold solution is written in the step format of `align_jax.eval.math`
-(PRM800K's): one step per operation, `7+5=12` (no spaces: fewer tokens for a tiny model),
-steps separated by blank lines, then `# Answer` and the result:
+large its numbers are. By default the easy levels teach each skill apart and the hard
+ones combine them:
 
-    7+5=12
+  level 1: one to three operations on numbers up to 6 (short, small);
+  level 2: three to six operations on numbers up to 6 (long, small);
+  level 3: one to three operations on numbers up to 15 (short, large);
+  level 4: four operations on numbers up to 15 (long and large);
+  level 5: five operations on numbers up to 15;
 
-    12*2=24
+every value at most 40. A hard problem asks for no kind of step that easy ones never
+ask for, and no more steps than the longest easy ones: what is new is the combination,
+many steps on large numbers (as a hard MATH problem chains more of the moves that easy
+ones use).
+
+The gold solution is written in the step format of `align_jax.eval.math` (PRM800K's):
+one step per operation, steps separated by blank lines, then `# Answer` and the
+result. A step does the next operation on the running value (`7+5=12`) and, after
+`;`, copies the operations still to do (no spaces: fewer tokens for a tiny model).
+For `7+5*2-8`:
+
+    7+5=12;*2-8
+
+    12*2=24;-8
 
     24-8=16
 
@@ -18,15 +32,19 @@ steps separated by blank lines, then `# Answer` and the result:
 
     16
 
+So every step can be checked against the step before it alone: is its first number
+the value just computed, is its operation the first one left, is the arithmetic right,
+and is the rest copied right? A step asks the same of an easy problem and of a hard one.
+
 Every running value stays in [0, max_value]: subtraction never goes below 0 and a
 product never above max_value (an operation that would is drawn again).
 
 Two checkers judge any solution exactly:
-  * `check_steps` labels each step PRM800K-style: a step is right when it applies the
-    problem's next operation to the true running value and computes it correctly; the
-    first wrong step and every later one are wrong; the answer step is right when
-    every step before it is, the steps cover all the operations, and the answer is the
-    result;
+  * `check_steps` labels each step PRM800K-style: a step is right when it is exactly
+    the gold step (the problem's next operation done right on the running value, the
+    rest of the operations copied); the first wrong step and every later one are
+    wrong; the answer step is right when every step before it is, the steps cover all
+    the operations, and the answer is the result;
   * `check_answer`: the final answer (extracted as for any math solution) is the result.
 
 Splits hold distinct problems (no problem text in two splits): `sft` (gold solutions,
@@ -47,6 +65,7 @@ from align_jax.eval.math import ANSWER_HEADER, extract_answer, join_steps, split
 
 OPERATIONS = ("+", "-", "*")
 PROMPT_PREFIX = "Compute from left to right: "
+REST = ";"  # in a step, what comes before it is done and what comes after it is still to do
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +78,11 @@ class LeveledMathConfig:
   every level.
   """
   seed: int = 0
-  min_ops: tuple[int, ...] = (1, 2, 3, 4, 5)
-  max_ops: tuple[int, ...] = (2, 3, 4, 4, 5)
-  max_operand: tuple[int, ...] = (10, 12, 12, 15, 15)
+  min_ops: tuple[int, ...] = (1, 3, 1, 4, 5)
+  max_ops: tuple[int, ...] = (3, 6, 3, 4, 5)
+  max_operand: tuple[int, ...] = (6, 6, 15, 15, 15)
   max_factor: tuple[int, ...] = (2, 2, 2, 2, 2)
-  max_value: int = 30
+  max_value: int = 40
   easy_levels: tuple[int, ...] = (1, 2, 3)
   num_sft: int = 1000
   num_label: int = 800
@@ -107,7 +126,7 @@ class Problem:
 
   @property
   def question(self) -> str:
-    return PROMPT_PREFIX + str(self.start) + "".join(f"{o}{b}" for o, b in self.ops)
+    return PROMPT_PREFIX + str(self.start) + _expression(self.ops)
 
   def values(self) -> list[int]:
     """The running values: the start, then after each operation."""
@@ -121,11 +140,21 @@ class Problem:
     return self.values()[-1]
 
   def steps(self) -> list[str]:
+    """One step per operation: the operation done (`7+5=12`), then, after `;`, the
+    operations still to do (`*2-8`) while there are any."""
     values = self.values()
-    return [f"{values[i]}{op}{b}={values[i + 1]}" for i, (op, b) in enumerate(self.ops)]
+    steps = []
+    for i, (op, b) in enumerate(self.ops):
+      rest = _expression(self.ops[i + 1:])
+      steps.append(f"{values[i]}{op}{b}={values[i + 1]}" + (REST + rest if rest else ""))
+    return steps
 
   def solution(self) -> str:
     return join_steps(self.steps(), str(self.answer))
+
+
+def _expression(ops: tuple[tuple[str, int], ...]) -> str:
+  return "".join(f"{o}{b}" for o, b in ops)
 
 
 def apply(a: int, op: str, b: int) -> int:
@@ -140,7 +169,6 @@ def apply(a: int, op: str, b: int) -> int:
 
 _QUESTION = re.compile(re.escape(PROMPT_PREFIX) + r"(\d+)((?:[+\-*]\d+)+)\s*$")
 _OP = re.compile(r"([+\-*])(\d+)")
-_STEP = re.compile(r"(\d+)([+\-*])(\d+)=(\d+)")
 
 
 def parse_question(question: str, level: int = 0) -> Problem:
@@ -156,20 +184,16 @@ def parse_question(question: str, level: int = 0) -> Problem:
 def check_steps(problem: Problem, solution: str) -> list[bool]:
   """PRM800K-style labels, one per step of `split_steps(solution)` (see the module
   docstring); the answer step is the one that starts with `# Answer`."""
-  values = problem.values()
+  gold = problem.steps()
   labels: list[bool] = []
   ok = True
-  done = 0  # operations applied correctly so far
+  done = 0  # operations done so far
   for step in split_steps(solution):
     if step.startswith(ANSWER_HEADER):
       answer = step[len(ANSWER_HEADER):].strip()
-      ok = ok and done == len(problem.ops) and answer == str(problem.answer)
+      ok = ok and done == len(gold) and answer == str(problem.answer)
     else:
-      match = _STEP.fullmatch(step)
-      ok = (ok and match is not None and done < len(problem.ops)
-            and int(match.group(1)) == values[done]
-            and (match.group(2), int(match.group(3))) == problem.ops[done]
-            and int(match.group(4)) == values[done + 1])
+      ok = ok and done < len(gold) and step == gold[done]
       done += 1
     labels.append(ok)
   return labels

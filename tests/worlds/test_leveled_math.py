@@ -6,11 +6,12 @@ from align_jax.worlds.leveled_math import (LeveledMathConfig, Problem, build_wor
                                            check_steps, parse_question)
 
 PROBLEM = Problem(17, (("+", 5), ("*", 3), ("-", 8)), level=3)
-GOLD = "17+5=22\n\n22*3=66\n\n66-8=58\n\n# Answer\n\n58"
+GOLD = "17+5=22;*3-8\n\n22*3=66;-8\n\n66-8=58\n\n# Answer\n\n58"
 
 
 def test_problem_question_and_gold_solution():
   assert PROBLEM.question == "Compute from left to right: 17+5*3-8"
+  assert PROBLEM.steps() == ["17+5=22;*3-8", "22*3=66;-8", "66-8=58"]
   assert PROBLEM.solution() == GOLD
   assert PROBLEM.answer == 58
   assert parse_question(PROBLEM.question, 3) == PROBLEM
@@ -18,22 +19,28 @@ def test_problem_question_and_gold_solution():
 
 @pytest.mark.parametrize("solution,labels,correct", [
     (GOLD, [True, True, True, True], True),
-    # A slip in step 2: it and every later step are wrong, even the right-looking step 3.
-    ("17+5=22\n\n22*3=67\n\n67-8=59\n\n# Answer\n\n59",
+    # A slip of arithmetic in step 2: it and every later step are wrong, even the
+    # right-looking step 3.
+    ("17+5=22;*3-8\n\n22*3=67;-8\n\n67-8=59\n\n# Answer\n\n59",
      [True, False, False, False], False),
     # Right arithmetic on the wrong operand (not the problem's next operation).
-    ("17+5=22\n\n22*4=88\n\n88-8=80\n\n# Answer\n\n80",
+    ("17+5=22;*3-8\n\n22*4=88;-8\n\n88-8=80\n\n# Answer\n\n80",
      [True, False, False, False], False),
-    # A step missing: the answer comes too early.
-    ("17+5=22\n\n22*3=66\n\n# Answer\n\n66", [True, True, False], False),
+    # The operations still to do miscopied (-9 for -8): wrong from that step on.
+    ("17+5=22;*3-9\n\n22*3=66;-9\n\n66-9=57\n\n# Answer\n\n57",
+     [False, False, False, False], False),
+    # An operation dropped while copying, so the answer comes early.
+    ("17+5=22;*3\n\n22*3=66\n\n# Answer\n\n66", [False, False, False], False),
+    # A step missing: the answer comes before the last operation is done.
+    ("17+5=22;*3-8\n\n22*3=66;-8\n\n# Answer\n\n66", [True, True, False], False),
     # An extra step after the last operation.
-    ("17+5=22\n\n22*3=66\n\n66-8=58\n\n58+1=59\n\n# Answer\n\n59",
+    ("17+5=22;*3-8\n\n22*3=66;-8\n\n66-8=58\n\n58+1=59\n\n# Answer\n\n59",
      [True, True, True, False, False], False),
     # Right steps, wrong final answer: only the answer step is wrong.
-    ("17+5=22\n\n22*3=66\n\n66-8=58\n\n# Answer\n\n57",
+    ("17+5=22;*3-8\n\n22*3=66;-8\n\n66-8=58\n\n# Answer\n\n57",
      [True, True, True, False], False),
     # Wrong steps that land on the right answer: the answer checker alone accepts it.
-    ("17+5=23\n\n23*3=69\n\n69-11=58\n\n# Answer\n\n58",
+    ("17+5=23;*3-11\n\n23*3=69;-11\n\n69-11=58\n\n# Answer\n\n58",
      [False, False, False, False], True),
     ("no steps at all", [False], False),
     ("", [], False),
