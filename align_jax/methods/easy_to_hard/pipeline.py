@@ -397,6 +397,37 @@ def rerank_curves(rows: Sequence[Mapping[str, Any]], scores: Mapping[str, np.nda
   return out
 
 
+def pairwise_auc(positive: Sequence[float], negative: Sequence[float]) -> float:
+  """The chance that a random positive scores above a random negative (ties count half);
+  NaN when either side is empty."""
+  pos, neg = np.asarray(positive, np.float64), np.asarray(negative, np.float64)
+  if not len(pos) or not len(neg):
+    return float("nan")
+  return float((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
+
+
+def separation(rows: Sequence[Mapping[str, Any]], scores: np.ndarray, easy_levels: Sequence[int]
+               ) -> dict[str, dict[str, float]]:
+  """How well one score per sample ([questions, N]) tells right solutions from wrong ones,
+  per group: `within`, the mean over questions with both kinds of samples of their AUC
+  (what reranking needs), and `overall`, the AUC over all samples pooled (which a score
+  can earn by knowing which questions are hard)."""
+  out = {}
+  for group in ("easy", "hard"):
+    within, pos, neg = [], [], []
+    for row, values in zip(rows, scores):
+      if (row["level"] in easy_levels) != (group == "easy"):
+        continue
+      right = np.array([s["correct"] for s in row["samples"]], bool)
+      pos += values[right].tolist()
+      neg += values[~right].tolist()
+      if right.any() and not right.all():
+        within.append(pairwise_auc(values[right], values[~right]))
+    out[group] = {"within": float(np.mean(within)) if within else float("nan"),
+                  "questions": len(within), "overall": pairwise_auc(pos, neg)}
+  return out
+
+
 def rerank_stage(config: RerankConfig, model: TransformerConfig, easy_levels: Sequence[int],
                  mesh_fn, rules, seed: int):
   """Scores both policies' samples with the three evaluators and measures reranking."""

@@ -7,7 +7,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+import json
+
 from align_jax import fs
+from align_jax.data.jsonl import read_jsonl
 from align_jax.pipeline.reports import markdown_table, mean_std, plot_lines, write_report
 from align_jax.pipeline.stages import stage_seconds
 
@@ -61,6 +64,30 @@ def _rl_accuracy(results: Mapping[str, Any], policy: str, mode: str, levels: Seq
                  ) -> float:
   row = next(r for r in results["rl_eval"]["rows"] if r["policy"] == policy and r["mode"] == mode)
   return float(np.mean([row[f"level {lv}"] for lv in levels]))
+
+
+def _separation_rows(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], rerank,
+                     easy_levels: Sequence[int]) -> list[dict[str, Any]]:
+  """AUC of each evaluator's solution scores on the small policy's samples (mean ± std
+  over seeds), from the rerank stage's cached scores."""
+  from align_jax.methods.easy_to_hard.pipeline import separation, solution_scores
+  values: dict[str, dict[str, list[float]]] = {}
+  for seed, results in per_seed.items():
+    rows = list(read_jsonl(results["samples_small"]["path"]))
+    with fs.open(fs.join(workdir, f"seed_{seed}", "rerank", "samples_small_scores.json")) as f:
+      scored = json.load(f)
+    for evaluator in scored:
+      how = "outcome" if evaluator == "orm" else rerank.aggregation
+      flat = solution_scores(scored[evaluator], evaluator, how)
+      found = separation(rows, flat.reshape(len(rows), -1), easy_levels)
+      entry = values.setdefault(f"{evaluator} ({how})", {})
+      for group in ("easy", "hard"):
+        for key in ("within", "overall"):
+          entry.setdefault(f"{group}: {key}", []).append(found[group][key])
+        entry.setdefault(f"{group}: questions", []).append(found[group]["questions"])
+  return [{"evaluator": name, **{k: (mean_std(v) if "questions" not in k
+                                     else f"{np.mean(v):.0f}") for k, v in entry.items()}}
+          for name, entry in values.items()]
 
 
 def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], rerank,
@@ -143,6 +170,8 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
                  "accuracy", logx=True, xticks=sizes if axis == "samples" else None)
       curves.append(f"![{group} {axis}](report/{group}_{axis}.png)")
 
+  separation_rows = _separation_rows(workdir, per_seed, rerank, easy_levels)
+
   setup = []
   for seed, r in per_seed.items():
     stage_names = list(r)
@@ -170,6 +199,12 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
       *tables,
       ("RL: accuracy per level (held-out questions; greedy and T=1 samples)",
        markdown_table(rl_rows, ["policy", "mode"] + [f"level {lv}" for lv in levels])),
+      ("How well the evaluators tell right from wrong (AUC on the small policy's samples)",
+       "`within`: the mean over questions with both right and wrong samples of the chance "
+       "that a right one scores above a wrong one (what reranking needs); `overall`: the "
+       "same over all samples pooled, which a score can earn by knowing which questions are "
+       "hard; `questions`: per seed, how many questions had both.\n\n"
+       + markdown_table(separation_rows, list(separation_rows[0]))),
       ("Inference-compute curves (mean ± std over seeds)", "\n\n".join(curves)),
       ("Set-up per seed", markdown_table(setup, list(setup[0]))),
       ("Where the time goes", markdown_table(time_rows, ["stage",

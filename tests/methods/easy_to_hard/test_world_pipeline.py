@@ -77,7 +77,8 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
                  (json.loads(line) for line in open(seed_dir / "ppo_outcome" / "metrics.jsonl")))
   report = open(result["report"]).read()
   for heading in ("Goals", "Reranking, small policy", "Reranking, large policy",
-                  "RL: accuracy per level", "Inference-compute curves", "Set-up per seed"):
+                  "RL: accuracy per level", "How well the evaluators tell right from wrong",
+                  "Inference-compute curves", "Set-up per seed"):
     assert heading in report
   for name in ("easy_samples", "easy_tokens", "hard_samples", "hard_tokens"):
     assert (tmp_path / "report" / f"{name}.png").exists()
@@ -122,6 +123,23 @@ def test_rerank_curves_on_a_hand_worked_case():
   assert curves["groups"]["hard"]["tokens_per_sample"] == 10.0
 
 
+def test_separation_is_the_within_question_auc_on_a_hand_worked_case():
+  assert pipeline.pairwise_auc([0.9, 0.5], [0.5, 0.1]) == 0.875   # (1 + 1 + 0.5 + 1) / 4
+  assert np.isnan(pipeline.pairwise_auc([], [0.3]))
+  # q1 (easy): right 0.9 vs wrong 0.2, 0.3, 0.99 -> 2/3. q2 (hard): right 0.6, 0.5 vs
+  # wrong 0.1, 0.1 -> 1. One question per group, so pooled equals within here.
+  scores = np.array([[0.9, 0.2, 0.3, 0.99], [0.6, 0.1, 0.1, 0.5]])
+  found = pipeline.separation(_rows(), scores, easy_levels=(1, 2, 3))
+  assert found["easy"] == {"within": 2 / 3, "questions": 1, "overall": 2 / 3}
+  assert found["hard"] == {"within": 1.0, "questions": 1, "overall": 1.0}
+  # A score that only knows which question is easier (q2: half its samples right, q1 a
+  # quarter) separates pooled samples (9.5 of 15 pairs), not samples of one question.
+  by_question = np.array([[0.1] * 4, [0.9] * 4])
+  rows = [dict(_rows()[0], level=1), dict(_rows()[1], level=2)]
+  found = pipeline.separation(rows, by_question, easy_levels=(1, 2, 3))
+  assert found["easy"]["within"] == 0.5 and found["easy"]["overall"] == 9.5 / 15
+
+
 def test_monte_carlo_labels_roll_out_from_every_step(tmp_path):
   """Math-Shepherd labels through the generation stage, with a random tiny policy: one
   row per (sample, step); a step whose prefix already holds the answer is labelled by
@@ -146,8 +164,8 @@ def test_monte_carlo_labels_roll_out_from_every_step(tmp_path):
   policy = LoadedRun("policy", config, init_params(Transformer(config), jax.random.key(0)),
                      vocab, {}, create_mesh(), DEFAULT_RULES)
   problem = Problem(7, (("+", 5), ("*", 2)), level=1)
-  right = problem.solution()                       # 7+5=12 / 12*2=24 / # Answer / 24
-  wrong = "7+5=13\n\n13*2=26\n\n# Answer\n\n26"
+  right = problem.solution()                       # 7+5=12;*2 / 12*2=24 / # Answer / 24
+  wrong = "7+5=13;*2\n\n13*2=26\n\n# Answer\n\n26"
   rows = [{"prompt": problem.question, "level": 1, "answer": "24",
            "samples": [{"text": right, "step_labels": [True, True, True]},
                        {"text": wrong, "step_labels": [False, False, False]}]}]
