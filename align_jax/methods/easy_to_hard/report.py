@@ -3,11 +3,10 @@ inference-compute curves (PNG)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-
-import json
 
 from align_jax import fs
 from align_jax.data.jsonl import read_jsonl
