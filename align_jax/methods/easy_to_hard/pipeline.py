@@ -58,6 +58,7 @@ from align_jax.worlds.leveled_math import (LeveledMathConfig, build_world, check
 
 EVALUATORS = ("prm", "orm", "oprm")
 LABELS = ("checker", "monte_carlo")
+AFTER_ERROR = ("negative", "drop")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,18 +68,24 @@ class EvaluatorDataConfig:
   samples: samples per label question (temperature 1); labels: 'checker' (exact step
   labels) or 'monte_carlo' (rollouts: `rollouts` completions from each step, positive
   when any reaches the answer); heldout: the share of label questions kept for the
-  evaluators' evaluation.
+  evaluators' evaluation; after_error: what a PRM record keeps after a solution's first
+  wrong step: 'negative' (every later step, labelled wrong) or 'drop' (the record ends
+  at the first wrong step, where PRM800K's labellers stopped).
   """
   samples: int = 4
   temperature: float = 1.0
   labels: str = "checker"
   rollouts: int = 4
   heldout: float = 0.1
+  after_error: str = "negative"
 
   def __post_init__(self):
     if self.labels not in LABELS:
       raise ValueError(f"EvaluatorDataConfig.labels must be one of {LABELS}, got "
                        f"{self.labels!r}")
+    if self.after_error not in AFTER_ERROR:
+      raise ValueError(f"EvaluatorDataConfig.after_error must be one of {AFTER_ERROR}, got "
+                       f"{self.after_error!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,7 +259,10 @@ def evaluator_data_stage(config: EvaluatorDataConfig, seed: int):
         if len(labels) != len(steps):
           raise ValueError(f"sample {j} of label question {i}: {len(steps)} steps but "
                            f"{len(labels)} labels")
-        data[f"prm_{split}"].append({"prompt": row["prompt"], "steps": process_steps(steps),
+        pieces = process_steps(steps)
+        if config.after_error == "drop" and 0 in labels:  # the separator stays on the step
+          pieces, labels = pieces[:labels.index(0) + 1], labels[:labels.index(0) + 1]
+        data[f"prm_{split}"].append({"prompt": row["prompt"], "steps": pieces,
                                      "labels": labels})
         label = int(sample["correct"] and sample["finished"])
         data[f"orm_{split}"].append({"prompt": row["prompt"], "response": text, "label": label})
@@ -425,6 +435,40 @@ def separation(rows: Sequence[Mapping[str, Any]], scores: np.ndarray, easy_level
         within.append(pairwise_auc(values[right], values[~right]))
     out[group] = {"within": float(np.mean(within)) if within else float("nan"),
                   "questions": len(within), "overall": pairwise_auc(pos, neg)}
+  return out
+
+
+def step_separation(rows: Sequence[Mapping[str, Any]],
+                    step_scores: Sequence[Sequence[Sequence[float]]],
+                    easy_levels: Sequence[int]) -> dict[str, dict[str, float]]:
+  """Whether a score checks the step itself: among samples of one question that agree on
+  every step before step j and are right so far, the AUC of the right step j against a
+  wrong one (their first error), averaged over such (question, prefix) groups that have
+  both. A causal evaluator sees the same prefix in both, so only the step can tell them
+  apart; a score that only knows where errors are likely sits at 0.5.
+
+  rows: judged samples per question ({"prompt", "level", "samples": [{"text"}]});
+  step_scores[i][j]: the step scores of sample j of question i."""
+  out = {}
+  for group in ("easy", "hard"):
+    aucs = []
+    for row, scores in zip(rows, step_scores):
+      if (row["level"] in easy_levels) != (group == "easy"):
+        continue
+      problem = parse_question(row["prompt"], int(row["level"]))
+      by_prefix: dict[tuple[str, ...], tuple[list[float], list[float]]] = {}
+      for sample, values in zip(row["samples"], scores):
+        steps, labels = split_steps(sample["text"]), check_steps(problem, sample["text"])
+        if len(values) != len(steps):
+          continue
+        for j, (label, value) in enumerate(zip(labels, values)):
+          by_prefix.setdefault(tuple(steps[:j]), ([], []))[0 if label else 1].append(value)
+          if not label:
+            break
+      aucs += [pairwise_auc(right, wrong) for right, wrong in by_prefix.values()
+               if right and wrong]
+    out[group] = {"step": float(np.mean(aucs)) if aucs else float("nan"),
+                  "prefixes": len(aucs)}
   return out
 
 

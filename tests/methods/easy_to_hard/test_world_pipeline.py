@@ -140,6 +140,54 @@ def test_separation_is_the_within_question_auc_on_a_hand_worked_case():
   assert found["easy"]["within"] == 0.5 and found["easy"]["overall"] == 9.5 / 15
 
 
+def test_step_separation_compares_steps_after_a_shared_prefix():
+  """Hand-worked: 7+5*2 (gold 7+5=12;*2 / 12*2=24 / answer 24). Samples a and b share the
+  right first step and differ at step 2 (b: 12*2=25); c is wrong at step 1."""
+  from align_jax.worlds.leveled_math import Problem
+  problem = Problem(7, (("+", 5), ("*", 2)), level=1)
+  a = problem.solution()
+  b = "7+5=12;*2\n\n12*2=25\n\n# Answer\n\n25"
+  c = "7+5=13;*2\n\n13*2=26\n\n# Answer\n\n26"
+  rows = [{"prompt": problem.question, "level": 1,
+           "samples": [{"text": a}, {"text": b}, {"text": c}]}]
+  # Prefix (): right a 0.8, b 0.8 vs wrong c 0.9 -> 0. Prefix (step 1): right a 0.7 vs
+  # wrong b 0.2 -> 1. Later steps of b and c (after their error) count for nothing.
+  scores = [[[0.8, 0.7, 0.6], [0.8, 0.2, 0.99], [0.9, 0.95, 0.99]]]
+  found = pipeline.step_separation(rows, scores, easy_levels=(1,))
+  assert found["easy"] == {"step": 0.5, "prefixes": 2}
+  assert np.isnan(found["hard"]["step"]) and found["hard"]["prefixes"] == 0
+  # A score that only knows the step's position (the same at every step 2) is at chance.
+  flat = [[[0.8, 0.4, 0.6], [0.8, 0.4, 0.6], [0.8, 0.4, 0.6]]]
+  assert pipeline.step_separation(rows, flat, (1,))["easy"]["step"] == 0.5
+
+
+def test_evaluator_data_can_end_a_record_at_its_first_wrong_step(tmp_path):
+  """after_error='drop' ends a PRM record at the first wrong step, its separator kept (the
+  step is scored where it would be inside the whole solution); 'negative' keeps the rest."""
+  from align_jax.data.jsonl import read_jsonl, write_jsonl
+  from align_jax.worlds.leveled_math import Problem
+  problem = Problem(7, (("+", 5), ("*", 2)), level=1)
+  wrong = "7+5=12;*2\n\n12*2=25\n\n# Answer\n\n25"
+  row = {"prompt": problem.question, "level": 1, "samples": [
+      {"text": problem.solution(), "correct": True, "finished": True,
+       "step_labels": [True, True, True]},
+      {"text": wrong, "correct": False, "finished": True, "step_labels": [True, False, False]}]}
+  write_jsonl(str(tmp_path / "samples.jsonl"), [row])
+  results = {"label_samples": {"path": str(tmp_path / "samples.jsonl")}}
+  records = {}
+  for after in ("negative", "drop"):
+    config = pipeline.EvaluatorDataConfig(after_error=after, heldout=0.0)
+    out = pipeline.evaluator_data_stage(config, seed=0)(str(tmp_path / after), results)
+    records[after] = [r for split in ("train", "eval") for r in read_jsonl(out[f"prm_{split}"])]
+  assert records["negative"][1] == {"prompt": problem.question, "labels": [1, 0, 0],
+                                    "steps": ["7+5=12;*2\n\n", "12*2=25\n\n", "# Answer\n\n25"]}
+  assert records["drop"][1] == {"prompt": problem.question, "labels": [1, 0],
+                                "steps": ["7+5=12;*2\n\n", "12*2=25\n\n"]}
+  assert records["drop"][0] == records["negative"][0]
+  with pytest.raises(ValueError, match="after_error"):
+    pipeline.EvaluatorDataConfig(after_error="ignore")
+
+
 def test_monte_carlo_labels_roll_out_from_every_step(tmp_path):
   """Math-Shepherd labels through the generation stage, with a random tiny policy: one
   row per (sample, step); a step whose prefix already holds the answer is labelled by
