@@ -69,7 +69,8 @@ def _separation_rows(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], re
                      easy_levels: Sequence[int]) -> list[dict[str, Any]]:
   """AUC of each evaluator's solution scores on the small policy's samples (mean ± std
   over seeds), from the rerank stage's cached scores."""
-  from align_jax.methods.easy_to_hard.pipeline import separation, solution_scores
+  from align_jax.methods.easy_to_hard.pipeline import (separation, solution_scores,
+                                                        step_separation)
   values: dict[str, dict[str, list[float]]] = {}
   for seed, results in per_seed.items():
     rows = list(read_jsonl(results["samples_small"]["path"]))
@@ -79,13 +80,19 @@ def _separation_rows(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], re
       how = "outcome" if evaluator == "orm" else rerank.aggregation
       flat = solution_scores(scored[evaluator], evaluator, how)
       found = separation(rows, flat.reshape(len(rows), -1), easy_levels)
+      it = iter(s["steps"] for s in scored[evaluator])
+      steps = step_separation(rows, [[next(it) for _ in r["samples"]] for r in rows],
+                              easy_levels)
       entry = values.setdefault(f"{evaluator} ({how})", {})
       for group in ("easy", "hard"):
         for key in ("within", "overall"):
           entry.setdefault(f"{group}: {key}", []).append(found[group][key])
         entry.setdefault(f"{group}: questions", []).append(found[group]["questions"])
-  return [{"evaluator": name, **{k: (mean_std(v) if "questions" not in k
-                                     else f"{np.mean(v):.0f}") for k, v in entry.items()}}
+        entry.setdefault(f"{group}: step", []).append(steps[group]["step"])
+        entry.setdefault(f"{group}: prefixes", []).append(steps[group]["prefixes"])
+  counts = ("questions", "prefixes")
+  return [{"evaluator": name, **{k: (f"{np.mean(v):.0f}" if k.endswith(counts)
+                                     else mean_std(v)) for k, v in entry.items()}}
           for name, entry in values.items()]
 
 
@@ -202,7 +209,11 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
        "`within`: the mean over questions with both right and wrong samples of the chance "
        "that a right one scores above a wrong one (what reranking needs); `overall`: the "
        "same over all samples pooled, which a score can earn by knowing which questions are "
-       "hard; `questions`: per seed, how many questions had both.\n\n"
+       "hard; `questions`: per seed, how many questions had both; `step`: among samples of "
+       "one question that share every step before a step and are right so far, the chance "
+       "that the right version of that step scores above a wrong one (the step's own score; "
+       "0.5 when the evaluator only knows where errors are likely, not whether this step is "
+       "one); `prefixes`: per seed, how many such shared prefixes had both.\n\n"
        + markdown_table(separation_rows, list(separation_rows[0]))),
       ("Inference-compute curves (mean ± std over seeds)", "\n\n".join(curves)),
       ("Set-up per seed", markdown_table(setup, list(setup[0]))),
