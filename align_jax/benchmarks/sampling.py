@@ -2,7 +2,8 @@
 
 Same weights on both sides (a random Llama built by transformers, imported), greedy
 decoding of `new_tokens` tokens for `batch` prompts of `prompt` tokens, EOS banned so
-every row runs the full length. Repeats are interleaved (align_jax, transformers,
+every row runs the full length; `--repetition_penalty` / `--no_repeat_ngram_size` put
+the same penalties on both sides (align_jax applies them inside its compiled loop). Repeats are interleaved (align_jax, transformers,
 align_jax, ...). The no-cache baseline recomputes a full forward per new token; its
 throughput is measured at the average sequence length (prompt + new_tokens / 2).
 
@@ -42,6 +43,10 @@ def main(argv=None) -> dict:
   parser.add_argument("--baseline_steps", type=int, default=4)
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--skip_transformers", action="store_true")
+  parser.add_argument("--repetition_penalty", type=float, default=1.0,
+                      help="on both sides (transformers' semantics)")
+  parser.add_argument("--no_repeat_ngram_size", type=int, default=0,
+                      help="on both sides (transformers' semantics)")
   args = parser.parse_args(argv)
   retained = retain_freed_host_memory()  # as align_jax.main does
 
@@ -56,8 +61,10 @@ def main(argv=None) -> dict:
   hf_model = hf_model.to(torch_device)
   rng = np.random.RandomState(0)
   prompts = rng.randint(3, args.vocab, (args.batch, args.prompt)).astype(np.int32)
+  penalties = {"repetition_penalty": args.repetition_penalty,
+               "no_repeat_ngram_size": args.no_repeat_ngram_size}
   sampling = SamplingConfig(max_new_tokens=args.new_tokens, temperature=0,
-                            logit_bias=((2, -1e9),))
+                            logit_bias=((2, -1e9),), **penalties)
   sampler = Sampler(Transformer(config), params, batch_size=args.batch,
                     length_buckets=(args.prompt,))
   key = jax.random.key(0)
@@ -72,7 +79,8 @@ def main(argv=None) -> dict:
                               attention_mask=torch.ones(prompts.shape, dtype=torch.long,
                                                         device=torch_device),
                               do_sample=False, max_new_tokens=args.new_tokens,
-                              min_new_tokens=args.new_tokens, pad_token_id=0, eos_token_id=2)
+                              min_new_tokens=args.new_tokens, pad_token_id=0, eos_token_id=2,
+                              **penalties)
     if torch_device == "cuda":
       torch.cuda.synchronize()
     return out

@@ -27,7 +27,8 @@ from align_jax.data.tasks import encode_prompt
 from align_jax.models.transformer import Transformer, cache_logical_axes, init_cache
 from align_jax.parallel.partitioning import (DEFAULT_RULES, LogicalRules, logical_sharding,
                                              sharding_context, with_logical_constraint)
-from align_jax.sampling.strategies import NEG_INF, SamplingConfig, process_logits, sample_tokens
+from align_jax.sampling.strategies import (NEG_INF, SamplingConfig, apply_penalties, ngram_bans,
+                                          process_logits, sample_tokens, token_counts)
 
 
 @dataclasses.dataclass
@@ -253,6 +254,12 @@ class Sampler:
       stop_mask = stop_mask.at[jnp.asarray(stop_ids)].set(True)
     padded = self.sampled_vocab_size < config.vocab_size
     real_ids = jnp.arange(config.vocab_size) < self.sampled_vocab_size
+    # Penalties on repeats see each row's own prompt (its source's, without the padding).
+    ngram = sampling.no_repeat_ngram_size
+    row_prompt = prompt[source] if prompt.shape[0] != batch else prompt
+    in_prompt = slots >= pad_counts[:, None]
+    prompt_counts = (token_counts(row_prompt, in_prompt, config.vocab_size)
+                     if sampling.repetition_penalty != 1.0 else None)
 
     def cond(state):
       return (state["step"] < max_new) & ~jnp.all(state["finished"])
@@ -260,6 +267,12 @@ class Sampler:
     def body(state):
       step, logits = state["step"], state["logits"]
       allowed = jnp.where(real_ids, logits, NEG_INF) if padded else logits
+      if sampling.counts_tokens or ngram:
+        counts = state.get("counts")
+        seen = (prompt_counts + counts > 0) if prompt_counts is not None else None
+        banned = (ngram_bans(state["history"], pad_counts, prompt_len + step, ngram,
+                             config.vocab_size) if ngram else None)
+        allowed = apply_penalties(allowed.astype(jnp.float32), sampling, seen, counts, banned)
       processed = process_logits(allowed, step, sampling, stop_mask)
       keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, step)
       token = sample_tokens(keys, processed, sampling.greedy)
@@ -271,7 +284,14 @@ class Sampler:
       next_logits, cache = model.apply(
           {"params": params}, token[:, None], state["positions"][:, None],
           jnp.ones((batch, 1), jnp.int32), cache=state["cache"])
+      extra = {}
+      if "counts" in state:
+        extra["counts"] = state["counts"].at[jnp.arange(batch), token].add(
+            live.astype(jnp.int32))
+      if "history" in state:
+        extra["history"] = state["history"].at[:, prompt_len + step].set(token)
       return {
+          **extra,
           "step": step + 1, "cache": cache, "logits": next_logits[:, 0],
           "positions": state["positions"] + 1,
           "tokens": state["tokens"].at[:, step].set(token),
@@ -289,6 +309,11 @@ class Sampler:
         "model_logprobs": jnp.zeros((batch, max_new), jnp.float32),
         "lengths": jnp.zeros((batch,), jnp.int32), "finished": ~active,
     }
+    if sampling.counts_tokens:
+      state["counts"] = jnp.zeros((batch, config.vocab_size), jnp.int32)
+    if ngram:
+      state["history"] = jnp.concatenate(
+          [row_prompt, jnp.full((batch, max_new), self.pad_id, jnp.int32)], axis=1)
     state = jax.lax.while_loop(cond, body, state)
     return (state["tokens"], state["logprobs"], state["model_logprobs"], state["lengths"],
             state["finished"] & active)

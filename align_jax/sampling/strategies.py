@@ -29,6 +29,16 @@ class SamplingConfig:
   stop_strings: texts that end a continuation; the text and tokens are cut right before
     the first occurrence (e.g. "\\n\\n" to stop at the first blank line).
   num_samples: continuations per prompt; they share one prefill.
+  repetition_penalty: every token already in the prompt or the continuation has its
+    logit divided by this when positive, multiplied when negative (1 is off; the
+    semantics of transformers' `repetition_penalty`).
+  frequency_penalty, presence_penalty: subtracted from a token's logit per time it
+    occurs in the continuation so far, and once if it occurs at all (0 is off; the
+    OpenAI API's semantics: the prompt does not count).
+  no_repeat_ngram_size: n > 0 bans every token that would repeat an n-gram of the prompt
+    and continuation so far (transformers' `no_repeat_ngram_size`).
+  The penalties act on the model's logits, before the logit bias, temperature and
+  truncation; they all run inside the compiled decode loop.
   """
   max_new_tokens: int = 128
   temperature: float = 1.0
@@ -39,6 +49,10 @@ class SamplingConfig:
   stop_token_ids: tuple[int, ...] = ()
   stop_strings: tuple[str, ...] = ()
   num_samples: int = 1
+  repetition_penalty: float = 1.0
+  frequency_penalty: float = 0.0
+  presence_penalty: float = 0.0
+  no_repeat_ngram_size: int = 0
 
   def __post_init__(self):
     if self.max_new_tokens < 1:
@@ -51,6 +65,10 @@ class SamplingConfig:
       raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
     if self.num_samples < 1:
       raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+    if self.repetition_penalty <= 0:
+      raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+    if self.no_repeat_ngram_size < 0:
+      raise ValueError(f"no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size}")
     # gin and JSON hand over lists; keep the config hashable.
     object.__setattr__(self, "logit_bias",
                        tuple((int(t), float(b)) for t, b in self.logit_bias))
@@ -60,6 +78,12 @@ class SamplingConfig:
   @property
   def greedy(self) -> bool:
     return self.temperature == 0
+
+  @property
+  def counts_tokens(self) -> bool:
+    """Whether sampling needs per-row token counts (a penalty on repeated tokens)."""
+    return (self.repetition_penalty != 1.0 or self.frequency_penalty != 0.0
+            or self.presence_penalty != 0.0)
 
   def replace(self, **changes) -> "SamplingConfig":
     return dataclasses.replace(self, **changes)
@@ -83,6 +107,51 @@ def top_p_mask(logits: jax.Array, p: float) -> jax.Array:
   keep = mass_before < p
   cutoff = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
   return jnp.where(logits < cutoff, NEG_INF, logits)
+
+
+def token_counts(tokens: jax.Array, valid: jax.Array, vocab_size: int) -> jax.Array:
+  """[batch, vocab] int32: how often each token occurs in each row's valid positions."""
+  rows = jnp.arange(tokens.shape[0])[:, None]
+  return jnp.zeros((tokens.shape[0], vocab_size), jnp.int32).at[rows, tokens].add(
+      valid.astype(jnp.int32))
+
+
+def ngram_bans(history: jax.Array, start: jax.Array, length: jax.Array, n: int,
+               vocab_size: int) -> jax.Array:
+  """[batch, vocab] bool: the tokens that would complete an n-gram already in a row.
+
+  history: [batch, T] tokens; a row's tokens are history[b, start[b]:length] (`length` is
+  one scalar for the batch: prompts are left-padded to one width). The next token x is
+  banned when the row's last n-1 tokens followed by x occur anywhere in it.
+  """
+  batch, total = history.shape
+  width = total - n + 1
+  index = jnp.arange(width)[None, :]
+  match = (index >= start[:, None]) & (index + n - 1 < length)
+  match &= (length - (n - 1) >= start)[:, None]  # the row has n-1 tokens to match
+  if n > 1:
+    last = jax.lax.dynamic_slice_in_dim(history, length - (n - 1), n - 1, axis=1)
+    for k in range(n - 1):
+      match &= history[:, k:k + width] == last[:, k:k + 1]
+  follow = history[:, n - 1:n - 1 + width]
+  return token_counts(follow, match, vocab_size) > 0
+
+
+def apply_penalties(logits: jax.Array, config: SamplingConfig, seen: jax.Array | None,
+                    counts: jax.Array | None, banned: jax.Array | None) -> jax.Array:
+  """Repetition, frequency and presence penalties and n-gram bans on [batch, vocab]
+  float32 logits. seen: [batch, vocab] bool (in the prompt or continuation); counts:
+  [batch, vocab] int32 (in the continuation); banned: `ngram_bans`."""
+  if config.repetition_penalty != 1.0:
+    penalized = jnp.where(logits > 0, logits / config.repetition_penalty,
+                          logits * config.repetition_penalty)
+    logits = jnp.where(seen, penalized, logits)
+  if config.frequency_penalty != 0.0 or config.presence_penalty != 0.0:
+    logits = (logits - config.frequency_penalty * counts
+              - config.presence_penalty * (counts > 0))
+  if banned is not None:
+    logits = jnp.where(banned, NEG_INF, logits)
+  return logits
 
 
 def process_logits(logits: jax.Array, step: jax.Array, config: SamplingConfig,

@@ -190,6 +190,61 @@ def test_process_logits_order():
   np.testing.assert_allclose(later[0], [5.0, 0.5, 1.0, 1.5])
 
 
+def test_penalties_on_hand_worked_logits():
+  from align_jax.sampling.strategies import apply_penalties, ngram_bans, token_counts
+  logits = jnp.array([[2.0, -1.0, 0.5, 3.0]])
+  seen = jnp.array([[True, True, False, False]])
+  counts = jnp.array([[0, 2, 1, 0]], jnp.int32)
+  out = apply_penalties(logits, SamplingConfig(repetition_penalty=2.0), seen, None, None)
+  np.testing.assert_allclose(out[0], [1.0, -2.0, 0.5, 3.0])
+  out = apply_penalties(logits, SamplingConfig(frequency_penalty=0.5, presence_penalty=0.25),
+                        None, counts, None)
+  np.testing.assert_allclose(out[0], [2.0, -2.25, -0.25, 3.0])
+  # Row 0 is [pad, pad, 5, 6, 7, 5, 6] (start 2): after "5 6" came 7, so 7 is banned for
+  # n=3; for n=2 the last token 6 was followed by 7. Row 1 is [3, 3, 3, 4, 3, 3, 3]: for
+  # n=3, "3 3" was followed by 3 and by 4.
+  history = jnp.array([[0, 0, 5, 6, 7, 5, 6, 0], [3, 3, 3, 4, 3, 3, 3, 0]])
+  start, length = jnp.array([2, 0]), jnp.array(7)
+  bans = lambda n: [np.flatnonzero(r).tolist() for r in ngram_bans(history, start, length, n, 9)]
+  assert bans(3) == [[7], [3, 4]]
+  assert bans(2) == [[7], [3, 4]]
+  assert bans(1) == [[5, 6, 7], [3, 4]]          # every token the row has
+  assert bans(6) == [[], []]                      # no earlier 6-gram shares the last five
+  # The padding of row 0 never counts: with start 2 and length 3 it has one token.
+  assert ngram_bans(history, start, jnp.array(3), 2, 9)[0].sum() == 0
+  np.testing.assert_array_equal(token_counts(history[:, :4], history[:, :4] > 0, 9)[1],
+                                [0, 0, 0, 3, 1, 0, 0, 0, 0])
+
+
+def test_compiled_penalties_never_emit_what_they_ban(sampler):
+  """Sampled rows (T=1.5, shared prefills, padding) never repeat a bigram of their prompt
+  and continuation under no_repeat_ngram_size=2, and never repeat a token of their
+  continuation under a prohibitive presence penalty."""
+  prompts = [[5, 6, 7, 5], [8, 9], [3, 3, 4], [20, 21, 22, 23, 24]]
+  # Three favoured tokens make repeats likely without the penalties.
+  config = SamplingConfig(max_new_tokens=24, temperature=1.5, num_samples=3,
+                          logit_bias=((EOS, -1e9), (10, 4.0), (11, 4.0), (12, 4.0)))
+  no_bigram = sampler.generate(prompts, config.replace(no_repeat_ngram_size=2),
+                               jax.random.key(7))
+  free = sampler.generate(prompts, config, jax.random.key(7))
+  repeats = 0
+  for i, prompt in enumerate(prompts):
+    for s in range(3):
+      row = prompt + _row(no_bigram, i, s)
+      # The prompt may repeat itself; no bigram that ends in the continuation repeats.
+      grams = [tuple(row[j:j + 2]) for j in range(len(row) - 1)]
+      for j in range(len(prompt) - 1, len(grams)):
+        assert grams[j] not in grams[:j], (prompt, row)
+      plain = prompt + _row(free, i, s)
+      repeats += len(plain) - 1 - len(set(zip(plain, plain[1:])))
+  assert repeats >= 5  # without the ban, rows do repeat bigrams
+  distinct = sampler.generate(prompts, config.replace(presence_penalty=1e4), jax.random.key(8))
+  for i in range(len(prompts)):
+    for s in range(3):
+      row = _row(distinct, i, s)
+      assert len(row) == 24 and len(set(row)) == 24
+
+
 def _words_model(tmp_path, texts: int, pieces: int, vocab_size: int, seed: int):
   """A sentencepiece vocabulary of `pieces` on words_corpus(texts) and a random one-layer
   model with `vocab_size` rows: (vocab, model, params)."""
@@ -230,7 +285,13 @@ def test_stop_strings_cut_text_and_tokens_exactly(tmp_path):
   assert cut_rows >= 2
 
 
-def test_greedy_matches_transformers_generate(tmp_path):
+@pytest.mark.parametrize("penalties", [
+    {},
+    {"repetition_penalty": 1.5},
+    {"no_repeat_ngram_size": 2},
+    {"repetition_penalty": 0.7, "no_repeat_ngram_size": 3},
+])
+def test_greedy_matches_transformers_generate(tmp_path, penalties):
   hf_config = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=96,
                                        num_hidden_layers=2, num_attention_heads=4,
                                        num_key_value_heads=2, max_position_embeddings=128,
@@ -244,12 +305,12 @@ def test_greedy_matches_transformers_generate(tmp_path):
   config, params = load_checkpoint(str(tmp_path))
   sampler = Sampler(Transformer(config), params, batch_size=4, length_buckets=(16,))
   prompts = [[1, 17, 33, 9], [1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14], [1], [1, 99, 98]]
-  ours = sampler.generate(prompts, SamplingConfig(max_new_tokens=20, temperature=0),
-                          jax.random.key(0))
+  ours = sampler.generate(prompts, SamplingConfig(max_new_tokens=20, temperature=0,
+                                                  **penalties), jax.random.key(0))
   for i, prompt in enumerate(prompts):
     with torch.no_grad():
       out = reference.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=20,
-                               eos_token_id=2, pad_token_id=0)
+                               eos_token_id=2, pad_token_id=0, **penalties)
     assert _row(ours, i) == out[0, len(prompt):].tolist()
 
 
@@ -272,7 +333,11 @@ _WORKER = textwrap.dedent("""
       result = sampler.generate(prompts, SamplingConfig(max_new_tokens=10, temperature=0.9,
                                                         num_samples=2), jax.random.key(1))
       scores = sampler.score(prompts, [[1, 2, 3]] * len(prompts))
+      penalized = sampler.generate(prompts, SamplingConfig(
+          max_new_tokens=10, temperature=0.9, num_samples=2, repetition_penalty=1.3,
+          frequency_penalty=0.2, no_repeat_ngram_size=2), jax.random.key(1))
       out[name] = {"tokens": result.tokens.tolist(), "logprobs": result.logprobs.tolist(),
+                   "penalized": penalized.tokens.tolist(),
                    "scores": [s.tolist() for s in scores],
                    "param_spec": str(params["layers_0"]["mlp"]["up_kernel"].sharding.spec)}
     print("RESULT " + json.dumps(out))
@@ -289,6 +354,8 @@ def test_eight_devices_equal_one_device():
   out = json.loads(line[len("RESULT "):])
   assert out["eight"]["param_spec"] == "P('fsdp', 'tensor')"
   assert out["one"]["tokens"] == out["eight"]["tokens"]
+  assert out["one"]["penalized"] == out["eight"]["penalized"]
+  assert out["one"]["penalized"] != out["one"]["tokens"]
   np.testing.assert_allclose(out["one"]["logprobs"], out["eight"]["logprobs"], atol=1e-5)
   for a, b in zip(out["one"]["scores"], out["eight"]["scores"]):
     np.testing.assert_allclose(a, b, atol=1e-5)
