@@ -27,6 +27,7 @@ INSTALL_REQUIRES = [
     "matplotlib==3.11.2",
     "langdetect==1.0.9",
     "math-verify==0.9.0",  # answer equivalence for math problems (align_jax.eval.math)
+    "rouge-score==0.1.2",  # self-instruct's ROUGE-L filter (align_jax.data.instructions)
 ]
 
 TEST_REQUIRES = [
