@@ -69,3 +69,16 @@ def save_tiny_llama(directory, max_positions: int = 256, extra_special_tokens=()
                                     bos_token_id=1, eos_token_id=2, pad_token_id=0)
   torch.manual_seed(0)
   transformers.LlamaForCausalLM(config).save_pretrained(directory)
+
+
+def random_llama(vocab_size: int, max_positions: int, bos_token_id: int, eos_token_id: int,
+                 seed: int = 0):
+  """A two-layer random Llama (hidden 64, 4 heads, 2 kv heads) in eval mode, pad id 0."""
+  import torch
+  config = transformers.LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=96,
+                                    num_hidden_layers=2, num_attention_heads=4,
+                                    num_key_value_heads=2, max_position_embeddings=max_positions,
+                                    bos_token_id=bos_token_id, eos_token_id=eos_token_id,
+                                    pad_token_id=0)
+  torch.manual_seed(seed)
+  return transformers.LlamaForCausalLM(config).eval()

@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import transformers
 
 from align_jax.data import encode_prompt
 from align_jax.data.vocab import train_sentencepiece
@@ -14,7 +13,7 @@ from align_jax.eval import multiple_choice as mc
 from align_jax.hf import load_checkpoint
 from align_jax.models import Transformer
 from align_jax.sampling import Sampler
-from hf_fixtures import words_corpus
+from hf_fixtures import random_llama, words_corpus
 
 
 def _write(path, obj, lines=False):
@@ -83,12 +82,7 @@ def twins(tmp_path_factory):
   vocab = train_sentencepiece(words_corpus(400) + ["Question: Proposed answer: Is the "
                                                    "true or false? It is True False"],
                               str(root / "sp"), 320)
-  hf_config = transformers.LlamaConfig(vocab_size=400, hidden_size=64, intermediate_size=96,
-                                       num_hidden_layers=2, num_attention_heads=4,
-                                       num_key_value_heads=2, max_position_embeddings=256,
-                                       bos_token_id=2, eos_token_id=1, pad_token_id=0)
-  torch.manual_seed(0)
-  reference = transformers.LlamaForCausalLM(hf_config).eval()
+  reference = random_llama(400, 256, bos_token_id=2, eos_token_id=1)
   reference.save_pretrained(root / "hf")
   config, params = load_checkpoint(str(root / "hf"))
   sampler = Sampler(Transformer(config), params, vocab=vocab, batch_size=8,

@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-import transformers
 
 from align_jax.hf import load_checkpoint
 from align_jax.models import Transformer, TransformerConfig, init_params
@@ -292,12 +291,8 @@ def test_stop_strings_cut_text_and_tokens_exactly(tmp_path):
     {"repetition_penalty": 0.7, "no_repeat_ngram_size": 3},
 ])
 def test_greedy_matches_transformers_generate(tmp_path, penalties):
-  hf_config = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=96,
-                                       num_hidden_layers=2, num_attention_heads=4,
-                                       num_key_value_heads=2, max_position_embeddings=128,
-                                       eos_token_id=2, bos_token_id=1, pad_token_id=0)
-  torch.manual_seed(0)
-  reference = transformers.LlamaForCausalLM(hf_config).eval()
+  from hf_fixtures import random_llama
+  reference = random_llama(128, 128, bos_token_id=1, eos_token_id=2)
   with torch.no_grad():
     for p in reference.parameters():
       p.mul_(4.0)  # sharper logits: fewer near-ties between the two implementations
