@@ -35,7 +35,7 @@ CLAIMED = {
     "gin/methods/recite/world.gin": "tests/methods/recite/test_recite_world.py",
     "gin/methods/closed_book_qa.gin": "tests/methods/closed_book_qa/test_closed_book_qa.py",
     "gin/methods/easy_to_hard/world.gin": "tests/methods/easy_to_hard/test_world_pipeline.py",
-    "gin/methods/self_align/world.gin": "tests/methods/self_align/test_world_pipeline.py",
+    "gin/methods/self_align/world.gin": "tests/methods/self_align/test_self_align_world.py",
 }
 
 # Per run file: the flags that shrink a documented command to a test's size.
