@@ -51,17 +51,12 @@ class BaseEvalConfig:
   thoughts_tokens: int = 16
 
 
-def rules_prompt(rules: Sequence[pw.Rule], cutoff: int) -> str:
-  return pw.rules_text(rules, cutoff) + "\n\n"
-
-
 def condition_prompt(condition: str, request: pw.Request, cutoff: int) -> str:
   """The prompt a request gets under a condition; it ends where the model writes."""
-  prefix = {"no rules": "",
-            "naive rules": rules_prompt([pw.Rule(k, pw.NAIVE[k]) for k in pw.KINDS], cutoff)
-            }.get(condition)
-  if prefix is None:
-    prefix = rules_prompt([pw.Rule(k, pw.PRINCIPLED[k]) for k in pw.KINDS], cutoff)
+  prefix = ""
+  if condition != "no rules":
+    ways = pw.NAIVE if condition == "naive rules" else pw.PRINCIPLED
+    prefix = pw.rules_text([pw.Rule(k, ways[k]) for k in pw.KINDS], cutoff) + "\n\n"
   opener = pw.THOUGHTS if condition.endswith("thoughts first") else pw.ASSISTANT
   return f"{prefix}{pw.USER} {request.text}\n\n{opener}"
 
