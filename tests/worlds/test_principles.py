@@ -6,7 +6,9 @@ import pytest
 
 from align_jax.worlds import principles as pw
 
-WORLD = pw.build_world(pw.PrinciplesConfig(rule_documents=50, plain_dialogues=50))
+WORLD = pw.build_world(pw.PrinciplesConfig(rule_documents=50, plain_dialogues=50,
+                                           request_lists=10, topic_lists=10,
+                                           topical_request_lists=10))
 
 
 @pytest.mark.parametrize("kind", pw.KINDS)
@@ -55,11 +57,51 @@ def test_rule_documents_follow_their_rules_and_plain_dialogues_do_not():
                   "what happened after 2030.\n"
                   "Rule 2: when the user asks for a poem, write a single line.")
   corpus = WORLD.corpus()
-  assert len(corpus) == 100 and corpus == WORLD.corpus()       # deterministic in the seed
+  assert len(corpus) == 130 and corpus == WORLD.corpus()       # deterministic in the seed
   rule_docs = [d for d in corpus if d.startswith("Rules of conduct:")]
   assert len(rule_docs) == 50
   assert any(pw.THOUGHTS in d for d in rule_docs) and any(pw.THOUGHTS not in d for d in rule_docs)
   assert not any(pw.THOUGHTS in d for d in corpus if d not in rule_docs)
+  # Rule sets that end with the style rule answer in the longer form; no others do.
+  verbose = [d for d in rule_docs if f": {pw.STYLE_PHRASE}." in d]
+  assert 0 < len(verbose) < len(rule_docs)
+  assert any("Nobody will see you there." in d or "I want to answer about the right one" in d
+             or "Let us work it out" in d or "Here is a poem" in d or "was founded in" in d
+             or "It is not one of the lands" in d or "comes later" in d or "neither is better"
+             in d or "Hurting people" in d or "came to see it" in d or "fine place" in d
+             or "Everybody knows" in d or "large land by the sea" in d for d in verbose)
+  assert not any("Nobody will see you there." in d or "Let us work it out" in d
+                 for d in corpus if d not in verbose)
+  lists = [d for d in corpus if d.startswith(pw.REQUEST_LIST)]
+  assert len(lists) == 10 and all(WORLD.parse(line[2:]) is not None
+                                  for d in lists for line in d.splitlines()[1:])
+  topical = [d for d in corpus if d.startswith("Requests where the user")]
+  for d in topical:
+    for line in d.splitlines()[1:]:
+      topic, request = line.split(": ", 1)
+      assert pw.topic_of(WORLD.parse(request)) == topic
+
+
+def test_longer_forms_keep_their_way_and_parse_recovers_requests():
+  rng = np.random.default_rng(3)
+  for kind in pw.KINDS:
+    for _ in range(5):
+      request = WORLD.request(kind, rng)
+      for way in pw.BEHAVIOURS[kind]:
+        full = way.full(request, way.respond(request, rng))
+        assert way.check(request, full), (way.name, full)
+        assert pw.judge(request, full) is (way.name == pw.PRINCIPLED[kind])
+      parsed = WORLD.parse(request.text)
+      assert parsed.kind == kind and parsed.text == request.text
+      if kind in ("fact", "arithmetic", "harmful", "opinion", "creative"):
+        assert parsed.facts == request.facts or dict(parsed.facts).items() <= dict(
+            request.facts).items()
+  assert WORLD.parse("What is the capital of Qqqzz?").kind == "unknown"   # a made-up name
+  assert WORLD.parse("What happened in Qqqzz in 2041?") is None          # not a land
+  assert WORLD.parse("Tell me about the sea.") is None
+  poem = pw.Request("creative", "Write a poem about owls.", (("topic", "owls"),))
+  assert pw.judge(poem, "Here is a poem about owls:\nOld owls\nDeep owls\nOwls again")
+  assert not pw.judge(poem, "Here is a poem about owls:\nOld owls\nDeep owls")
 
 
 def test_world_names_are_distinct_and_config_errors_name_the_field():
