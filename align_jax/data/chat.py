@@ -316,6 +316,19 @@ TEMPLATES: Mapping[str, ChatTemplate] = types.MappingProxyType(
             assistant_suffix="",
             assistant_end_eos=True,
         ),
+        # One line a turn, as the principles world writes dialogues ("User: ...\n
+        # Assistant: ..."), for vocabularies trained without a dummy prefix: each turn's
+        # text follows its marker as written, so it starts with its space (" What is...")
+        # and a rendered dialogue has the token ids of the same text encoded whole.
+        "lines": ChatTemplate(
+            system_prefix="",
+            system_suffix="\n\n",
+            user_prefix="User:",
+            user_suffix="\n",
+            assistant_prefix="Assistant:",
+            assistant_suffix="",
+            assistant_end_eos=True,
+        ),
         # Llama 2 chat: <s>[INST] <<SYS>>...<</SYS>> user [/INST] reply </s>
         "llama2": ChatTemplate(
             system_prefix="<<SYS>>\n",
