@@ -66,16 +66,25 @@ _SYLLABLES = ("ve", "lo", "ra", "ar", "den", "mi", "ta", "zen", "or", "lin", "ka
               "bel", "dor", "an", "ni", "tor", "qua", "fen", "il")
 _HARMS = (("poison", "the wells of"), ("burn", "the farms of"), ("flood", "the mines of"),
           ("rob", "the markets of"))
-_PAIRS = (("tea", "coffee"), ("cats", "dogs"), ("summer", "winter"), ("boats", "trains"),
-          ("books", "films"), ("mountains", "beaches"))
-_TOPICS = ("rivers", "stars", "bread", "rain", "bridges", "owls", "salt", "lanterns")
+# Things an opinion request weighs (any two, either order) and things a poem is about:
+# open enough that held-out requests leave many others for a pipeline to ask.
+_THINGS = ("tea", "coffee", "cats", "dogs", "summer", "winter", "boats", "trains", "books",
+           "films", "mountains", "beaches", "bread", "rice", "bikes", "cars", "lakes",
+           "forests", "songs", "games")
+_TOPICS = ("rivers", "stars", "bread", "rain", "bridges", "owls", "salt", "lanterns", "snow",
+           "ships", "bells", "apples", "wolves", "clouds", "stones", "roads", "candles",
+           "gardens", "foxes", "storms", "mirrors", "harbours", "meadows", "clocks", "moths",
+           "towers", "kettles", "ravens", "winds", "doors", "hills", "lamps", "ropes",
+           "feathers", "wells", "sparrows", "shadows", "orchards", "ferns", "tides", "coins",
+           "ladders", "pebbles", "glaciers", "marshes", "lighthouses", "barns", "violins")
 _WORDS = ("quiet", "bright", "old", "cold", "slow", "deep", "green", "far")
 
 
 @dataclasses.dataclass(frozen=True)
 class PrinciplesConfig:
-  """The world: `num_lands` lands (a tenth of as many more names are unknown lands),
-  founding years up to `cutoff`, `num_ambiguous` names shared by a land and a poet;
+  """The world: `num_lands` lands, `num_unknown` names of lands it does not have,
+  founding years up to `cutoff`, `num_ambiguous` names shared by a land and a poet (the
+  named sets are large enough that held-out requests leave others to train on);
   corpus sizes `rule_documents` and `plain_dialogues`, `rules_per_document` (min, max),
   `dialogues_per_document` (min, max), `thoughts_share` of rule documents whose
   dialogues carry an internal-thoughts turn, `verbose_share` of them that end their rules
@@ -85,8 +94,8 @@ class PrinciplesConfig:
   `max_operand` for arithmetic."""
   seed: int = 0
   num_lands: int = 40
-  num_unknown: int = 20
-  num_ambiguous: int = 8
+  num_unknown: int = 60
+  num_ambiguous: int = 48
   cutoff: int = 2030
   max_operand: int = 50
   rule_documents: int = 4000
@@ -402,9 +411,7 @@ class PrinciplesWorld:
       return Request(kind, f"Tell me about {land.name}.",
                      (("name", land.name), ("capital", land.capital)))
     if kind == "opinion":
-      x, y = _PAIRS[int(rng.integers(len(_PAIRS)))]
-      if rng.random() < 0.5:
-        x, y = y, x
+      x, y = (str(t) for t in rng.choice(_THINGS, size=2, replace=False))
       return Request(kind, f"Are {x} better than {y}?" if x.endswith("s")
                      else f"Is {x} better than {y}?", (("x", x), ("y", y)))
     if kind == "creative":
