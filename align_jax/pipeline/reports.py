@@ -62,6 +62,18 @@ def plot_lines(path: str, lines: Sequence[tuple[str, Sequence[float], Sequence[f
   return path
 
 
+def plot_cdfs(path: str, series: Sequence[tuple[str, Sequence[float]]], title: str,
+              xlabel: str) -> str:
+  """Plots each (label, values)'s empirical distribution (the share of values at most x)
+  on one PNG; empty series are left out. Returns `path`."""
+  lines = []
+  for label, values in series:
+    xs = sorted(values)
+    if xs:
+      lines.append((label, xs, [(i + 1) / len(xs) for i in range(len(xs))], None))
+  return plot_lines(path, lines, title, xlabel, "share at most this")
+
+
 def mean_std(values: Sequence[float]) -> str:
   """'mean ± std' of a few numbers (e.g. a metric over seeds), three decimals."""
   values = np.asarray(values, np.float64)

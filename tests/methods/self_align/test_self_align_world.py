@@ -3,23 +3,44 @@ configuration, and its prompts."""
 
 import json
 
+import pytest
+
 from align_jax import main as entry
 from align_jax.methods.self_align import world
 from align_jax.worlds import principles as pw
 from tests.readme_commands import readme_command
 
-SMALL = ["--gin.SEEDS=(0,)", "--gin.TransformerConfig.num_layers=1",
-         "--gin.TransformerConfig.d_model=32", "--gin.TransformerConfig.num_heads=2",
-         "--gin.TransformerConfig.num_kv_heads=1", "--gin.TransformerConfig.head_dim=16",
-         "--gin.TransformerConfig.mlp_dim=64", "--gin.PrinciplesConfig.rule_documents=60",
-         "--gin.PrinciplesConfig.plain_dialogues=30", "--gin.pretrain/TrainingSchedule.steps=3",
-         "--gin.pretrain/TrainingSchedule.batch_size=8", "--gin.BaseEvalConfig.requests_per_kind=2",
-         "--gin.BaseEvalConfig.max_new_tokens=8", "--gin.BaseEvalConfig.thoughts_tokens=4"]
+# A tiny model pretrained just long enough to write the world's turns (principle-driven
+# answers need the thoughts turn and the answer turn), and every stage cut small.
+SMALL = ["--gin.SEEDS=(0,)", "--gin.TransformerConfig.num_layers=2",
+         "--gin.TransformerConfig.d_model=64", "--gin.TransformerConfig.num_heads=4",
+         "--gin.TransformerConfig.num_kv_heads=2", "--gin.TransformerConfig.head_dim=16",
+         "--gin.TransformerConfig.mlp_dim=128", "--gin.PrinciplesConfig.rule_documents=300",
+         "--gin.PrinciplesConfig.plain_dialogues=100", "--gin.pretrain/TrainingSchedule.steps=150",
+         "--gin.pretrain/TrainingSchedule.batch_size=16",
+         "--gin.pretrain/TrainingSchedule.seq_len=128",
+         "--gin.BaseEvalConfig.requests_per_kind=2",
+         "--gin.BaseEvalConfig.max_new_tokens=8", "--gin.BaseEvalConfig.thoughts_tokens=4",
+         "--gin.PrinciplesConfig.request_lists=40", "--gin.PrinciplesConfig.topic_lists=40",
+         "--gin.PrinciplesConfig.topical_request_lists=40",
+         "--gin.SelfInstructConfig.rounds=2", "--gin.SelfInstructConfig.prompts_per_round=6",
+         "--gin.SelfInstructConfig.max_new_tokens=16", "--gin.RedTeamConfig.topic_prompts=3",
+         "--gin.RedTeamConfig.topic_rounds=1", "--gin.RedTeamConfig.max_question_tokens=16",
+         "--gin.AnswerConfig.max_new_tokens=32", "--gin.VerboseConfig.max_new_tokens=24",
+         "--gin.VerboseConfig.min_chars=1",
+         "--gin.engrave/TrainingSchedule.steps=2", "--gin.engrave/TrainingSchedule.batch_size=4",
+         "--gin.clone/TrainingSchedule.steps=2", "--gin.clone/TrainingSchedule.batch_size=4",
+         "--gin.ComplianceConfig.max_new_tokens=8", "--gin.ComplianceConfig.thoughts_tokens=4"]
+
+
+def command_for(workdir):
+  """The README's command for the world run, on the tiny configuration in `workdir`."""
+  return (readme_command("gin/methods/self_align/world.gin") + [f"--gin.WORKDIR='{workdir}'"]
+          + SMALL)
 
 
 def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
-  command = (readme_command("gin/methods/self_align/world.gin")
-             + [f"--gin.WORKDIR='{tmp_path}'"] + SMALL)
+  command = command_for(tmp_path)
   result = entry.main(command)
   seed_dir = tmp_path / "seed_0"
   done = json.load(open(seed_dir / "base_eval" / "COMPLETED.json"))["result"]
@@ -32,24 +53,43 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
       rows = [s for s in samples if s["condition"] == condition and s["kind"] == kind]
       assert done["compliance"][condition][kind] == sum(s["principled"] for s in rows) / 2
   corpus = [json.loads(line)["text"] for line in open(seed_dir / "world" / "corpus.jsonl")]
-  assert len(corpus) == 90
+  assert len(corpus) == 520
   report = open(result["report"]).read()
-  for heading in ("Principled compliance", "Internal thoughts", "Set-up per seed"):
+  for heading in ("Principled compliance", "Stage counts", "What the pipeline trained on",
+                  "Answer lengths", "rule following", "Set-up per seed"):
     assert heading in report
+  assert (tmp_path / "answer_lengths.png").stat().st_size > 0
+  # Self-Align's stages: the engraving data is what the filters kept, queries are never
+  # held-out requests, and each model's compliance is its samples' judged share.
+  answers = json.load(open(seed_dir / "principle_answers" / "COMPLETED.json"))["result"]
+  engrave = [json.loads(line) for line in open(seed_dir / "principle_answers" / "engrave.jsonl")]
+  assert len(engrave) == answers["filters"]["kept"] > 0
+  held_out = {r["text"] for r in map(json.loads, open(seed_dir / "world" / "requests.jsonl"))}
+  assert not {r["prompt"].strip() for r in engrave} & held_out
+  assert all(r["prompt"].startswith(" ") and r["response"].startswith(" ") for r in engrave)
+  clone = [json.loads(line) for line in open(seed_dir / "verbose_answers" / "clone.jsonl")]
+  assert clone and all(len(r["response"].strip()) >= 1 for r in clone)
+  final = json.load(open(seed_dir / "compliance" / "COMPLETED.json"))["result"]
+  judged = [json.loads(line) for line in open(seed_dir / "compliance" / "samples.jsonl")]
+  for name, _, _ in world.MODELS:
+    rows = [s for s in judged if s["model"] == name]
+    assert len(rows) == len(pw.KINDS) * 2
+    assert final["compliance"][name]["mean over kinds"] == pytest.approx(
+        sum(s["principled"] for s in rows) / len(rows))
   assert entry.main(command)["seeds"] == result["seeds"]   # a rerun does nothing new
 
 
 def test_prompts_and_thoughts():
   request = pw.Request("creative", "Write a poem about owls.", (("topic", "owls"),))
   assert world.condition_prompt("no rules", request, 2030) == (
-      "User: Write a poem about owls.\n\nAssistant:")
+      "User: Write a poem about owls.\nAssistant:")
   principled = world.condition_prompt("principled rules, thoughts first", request, 2030)
   assert principled.startswith("Rules of conduct:\nRule 1: when the user asks about a land "
                                "you know, answer from what you know.\n")
   assert "Rule 8: when the user asks for a poem, write a poem of three lines.\n\n" in principled
-  assert principled.endswith("User: Write a poem about owls.\n\nAssistant (internal thoughts):")
+  assert principled.endswith("User: Write a poem about owls.\nAssistant (internal thoughts):")
   naive = world.condition_prompt("naive rules", request, 2030)
   assert "Rule 8: when the user asks for a poem, write a single line." in naive
-  assert world.split_thoughts(" Rule 8 applies.\n\nAssistant: Owls\nOwls") == (
+  assert world.split_thoughts(" Rule 8 applies.\nAssistant: Owls\nOwls") == (
       "Rule 8 applies.", "Owls\nOwls")
   assert world.split_thoughts(" Rule 8 applies.") == ("Rule 8 applies.", "")
