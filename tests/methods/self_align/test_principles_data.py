@@ -59,7 +59,8 @@ def test_lines_template_masks_only_the_answer_and_matches_the_corpus_text(world_
             "response": " I do not know Velora. It is not one of the lands I know."}
   features = tokenize_record(record, "sft", world_vocab, chat_template="lines")
   ids, mask = features["tokens"].tolist(), features["loss_mask"].tolist()
-  text = "User: What is the capital of Velora?\nAssistant: I do not know Velora. It is not one of the lands I know."
+  text = ("User: What is the capital of Velora?\nAssistant: I do not know Velora. It is not "
+          "one of the lands I know.")
   whole = [world_vocab.bos_id] + [int(i) for i in world_vocab.encode(text)] + [world_vocab.eos_id]
   assert ids == whole
   answer = [int(i) for i in world_vocab.encode(record["response"])]
