@@ -2,10 +2,6 @@
 
 import fcntl
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +13,7 @@ from align_jax.pipeline.generation import (generate_to_jsonl, generation_stage, 
                                            prompt_renderer)
 from align_jax.pipeline.stages import Pipeline, Stage
 from align_jax.sampling import Sampler, SamplingConfig
+from tests.process_fixtures import kill_after, start
 
 SAMPLING = SamplingConfig(max_new_tokens=6, temperature=1.0, num_samples=2)
 NUM_RECORDS = 24
@@ -136,31 +133,8 @@ test_generation.run({path!r}, delay=0.15)
 def test_killed_run_resumes_to_exactly_the_uninterrupted_output(sampler, reference, tmp_path):
   path = tmp_path / "out.jsonl"
   sidecar = Path(progress_path(str(path)))
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
-         "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]),
-                                        os.environ.get("PYTHONPATH", "")])}
   code = _CHILD.format(tests=str(Path(__file__).parent), path=str(path))
-  child = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE)
-  try:
-    deadline = time.monotonic() + 120
-    while True:
-      assert child.poll() is None, child.stderr.read().decode()[-3000:]
-      assert time.monotonic() < deadline, "the child wrote no complete chunk in time"
-      try:
-        state = json.loads(sidecar.read_text())
-      except (FileNotFoundError, json.JSONDecodeError):
-        state = {"records_done": 0}
-      if state["records_done"] >= CHUNK_SIZE:
-        break
-      time.sleep(0.02)
-    child.send_signal(signal.SIGKILL)
-    child.wait(30)
-  finally:
-    if child.poll() is None:
-      child.kill()
-    child.stderr.close()
-  state = json.loads(sidecar.read_text())
+  state = kill_after(start(["-c", code]), sidecar, CHUNK_SIZE, timeout=120)
   assert not state["complete"] and CHUNK_SIZE <= state["records_done"] < NUM_RECORDS
   done = path.read_bytes()[:state["bytes"]]
   with open(path, "ab") as f:  # a chunk whose write was cut short
