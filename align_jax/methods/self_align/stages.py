@@ -25,6 +25,7 @@ principles world has one (`align_jax.methods.self_align.world`), a real model an
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -226,17 +227,12 @@ def red_team_stage(config: RedTeamConfig, types: Mapping[str, Sequence[tuple[str
     out = {"topics": fs.join(stage_dir, "topics.json"),
            "questions": fs.join(stage_dir, "questions.jsonl")}
     if is_writer():
-      fs.write_atomically(out["topics"], _json(balanced))
+      fs.write_atomically(out["topics"], json.dumps(balanced, indent=2, ensure_ascii=False))
       write_jsonl(out["questions"], questions, overwrite=True)
     return {**out, "topics_sampled": sampled, "topics_grown": grown,
             "topics_per_type": len(next(iter(balanced.values()), [])),
             "question_count": len(questions)}
   return run
-
-
-def _json(value: Any) -> str:
-  import json
-  return json.dumps(value, indent=2, ensure_ascii=False)
 
 
 def gather_queries(results: Mapping[str, Any], held_out: Sequence[str]

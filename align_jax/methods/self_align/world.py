@@ -32,9 +32,10 @@ from align_jax.data.jsonl import read_jsonl, write_jsonl
 from align_jax.models import TransformerConfig
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
 from align_jax.pipeline import (Pipeline, Stage, TrainingSchedule, is_writer, run_seeds,
-                                trained_run, training_stage, vocabulary_stage)
+                                stage_seconds, trained_run, training_stage, vocabulary_stage)
 from align_jax.methods.self_align import stages as sa
 from align_jax.methods.self_align.answers import AnswerFormat
+from align_jax.methods.self_align.principles import load_principles
 from align_jax.pipeline.reports import markdown_table, mean_std, plot_cdfs, write_report
 from align_jax.sampling import SamplingConfig
 from align_jax.training.checkpoints import config_record
@@ -407,6 +408,14 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
       f"{lengths['verbose-cloned, no prompt']} against {lengths['engraved, no prompt']} "
       "characters.",
   ])
+  per_principle = []
+  for principle in load_principles():
+    row = {"principle": f"{principle.number} {principle.category}",
+           "judged as": ", ".join(principle.world_kinds) or "(no check in the world)"}
+    for m, _, _ in MODELS:
+      row[m] = mean_std([float(np.mean([c["compliance"][m][k] for k in principle.world_kinds]))
+                         for c in runs]) if principle.world_kinds else ""
+    per_principle.append(row)
   counts = []
   for seed, r in per_seed.items():
     si = sa.sum_rounds(r["self_instruct"]["rounds"])
@@ -415,7 +424,7 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
         "seed": seed, "self-instruct generated": si["generated"],
         "too short/long, bad start, blocked": si["too_short"] + si["too_long"] + si["bad_start"]
         + si["blocked_word"],
-        "ROUGE-L > 0.7": si["similar"], "self-instruct kept": si["kept"],
+        "too similar to the pool (ROUGE-L)": si["similar"], "self-instruct kept": si["kept"],
         "red-team topics sampled": sum(r["red_team"]["topics_sampled"].values()),
         "topics per type": r["red_team"]["topics_per_type"],
         "red-team questions": r["red_team"]["question_count"],
@@ -449,7 +458,9 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
             "pretraining loss": r["pretrain"]["final_loss"],
             "engraving loss": r["engrave"]["final_loss"],
             "verbose-cloning loss": r["verbose_clone"]["final_loss"],
-            "answers following the naive rules": r["base_eval"]["naive_followed"]}
+            "answers following the naive rules": r["base_eval"]["naive_followed"],
+            "stage seconds": round(sum(stage_seconds(fs.join(workdir, f"seed_{s}"),
+                                                     list(r)).values()))}
            for s, r in per_seed.items()]
   return write_report(fs.join(workdir, "report.md"),
                       "align_jax Self-Align on the principles world", [
@@ -460,6 +471,10 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
        "principle-driven answers were written under). The engraved and verbose-cloned "
        "models see the request alone.\n\n"
        + markdown_table(table, ["model", *columns, "answer characters"]) + "\n\n" + goals),
+      ("Compliance per principle",
+       "The project's 16 principles (`align_jax/methods/self_align/data/principles.jsonl`), "
+       "each judged by the checks of the world kinds it names (the mean over them).\n\n"
+       + markdown_table(per_principle, ["principle", "judged as", *[m for m, _, _ in MODELS]])),
       ("Stage counts per seed", markdown_table(counts, list(counts[0]))),
       ("What the pipeline trained on",
        "The share of each training set's answers that are principled, judged per kind "
@@ -474,8 +489,10 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
        + markdown_table(rows, ["prompt", *columns]) + "\n\n"
        + markdown_table(thoughts, list(thoughts[0]))),
       ("Set-up per seed", markdown_table(setup, list(setup[0]))),
-      ("What ran", f"{len(per_seed)} seed(s), each its own world and base model. Total wall "
-                   f"time {seconds:.0f} s."),
+      ("What ran", f"{len(per_seed)} seed(s), each its own world and base model; the stages "
+                   f"took {sum(row['stage seconds'] for row in setup)} s in all (see the "
+                   f"set-up table; this report was written after {seconds:.0f} s of this "
+                   "invocation)."),
   ])
 
 

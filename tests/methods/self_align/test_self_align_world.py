@@ -55,7 +55,8 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
   corpus = [json.loads(line)["text"] for line in open(seed_dir / "world" / "corpus.jsonl")]
   assert len(corpus) == 520
   report = open(result["report"]).read()
-  for heading in ("Principled compliance", "Stage counts", "What the pipeline trained on",
+  for heading in ("Principled compliance", "Compliance per principle", "Stage counts",
+                  "What the pipeline trained on",
                   "Answer lengths", "rule following", "Set-up per seed"):
     assert heading in report
   assert (tmp_path / "answer_lengths.png").stat().st_size > 0
