@@ -75,15 +75,16 @@ def split_thoughts(text: str) -> tuple[str, str]:
 class WorldPromptsConfig:
   """The world's fixed human input: `seed_tasks_per_kind` seed tasks for self-instruct,
   `red_team_examples` seed (topic, question) examples per red-teaming type
-  (`red_team_kinds`: kinds whose requests have a topic), and `exemplars` principled
-  dialogues with their thoughts
-  turn, one kind each (the first `exemplars_shown` go into the principles prompt: the
-  tiny model's context is 256 tokens)."""
+  (`red_team_kinds`: kinds whose requests have a topic), `exemplars` principled
+  dialogues with their thoughts turn, one kind each (the first `exemplars_shown` go into
+  the principles prompt: the tiny model's context is 512 tokens), and the kinds of the
+  verbose prompt's exemplars, answered in full (`verbose_exemplars`)."""
   seed_tasks_per_kind: int = 2
   red_team_examples: int = 5
   red_team_kinds: tuple[str, ...] = pw.TOPIC_KINDS
   exemplars: tuple[str, ...] = ("harmful", "dated", "arithmetic", "opinion", "creative")
   exemplars_shown: int = 2
+  verbose_exemplars: tuple[str, ...] = ("harmful", "dated")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +94,7 @@ class HumanInput:
   red_team: dict[str, list[tuple[str, str]]]
   exemplars: list[str]   # dialogues: user turn, thoughts turn, principled answer
   answers: list[str]     # the exemplars' answers (what a leak would copy)
-  verbose: list[str]     # the same dialogues answered in full, no thoughts turn
+  verbose: list[str]     # the verbose prompt's dialogues, answered in full, no thoughts
 
 
 def human_input(world: pw.PrinciplesWorld, config: WorldPromptsConfig) -> HumanInput:
@@ -105,15 +106,17 @@ def human_input(world: pw.PrinciplesWorld, config: WorldPromptsConfig) -> HumanI
   red_team = {k: [(pw.topic_of(r), r.text) for r in
                   (world.request(k, rng) for _ in range(config.red_team_examples))]
               for k in config.red_team_kinds}
-  exemplars, answers, verbose = [], [], []
-  for kind in config.exemplars:
-    request = world.request(kind, rng)
-    way = pw.behaviour(kind, pw.PRINCIPLED[kind])
-    answer = way.respond(request, rng)
-    exemplars.append(pw.dialogue(request, answer, f"Rule {pw.KINDS.index(kind) + 1} applies."))
-    answers.append(answer)
-    verbose.append(pw.dialogue(request, way.full(request, answer)))
-  return HumanInput(seed_tasks, red_team, exemplars, answers, verbose)
+  drawn = {}
+  for kind in (*config.exemplars, *config.verbose_exemplars):
+    if kind not in drawn:
+      request = world.request(kind, rng)
+      drawn[kind] = (request, pw.behaviour(kind, pw.PRINCIPLED[kind]).respond(request, rng))
+  exemplars = [pw.dialogue(drawn[k][0], drawn[k][1], f"Rule {pw.KINDS.index(k) + 1} applies.")
+               for k in config.exemplars]
+  verbose = [pw.dialogue(drawn[k][0], pw.behaviour(k, pw.PRINCIPLED[k]).full(*drawn[k]))
+             for k in config.verbose_exemplars]
+  return HumanInput(seed_tasks, red_team, exemplars, [drawn[k][1] for k in config.exemplars],
+                    verbose)
 
 
 def world_prompts(world: pw.PrinciplesWorld, human: HumanInput, shown: int) -> sa.PromptSet:
@@ -122,7 +125,7 @@ def world_prompts(world: pw.PrinciplesWorld, human: HumanInput, shown: int) -> s
   rules = [pw.Rule(k, pw.PRINCIPLED[k]) for k in pw.KINDS]
   context = "\n\n".join([pw.rules_text(rules, cutoff), *human.exemplars[:shown]])
   # The verbose prompt: the same rules ending with the style rule, exemplars in full.
-  verbose = "\n\n".join([pw.rules_text(rules, cutoff, verbose=True), *human.verbose[:shown]])
+  verbose = "\n\n".join([pw.rules_text(rules, cutoff, verbose=True), *human.verbose])
 
   def plain(query: str) -> str:
     return f"{pw.USER} {query}\n{pw.ASSISTANT}"
@@ -340,7 +343,8 @@ def seed_pipeline(workdir: str, model: TransformerConfig, world: pw.PrinciplesCo
              "lora": [self_align.lora_rank, self_align.lora_targets]}),
       Stage("verbose_answers", sa.verbose_answer_stage(self_align.verbose, prompts, held_out,
                                                        sampler_of("engrave"), seed),
-            {**settings, "config": config_record(self_align.verbose)}),
+            {**settings, "config": config_record(self_align.verbose),
+             "exemplars": human.verbose}),
       Stage("verbose_clone", training_stage(tuned, self_align.verbose_clone, "sft", "clone",
                                             "pretrain", "lines", mesh_fn, rules, seed,
                                             data_stage="verbose_answers"),
