@@ -12,9 +12,13 @@ per kind:
                      whose last message has role 'assistant'
                      -> tokens, loss_mask (1 on assistant tokens only).
   kind='preference'  {"prompt": str, "chosen": str, "rejected": str,
-                      "system": str?}
+                      "system": str?, "suffix": str?}
                      -> chosen_tokens, chosen_loss_mask, rejected_tokens,
-                        rejected_loss_mask (prompt + one answer each).
+                        rejected_loss_mask (prompt + one answer each, then the
+                        suffix's tokens, mask 0: text a reward model reads after
+                        the response, e.g. the principles it judges by; the
+                        reward term `text_input(template, suffix)` builds the
+                        same ids).
   kind='process'     {"prompt": str, "steps": [str, ...], "labels": [0|1, ...],
                       "system": str?}  (a process reward: one label per step)
                      or {"prompt": str, "response": str, "label": 0|1}
@@ -183,8 +187,11 @@ def validate_record(record: Mapping[str, Any], kind: str) -> str | None:
       if kind == "sft" and field in ("prompt", "response") and field not in record:
         problem += " (sft records need 'prompt' and 'response', or 'messages')"
       return problem
-  if "system" in record:
-    return _string_problem(record, "system")
+  for optional in ("system", "suffix") if kind == "preference" else ("system",):
+    if optional in record:
+      problem = _string_problem(record, optional)
+      if problem:
+        return problem
   return None
 
 
@@ -343,6 +350,10 @@ def tokenize_record(
           {"role": "assistant", "content": record[side]}
       ]
       tokens, mask = render(messages, False)
+      if record.get("suffix"):
+        extra = np.asarray([int(i) for i in vocab.encode(record["suffix"])], np.int32)
+        tokens = np.concatenate([tokens, extra])
+        mask = np.concatenate([mask, np.zeros_like(extra)])
       features[f"{side}_tokens"] = tokens
       features[f"{side}_loss_mask"] = mask
     return features

@@ -60,6 +60,7 @@ def _examples(task, split="train"):
         ("sft", {"prompt": "a", "response": "b", "system": 3}, "field 'system' must be a string"),
         ("preference", {"prompt": "a", "chosen": "b"}, "missing field 'rejected'"),
         ("preference", {"prompt": "a", "chosen": None, "rejected": "c"}, "'chosen' must be a string, got NoneType"),
+        ("preference", {"prompt": "a", "chosen": "b", "rejected": "c", "suffix": 3}, "field 'suffix' must be a string"),
         ("prompt", {"question": "a"}, "missing field 'prompt'"),
         ("process", {"prompt": "a", "steps": ["b", "c"], "labels": [1]}, "list of 2 labels"),
         ("process", {"prompt": "a", "steps": ["b"], "labels": [2]}, "(0 or 1)"),

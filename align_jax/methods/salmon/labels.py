@@ -15,7 +15,9 @@ prefers what the positive one disprefers). Then, in order:
 
 A pair whose drawn principles all score 0 (orders disagreed everywhere) has no label.
 The record lists the drawn principles' definitions (negative ones where negated), in
-the order drawn, for the reward model's input.
+the order drawn, and carries them as the preference record's `suffix`
+(`principles_text`): the reward model reads them after the response, in training and,
+through `reward_input`, as a reward term.
 """
 
 from __future__ import annotations
@@ -24,6 +26,21 @@ import dataclasses
 from typing import Any, Sequence
 
 import numpy as np
+
+from align_jax.rewards.reward_model import InputBuilder, text_input
+
+PRINCIPLES_HEADER = "\n\nJudge the response above by these principles:"
+
+
+def principles_text(definitions: Sequence[str]) -> str:
+  """What the reward model reads after the response: the principles, one a line."""
+  return PRINCIPLES_HEADER + "".join(f"\n- {d}" for d in definitions)
+
+
+def reward_input(chat_template: str | None = "plain") -> InputBuilder:
+  """The reward term's input builder: prompt and response in the chat template, then
+  `principles_text(metadata["principles"])`, the ids training saw."""
+  return text_input(chat_template, suffix=lambda meta: principles_text(meta["principles"]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,4 +120,5 @@ def label_pair(prompt: str, first: str, second: str, scores: Sequence[float],
            for i, neg in zip(chosen, negated)]
   good, bad = (first, second) if winner > 0 else (second, first)
   return {"prompt": prompt, "chosen": good, "rejected": bad, "principles": texts,
-          "decider": principles[decider].name, "negated": negated, "overridden": overridden}
+          "suffix": principles_text(texts), "decider": principles[decider].name,
+          "negated": negated, "overridden": overridden}

@@ -78,3 +78,28 @@ def test_draws_are_geometric_capped_and_distinct():
   assert max(len(lb.draw(3, rng, config)[0]) for _ in range(200)) == 3   # no more than exist
   with pytest.raises(ValueError, match="LabelConfig.noise"):
     lb.LabelConfig(noise=1.5)
+
+
+def test_reward_model_input_reads_the_principles_after_the_response(tmp_path):
+  """Training (a preference record with its suffix) and the reward term (text_input with
+  the principles) give the same ids; the suffix is never a training target."""
+  from align_jax.data.tasks import tokenize_record
+  from align_jax.data.vocab import train_sentencepiece
+  from align_jax.rewards.terms import RewardBatch
+  from hf_fixtures import words_corpus
+  vocab = train_sentencepiece(words_corpus(300) + [lb.PRINCIPLES_HEADER + " Be brief."],
+                              str(tmp_path / "sp"), 300)
+  record = lb.label_pair("the red dog", "a big tree", "the dog", [0.3, -2.0, 0.0], P,
+                         _Fixed(2, [1, 0], [0.2, 0.7, 0.9]))
+  assert record["suffix"] == ("\n\nJudge the response above by these principles:\n"
+                              "- Make things up.\n- Be brief.")
+  features = tokenize_record(record, "preference", vocab, chat_template="plain")
+  batch = RewardBatch(prompts=["the red dog"], responses=[record["chosen"]],
+                      response_lengths=np.array([3]), finished=np.array([True]),
+                      metadata=[{"principles": record["principles"]}])
+  built = lb.reward_input("plain")(batch, vocab)[0]
+  assert features["chosen_tokens"].tolist() == built
+  suffix = [int(i) for i in vocab.encode(record["suffix"])]
+  assert built[-len(suffix):] == suffix
+  mask = features["chosen_loss_mask"].tolist()
+  assert mask[-len(suffix):] == [0] * len(suffix) and sum(mask) > 0
