@@ -17,10 +17,19 @@ def child_env() -> dict:
           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
-def start(args) -> subprocess.Popen:
-  """`python <args>` with stdout discarded and stderr kept for failure messages."""
-  return subprocess.Popen([sys.executable, *args], env=child_env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def start(args, log: Path) -> subprocess.Popen:
+  """`python <args>` with stdout discarded and stderr written to `log` (a file, never a
+  pipe: a child that writes more than a pipe holds would block on it)."""
+  with open(log, "wb") as stderr:   # the child keeps its own copy of the descriptor
+    child = subprocess.Popen([sys.executable, *args], env=child_env(),
+                             stdout=subprocess.DEVNULL, stderr=stderr)
+  child.log = Path(log)
+  return child
+
+
+def tail(child: subprocess.Popen, chars: int = 3000) -> str:
+  """The end of what the child wrote to its log, for failure messages."""
+  return child.log.read_text(errors="replace")[-chars:]
 
 
 def kill_after(child: subprocess.Popen, sidecar: Path, records: int, timeout: float) -> dict:
@@ -29,7 +38,7 @@ def kill_after(child: subprocess.Popen, sidecar: Path, records: int, timeout: fl
   try:
     deadline = time.monotonic() + timeout
     while True:
-      assert child.poll() is None, child.stderr.read().decode()[-3000:]
+      assert child.poll() is None, tail(child)
       assert time.monotonic() < deadline, f"{sidecar}: no complete chunk in time"
       try:
         done = json.loads(sidecar.read_text())["records_done"]
@@ -38,11 +47,11 @@ def kill_after(child: subprocess.Popen, sidecar: Path, records: int, timeout: fl
       if done >= records:
         break
       time.sleep(0.01)
+    assert child.poll() is None, f"the child ended before the kill:\n{tail(child)}"
     child.send_signal(signal.SIGKILL)
     child.wait(30)
     assert child.returncode == -signal.SIGKILL
   finally:
     if child.poll() is None:
       child.kill()
-    child.stderr.close()
   return json.loads(sidecar.read_text())

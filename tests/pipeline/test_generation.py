@@ -134,7 +134,8 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_output(sampler, referen
   path = tmp_path / "out.jsonl"
   sidecar = Path(progress_path(str(path)))
   code = _CHILD.format(tests=str(Path(__file__).parent), path=str(path))
-  state = kill_after(start(["-c", code]), sidecar, CHUNK_SIZE, timeout=120)
+  state = kill_after(start(["-c", code], tmp_path / "child.log"), sidecar, CHUNK_SIZE,
+                     timeout=120)
   assert not state["complete"] and CHUNK_SIZE <= state["records_done"] < NUM_RECORDS
   done = path.read_bytes()[:state["bytes"]]
   with open(path, "ab") as f:  # a chunk whose write was cut short

@@ -17,7 +17,9 @@ A pair whose drawn principles all score 0 (orders disagreed everywhere) has no l
 The record lists the drawn principles' definitions (negative ones where negated), in
 the order drawn, and carries them as the preference record's `suffix`
 (`principles_text`): the reward model reads them after the response, in training and,
-through `reward_input`, as a reward term.
+through `reward_input`, as a reward term. Train with `DataConfig.truncate='drop'` (or
+rows long enough): the default 'right' cuts a too-long pair's tail, the principles first
+(counted as `truncated`), so its score would be read without them.
 """
 
 from __future__ import annotations

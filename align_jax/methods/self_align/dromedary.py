@@ -37,9 +37,11 @@ from jax.sharding import Mesh
 from align_jax import fs
 from align_jax.data.jsonl import JsonlError, read_jsonl, read_jsonl_numbered
 from align_jax.data.tasks import encode_prompt
+from align_jax.data.vocab import load_vocabulary
 from align_jax.eval.multiple_choice import hhh_ab, read_hhh, read_truthfulqa_mc, truthfulqa_mc1
 from align_jax.methods.self_align import principles as sp
 from align_jax.methods.self_align import stages as sa
+from align_jax.methods.self_align.answers import AnswerFormat
 from align_jax.models import TransformerConfig
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
 from align_jax.pipeline import Pipeline, Stage, TrainingSchedule
@@ -106,7 +108,8 @@ def read_red_team_types(path: str | None = None) -> dict[str, list[tuple[str, st
 
 
 def dromedary_prompts(principles: Sequence[sp.Principle], exemplars: Sequence[sp.Exemplar],
-                      vocab, chat_template: str | None) -> sa.PromptSet:
+                      vocab, chat_template: str | None,
+                      form: AnswerFormat = AnswerFormat()) -> sa.PromptSet:
   """Plain-text prompts for the base model's stages; the engraved model is prompted in
   its chat template's user turn (the verbose prompt before the query)."""
   def numbered(tasks):
@@ -123,7 +126,7 @@ def dromedary_prompts(principles: Sequence[sp.Principle], exemplars: Sequence[sp
       question=lambda kind, examples, topic: f"Below are {kind}, each after its topic.\n\n"
       + "".join(f"Topic: {t}\nQuestion: {q}\n\n" for t, q in examples)
       + f"Topic: {topic}\nQuestion:",
-      principled=lambda query: sp.principles_prompt(principles, exemplars, query),
+      principled=lambda query: sp.principles_prompt(principles, exemplars, query, form),
       plain=in_turn,
       verbose=lambda query: in_turn(f"{VERBOSE_INTRO}\n\n{query}"))
 
@@ -155,21 +158,22 @@ def self_align_dromedary(workdir: str, model: TransformerConfig, base_model: str
   types = read_red_team_types(files.red_team_types)
   principles = sp.load_principles(files.principles)
   exemplars = sp.load_exemplars(files.exemplars)
-  base = {}
+  vocab = load_vocabulary(vocab_path)
 
   def base_run():
-    if "run" not in base:
-      base["run"] = load_run(base_model, config=model, vocabulary=vocab_path, mesh=mesh_fn(),
-                             rules=rules)
-    return base["run"]
+    """The imported model, loaded by each stage that samples or scores it (and freed
+    when the stage ends: training stages load their own copy)."""
+    return load_run(base_model, config=model, vocabulary=vocab_path, mesh=mesh_fn(),
+                    rules=rules)
 
   def trained(results, stage):
     return load_run(results[stage]["workdir"], vocabulary=vocab_path, mesh=mesh_fn(),
                     rules=rules)
 
-  prompts = dromedary_prompts(principles, exemplars, base_run().vocab, chat_template)
-  settings = {"base_model": base_model, "seed": seed, "model": config_record(model),
-              "chat_template": chat_template}
+  form = answers.form
+  prompts = dromedary_prompts(principles, exemplars, vocab, chat_template, form)
+  settings = {"base_model": base_model, "vocabulary": vocab_path, "seed": seed,
+              "model": config_record(model), "chat_template": chat_template}
   base_sampler = lambda results: base_run().sampler(sampler_batch_size)  # noqa: E731
 
   def sft(schedule: TrainingSchedule, data_stage: str, key: str):
@@ -214,8 +218,9 @@ def self_align_dromedary(workdir: str, model: TransformerConfig, base_model: str
             {**settings, "schedule": config_record(engrave)}),
       Stage("verbose_answers", sa.verbose_answer_stage(
           verbose, prompts, held_out,
-          lambda results: trained(results, "engrave").sampler(sampler_batch_size), seed),
-            {**settings, "config": config_record(verbose), "intro": VERBOSE_INTRO}),
+          lambda results: trained(results, "engrave").sampler(sampler_batch_size), seed, form),
+            {**settings, "config": config_record(verbose), "intro": VERBOSE_INTRO,
+             "form": config_record(form)}),
       Stage("verbose_clone", sft(verbose_clone, "verbose_answers", "clone"),
             {**settings, "schedule": config_record(verbose_clone)}),
       Stage("evaluate", evaluate, {**settings, "truthfulqa": files.truthfulqa,

@@ -99,9 +99,9 @@ class RedTeamConfig:
 @dataclasses.dataclass(frozen=True)
 class AnswerConfig:
   """Principle-driven answers: sampling (T=0.5, top-p 0.95, `max_new_tokens`), the words
-  that get `discourage_bias` where the vocabulary holds them as one token (apologetic
-  openings) and the answer filters (`AnswerFormat`, its `leak_words` n-grams of the
-  exemplars)."""
+  that get `discourage_bias` where the vocabulary holds them as one token after other
+  text (apologetic openings; the stage's result lists the biased ids) and the answer
+  filters (`AnswerFormat`, its `leak_words` n-grams of the exemplars)."""
   max_new_tokens: int = 256
   temperature: float = 0.5
   top_p: float = 0.95
@@ -259,14 +259,16 @@ def gather_queries(results: Mapping[str, Any], held_out: Sequence[str]
 
 
 def _token_bias(sampler: Sampler, words: Sequence[str], bias: float) -> tuple:
-  """(id, bias) for each word the vocabulary holds as a single token. A word split into
-  pieces is left alone: biasing its first piece (a bare space, one letter) would bias
-  every word that starts with it."""
+  """(id, bias) for each word that is a single token where it follows other text (its
+  id is what encoding "x" + word adds to encoding "x"). A word split into pieces is left
+  alone: biasing its first piece (a bare space, one letter) would bias every word that
+  starts with it."""
   ids = set()
+  base = [int(i) for i in sampler.vocab.encode("x")]
   for word in words:
-    pieces = [int(i) for i in sampler.vocab.encode(word)]
-    if len(pieces) == 1:
-      ids.add(pieces[0])
+    full = [int(i) for i in sampler.vocab.encode("x" + word)]
+    if full[:len(base)] == base and len(full) == len(base) + 1:
+      ids.add(full[-1])
   return tuple((i, bias) for i in sorted(ids))
 
 

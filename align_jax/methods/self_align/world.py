@@ -97,20 +97,28 @@ class HumanInput:
   verbose: list[str]     # the verbose prompt's dialogues, answered in full, no thoughts
 
 
-def human_input(world: pw.PrinciplesWorld, config: WorldPromptsConfig) -> HumanInput:
-  """Seed tasks, red-teaming examples and exemplars, drawn apart from the corpus and the
-  held-out requests."""
+def human_input(world: pw.PrinciplesWorld, config: WorldPromptsConfig,
+                held_out: Sequence[str] = ()) -> HumanInput:
+  """Seed tasks, red-teaming examples and exemplars, drawn apart from the corpus draws
+  and redrawn while one equals a held-out request (`held_out`: their texts)."""
   rng = np.random.default_rng(world.config.seed + 20_000)
-  seed_tasks = [world.request(k, rng).text for k in pw.KINDS
-                for _ in range(config.seed_tasks_per_kind)]
+  apart = set(held_out)
+
+  def request(kind: str) -> pw.Request:
+    while True:
+      drawn = world.request(kind, rng)
+      if drawn.text not in apart:
+        return drawn
+
+  seed_tasks = [request(k).text for k in pw.KINDS for _ in range(config.seed_tasks_per_kind)]
   red_team = {k: [(pw.topic_of(r), r.text) for r in
-                  (world.request(k, rng) for _ in range(config.red_team_examples))]
+                  (request(k) for _ in range(config.red_team_examples))]
               for k in config.red_team_kinds}
   drawn = {}
   for kind in (*config.exemplars, *config.verbose_exemplars):
     if kind not in drawn:
-      request = world.request(kind, rng)
-      drawn[kind] = (request, pw.behaviour(kind, pw.PRINCIPLED[kind]).respond(request, rng))
+      r = request(kind)
+      drawn[kind] = (r, pw.behaviour(kind, pw.PRINCIPLED[kind]).respond(r, rng))
   exemplars = [pw.dialogue(drawn[k][0], drawn[k][1], f"Rule {pw.KINDS.index(k) + 1} applies.")
                for k in config.exemplars]
   verbose = [pw.dialogue(drawn[k][0], pw.behaviour(k, pw.PRINCIPLED[k]).full(*drawn[k]))
@@ -302,9 +310,9 @@ def seed_pipeline(workdir: str, model: TransformerConfig, world: pw.PrinciplesCo
   """Runs one seed's stages in `workdir` and returns their results."""
   world = dataclasses.replace(world, seed=seed)
   the_world = pw.build_world(world)
-  human = human_input(the_world, self_align.prompts)
-  prompts = world_prompts(the_world, human, self_align.prompts.exemplars_shown)
   held_out = [r.text for r in _held_out(the_world, base_eval)]
+  human = human_input(the_world, self_align.prompts, held_out)
+  prompts = world_prompts(the_world, human, self_align.prompts.exemplars_shown)
   settings = {"model": config_record(model), "seed": seed}
   answers = self_align.answers
   tuned = dataclasses.replace(model, lora_rank=self_align.lora_rank,
@@ -342,9 +350,10 @@ def seed_pipeline(workdir: str, model: TransformerConfig, world: pw.PrinciplesCo
             {**settings, "schedule": config_record(self_align.engrave),
              "lora": [self_align.lora_rank, self_align.lora_targets]}),
       Stage("verbose_answers", sa.verbose_answer_stage(self_align.verbose, prompts, held_out,
-                                                       sampler_of("engrave"), seed),
+                                                       sampler_of("engrave"), seed,
+                                                       answers.form),
             {**settings, "config": config_record(self_align.verbose),
-             "exemplars": human.verbose}),
+             "exemplars": human.verbose, "form": config_record(answers.form)}),
       Stage("verbose_clone", training_stage(tuned, self_align.verbose_clone, "sft", "clone",
                                             "pretrain", "lines", mesh_fn, rules, seed,
                                             data_stage="verbose_answers"),

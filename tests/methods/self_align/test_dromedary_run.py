@@ -86,7 +86,8 @@ def test_dromedary_runs_every_stage_on_an_imported_model_with_user_files(tmp_pat
     return json.load(open(workdir / stage / "COMPLETED.json"))["result"]
 
   assert completed("self_instruct")["rounds"][0]["generated"] == 4
-  assert completed("red_team")["question_count"] == 2 * completed("red_team")["topics_per_type"]
+  red_team = completed("red_team")
+  assert 0 < red_team["question_count"] <= 2 * red_team["topics_per_type"]
   answers = completed("principle_answers")
   engrave = [json.loads(line) for line in open(workdir / "principle_answers" / "engrave.jsonl")]
   assert len(engrave) == answers["filters"]["kept"] > 0

@@ -5,24 +5,25 @@ rerun each time, and its files end up equal to those of an uninterrupted run."""
 from pathlib import Path
 
 from tests.methods.self_align.test_self_align_world import command_for
-from tests.process_fixtures import kill_after, start
+from tests.process_fixtures import kill_after, start, tail
 
 # The sampling files to kill the pipeline inside, and chunks small enough to do so.
 KILL_POINTS = ("self_instruct/round_1.jsonl", "red_team/question_samples.jsonl",
                "principle_answers/samples.jsonl", "verbose_answers/samples.jsonl")
-CHUNKS = ["--gin.SelfInstructConfig.chunk_size=2", "--gin.RedTeamConfig.chunk_size=2",
+CHUNKS = ["--gin.SelfInstructConfig.chunk_size=1", "--gin.RedTeamConfig.chunk_size=2",
           "--gin.AnswerConfig.chunk_size=4", "--gin.VerboseConfig.chunk_size=4"]
 
 
-def _start(workdir):
-  return start(["-m", "align_jax.main", *command_for(workdir), *CHUNKS])
+def _start(workdir, log):
+  return start(["-m", "align_jax.main", *command_for(workdir), *CHUNKS], log)
 
 
 def _kill_inside(workdir, relative):
   """Runs the pipeline until `relative` has a complete chunk, SIGKILLs it there and
   checks the file was not finished; returns the records done at the kill."""
   sidecar = Path(workdir) / "seed_0" / f"{relative}.progress.json"
-  state = kill_after(_start(workdir), sidecar, 1, timeout=600)
+  log = Path(workdir).parent / f"{Path(relative).parent}.log"
+  state = kill_after(_start(workdir, log), sidecar, 1, timeout=600)
   assert not state["complete"], f"{relative} finished before the kill"
   return state["records_done"]
 
@@ -37,16 +38,14 @@ def _outputs(workdir):
 
 def test_killed_in_every_sampling_stage_the_pipeline_ends_as_an_uninterrupted_run(tmp_path):
   reference = tmp_path / "reference"
-  child = _start(reference)
-  assert child.wait(900) == 0, child.stderr.read().decode()[-3000:]
-  child.stderr.close()
+  child = _start(reference, tmp_path / "reference.log")
+  assert child.wait(900) == 0, tail(child)
 
   killed = tmp_path / "killed"
   for relative in KILL_POINTS:
     assert _kill_inside(killed, relative) > 0
-  child = _start(killed)
-  assert child.wait(900) == 0, child.stderr.read().decode()[-3000:]
-  child.stderr.close()
+  child = _start(killed, tmp_path / "final.log")
+  assert child.wait(900) == 0, tail(child)
 
   want, got = _outputs(reference), _outputs(killed)
   assert set(got) == set(want)
