@@ -380,6 +380,15 @@ def _ratio(per_seed: Mapping[int, Mapping[str, Any]], top: str, bottom: str) -> 
   return mean_std(values)
 
 
+def _over_seeds_with(values: Sequence[float | None]) -> str:
+  """mean ± std over the seeds whose data had the kind (how many, when not all)."""
+  present = [v for v in values if v is not None]
+  if not present:
+    return "(none)"
+  text = mean_std(present)
+  return text if len(present) == len(values) else f"{text} ({len(present)} seeds)"
+
+
 def _length_plot(workdir: str, per_seed: Mapping[int, Mapping[str, Any]]) -> str:
   """answer_lengths.png: the distribution of answer lengths in characters, pooled over
   seeds: the engraving and verbose-cloning data, and the two models' answers to the
@@ -456,7 +465,7 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
         "data": label,
         "queries that are world requests": mean_std([d["world_requests"] / max(d["rows"], 1)
                                                      for d in data]),
-        **{k: mean_std([d["principled"].get(k, np.nan) for d in data]) for k in columns}})
+        **{k: _over_seeds_with([d["principled"].get(k) for d in data]) for k in columns}})
   kinds = [{"kind": k, **{f"seed {s}": r["compliance"]["data"]["principle_answers"]["kinds"][k]
                           for s, r in per_seed.items()}} for k in pw.KINDS]
   plot = _length_plot(workdir, per_seed)
@@ -492,7 +501,7 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
       ("What the pipeline trained on",
        "The share of each training set's answers that are principled, judged per kind "
        "where the query is one of the world's requests (a diagnostic only: no stage "
-       "sees a judge).\n\n" + markdown_table(data_rows, ["data", "queries that are world "
+       "sees a judge); over the seeds whose data had the kind.\n\n" + markdown_table(data_rows, ["data", "queries that are world "
                                                          "requests", *columns])
        + "\n\nEngraving queries by kind:\n\n" + markdown_table(kinds, list(kinds[0]))),
       ("Answer lengths", f"![answer lengths]({fs.basename(plot)})"),
