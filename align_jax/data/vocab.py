@@ -162,6 +162,17 @@ class VocabSizeError(ValueError):
 _SAID: set[tuple[int, int, str]] = set()
 
 
+def token_after(vocab: seqio.Vocabulary, prefix: str, text: str) -> int | None:
+  """The one token `text` is where it follows `prefix` in running text (e.g. "A" after
+  "(", or " Sorry" after a word), or None when it is not exactly one token there or
+  changes the prefix's own tokens."""
+  base = [int(t) for t in vocab.encode(prefix)]
+  full = [int(t) for t in vocab.encode(prefix + text)]
+  if full[:len(base)] != base or len(full) != len(base) + 1:
+    return None
+  return full[-1]
+
+
 def check_vocab_size(model_vocab_size: int, vocab: seqio.Vocabulary,
                      vocabulary: str | None = None, *, published_by: str | None = None) -> None:
   """Checks a model's vocab_size against its vocabulary; every trainer and loader calls it.

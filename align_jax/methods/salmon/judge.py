@@ -21,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
+from align_jax.data.vocab import token_after
+
 JUDGE_TEMPLATE = (
     "Two assistant responses to the same user request follow. Judge them by one "
     "principle only.\n\nPrinciple: {principle}\n\nUser: {prompt}\n\nResponse (A): {a}\n\n"
@@ -50,15 +52,13 @@ def letter_token(vocab, prompt: str, letter: str) -> int:
   """The token `letter` is when it follows `prompt` in running text (e.g. "A" after "(",
   not the word-initial "A" it is on its own); an error unless it is exactly one token
   that leaves the prompt's own tokens as they are."""
-  base = [int(t) for t in vocab.encode(prompt)]
-  full = [int(t) for t in vocab.encode(prompt + letter)]
-  if full[:len(base)] != base or len(full) != len(base) + 1:
+  token = token_after(vocab, prompt, letter)
+  if token is None:
     raise ValueError(f"judge letter {letter!r} after the prompt's last characters "
-                     f"{prompt[-20:]!r} is not a single token of this vocabulary (tokens "
-                     f"{full[len(base) - 1:]} after {base[-1:]}); the judge compares one next "
-                     "token, so choose other letters or a template that ends where a letter "
-                     "is one token")
-  return full[-1]
+                     f"{prompt[-20:]!r} is not a single token of this vocabulary; the judge "
+                     "compares one next token, so choose other letters or a template that "
+                     "ends where a letter is one token")
+  return token
 
 
 def judge(sampler, items: Sequence[Judgement], template: str = JUDGE_TEMPLATE,

@@ -34,6 +34,7 @@ from align_jax import fs
 from align_jax.data.instructions import (InstructionFilter, balance_types, clean_topic,
                                          filter_instructions, merge_topics)
 from align_jax.data.jsonl import read_jsonl, write_jsonl
+from align_jax.data.vocab import token_after
 from align_jax.methods.self_align.answers import AnswerFormat, clean_answer, exemplar_ngrams
 from align_jax.pipeline.generation import generate_to_jsonl
 from align_jax.pipeline.stages import is_writer
@@ -263,12 +264,7 @@ def _token_bias(sampler: Sampler, words: Sequence[str], bias: float) -> tuple:
   id is what encoding "x" + word adds to encoding "x"). A word split into pieces is left
   alone: biasing its first piece (a bare space, one letter) would bias every word that
   starts with it."""
-  ids = set()
-  base = [int(i) for i in sampler.vocab.encode("x")]
-  for word in words:
-    full = [int(i) for i in sampler.vocab.encode("x" + word)]
-    if full[:len(base)] == base and len(full) == len(base) + 1:
-      ids.add(full[-1])
+  ids = {token_after(sampler.vocab, "x", word) for word in words} - {None}
   return tuple((i, bias) for i in sorted(ids))
 
 
