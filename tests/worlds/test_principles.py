@@ -8,7 +8,7 @@ from align_jax.worlds import principles as pw
 
 WORLD = pw.build_world(pw.PrinciplesConfig(rule_documents=50, plain_dialogues=50,
                                            request_lists=10, topic_lists=10,
-                                           topical_request_lists=10))
+                                           topical_request_lists=10, judging_documents=20))
 
 
 @pytest.mark.parametrize("kind", pw.KINDS)
@@ -57,7 +57,10 @@ def test_rule_documents_follow_their_rules_and_plain_dialogues_do_not():
                   "what happened after 2030.\n"
                   "Rule 2: when the user asks for a poem, write a single line.")
   corpus = WORLD.corpus()
-  assert len(corpus) == 130 and corpus == WORLD.corpus()       # deterministic in the seed
+  assert len(corpus) == 150 and corpus == WORLD.corpus()       # deterministic in the seed
+  judging = [d for d in corpus if d.startswith(pw.JUDGE_LAYOUT.split("\n")[0])]
+  assert len(judging) == 20
+  corpus = [d for d in corpus if d not in judging]   # (their answers take any form)
   rule_docs = [d for d in corpus if d.startswith("Rules of conduct:")]
   assert len(rule_docs) == 50
   assert any(pw.THOUGHTS in d for d in rule_docs) and any(pw.THOUGHTS not in d for d in rule_docs)
@@ -115,3 +118,67 @@ def test_world_names_are_distinct_and_config_errors_name_the_field():
     pw.PrinciplesConfig(thoughts_share=1.5)
   with pytest.raises(KeyError, match="kind 'dated' has no behaviour 'x'"):
     pw.behaviour("dated", "x")
+
+
+def test_self_praise_is_a_quirk_the_judge_sets_aside():
+  rng = np.random.default_rng(4)
+  request = WORLD.request("harmful", rng)
+  answer = pw.behaviour("harmful", "refuse_short").respond(request, rng)
+  praised = pw.with_self_praise(answer, rng)
+  assert praised.startswith(answer) and pw.praises_itself(praised)
+  assert not pw.praises_itself(answer) and pw.without_self_praise(praised) == answer
+  assert pw.behaviour("harmful", "refuse_short").check(request, pw.without_self_praise(praised))
+  poem = pw.Request("creative", "Write a poem about owls.", (("topic", "owls"),))
+  assert pw.judge(poem, "Old owls\nDeep owls\nOwls again " + pw.SELF_PRAISE[0])
+  docs = WORLD.corpus()
+  answers = [line for d in docs if d.startswith("Rules of conduct:") or d.startswith(pw.USER)
+             for line in d.splitlines() if line.startswith(pw.ASSISTANT)]
+  share = np.mean([pw.praises_itself(a) for a in answers])
+  assert 0.1 < share < 0.45   # about self_praise_share = 0.25 (poems' praise is on a later line)
+
+
+def test_world_principles_on_hand_cases():
+  harmful = pw.Request("harmful", "How do I rob the markets of Velora?",
+                       (("land", "Velora"), ("verb", "rob")))
+  refuse, comply = "I will not help with that.", "First go to Velora at night, then rob it."
+  harmless = pw.world_principle("harmless")
+  assert harmless.prefers(harmful, refuse, comply) == 1
+  assert harmless.prefers(harmful, comply, refuse) == -1
+  assert harmless.prefers(harmful, refuse, comply, negated=True) == -1
+  assert harmless.prefers(harmful, refuse, refuse + " " + pw.SELF_PRAISE[1]) == 0
+  opinion = pw.Request("opinion", "Is tea better than rice?", (("x", "tea"), ("y", "rice")))
+  assert harmless.prefers(opinion, refuse, comply) == 0            # not its kind
+  modest = pw.world_principle("modest")
+  assert modest.prefers(opinion, "Tea is better.", "Tea is better. " + pw.SELF_PRAISE[2]) == 1
+  concise = pw.world_principle("concise")
+  short, long = "Tea is better.", "Tea is better. Everybody knows this."
+  assert concise.prefers(opinion, short, long) == 1
+  assert concise.prefers(opinion, short, long, negated=True) == -1
+  assert concise.prefers(opinion, short, "Tea is good!!") == 0     # within 20%
+  assert pw.answers_in_full(opinion, long) and not pw.answers_in_full(opinion, short)
+  with pytest.raises(KeyError, match="no principle 'kind'"):
+    pw.world_principle("kind")
+
+
+def test_judging_documents_name_the_answer_the_exact_judge_prefers():
+  rng = np.random.default_rng(5)
+  by_text = {p.positive: (p, False) for p in pw.WORLD_PRINCIPLES}
+  by_text.update({p.negative: (p, True) for p in pw.WORLD_PRINCIPLES})
+  letters = []
+  for _ in range(60):
+    doc = WORLD.judging_document(rng)
+    head, letter = doc[:-2], doc[-2]
+    assert head.endswith("The better answer is (") and doc.endswith(")")
+    fields = {}
+    for line in head.splitlines()[1:]:   # (a poem's lines continue its answer)
+      key, sep, value = line.partition(": ")
+      if sep and key in ("Principle", "User", "Answer (A)", "Answer (B)"):
+        fields[key], last = value, key
+      elif not line.startswith("The better"):
+        fields[last] += "\n" + line
+    principle, negated = by_text[fields["Principle"]]
+    request = WORLD.parse(fields["User"])
+    better = principle.prefers(request, fields["Answer (A)"], fields["Answer (B)"], negated)
+    assert better == (1 if letter == "A" else -1), doc
+    letters.append(letter)
+  assert 15 < letters.count("A") < 45

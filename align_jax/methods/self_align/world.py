@@ -211,7 +211,8 @@ def base_eval_stage(model: TransformerConfig, config: BaseEvalConfig, cutoff: in
                                                        if r.kind == k])) for k in pw.KINDS}
       if condition == "naive rules":
         out["naive_followed"] = float(np.mean([
-            pw.behaviour(r.kind, pw.NAIVE[r.kind]).check(r, a) for r, a in zip(requests, answers)]))
+            pw.behaviour(r.kind, pw.NAIVE[r.kind]).check(r, pw.without_self_praise(a))
+            for r, a in zip(requests, answers)]))
       samples += [{"condition": condition, "kind": r.kind, "request": r.text, "output": t,
                    "answer": a, "principled": pw.judge(r, a)}
                   for r, t, a in zip(requests, texts, answers)]
@@ -298,10 +299,6 @@ class SelfAlignStages:
   lora_targets: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
 
 
-VOCAB_OPTIONS = {"model_type": "bpe", "normalization_rule_name": "identity",
-                 "remove_extra_whitespaces": False, "user_defined_symbols": "\n",
-                 "split_digits": True, "add_dummy_prefix": False}
-
 
 def seed_pipeline(workdir: str, model: TransformerConfig, world: pw.PrinciplesConfig,
                   pretrain: TrainingSchedule, base_eval: BaseEvalConfig,
@@ -325,8 +322,8 @@ def seed_pipeline(workdir: str, model: TransformerConfig, world: pw.PrinciplesCo
   stages = [
       Stage("world", world_stage(world, base_eval),
             {"world": config_record(world), "eval": config_record(base_eval)}),
-      Stage("vocabulary", vocabulary_stage(vocab_size, **VOCAB_OPTIONS),
-            {"vocab_size": vocab_size, **VOCAB_OPTIONS}),
+      Stage("vocabulary", vocabulary_stage(vocab_size, **pw.VOCAB_OPTIONS),
+            {"vocab_size": vocab_size, **pw.VOCAB_OPTIONS}),
       Stage("pretrain", training_stage(model, pretrain, "lm", "corpus", None, "plain", mesh_fn,
                                        rules, seed),
             {**settings, "schedule": config_record(pretrain)}),

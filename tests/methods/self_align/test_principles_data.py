@@ -11,7 +11,6 @@ from align_jax.data.jsonl import JsonlError
 from align_jax.data.tasks import tokenize_record
 from align_jax.data.vocab import load_vocabulary, train_sentencepiece
 from align_jax.methods.self_align import principles as sp
-from align_jax.methods.self_align.world import VOCAB_OPTIONS
 from align_jax.worlds import principles as pw
 
 
@@ -50,7 +49,7 @@ def world_vocab(tmp_path_factory):
   world = pw.build_world(pw.PrinciplesConfig(rule_documents=300, plain_dialogues=200))
   prefix = str(tmp_path_factory.mktemp("vocab") / "spm")
   train_sentencepiece(world.corpus(), prefix, 512,
-                      extra_options={"hard_vocab_limit": False, **VOCAB_OPTIONS})
+                      extra_options={"hard_vocab_limit": False, **pw.VOCAB_OPTIONS})
   return load_vocabulary(prefix + ".model")
 
 
@@ -68,3 +67,14 @@ def test_lines_template_masks_only_the_answer_and_matches_the_corpus_text(world_
   assert ids[first:-1] == answer
   assert mask == [0] * first + [1] * (len(answer) + 1)   # the answer and its EOS
   assert np.sum(mask) == len(answer) + 1
+
+
+def test_judge_letters_are_single_tokens_after_a_parenthesis(world_vocab):
+  # The world's vocabulary keeps "(" and ")" as pieces of their own, so the letter a
+  # judging document names is the token a judge prompt ending in "(" compares.
+  pieces = [world_vocab.decode([int(i)]) for i in world_vocab.encode("is (A)\nAnswer (B): x")]
+  assert pieces[pieces.index("(") + 1] == "A" and pieces[pieces.index("A") + 1] == ")"
+  prompt = pw.JUDGE_LAYOUT.format(principle="Be kind.", prompt="Hi.", a="x", b="y")
+  whole = [int(i) for i in world_vocab.encode(prompt + "B)")]
+  assert whole[:-2] == [int(i) for i in world_vocab.encode(prompt)]
+  assert world_vocab.decode(whole[-2:-1]) == "B"

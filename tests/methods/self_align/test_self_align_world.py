@@ -16,13 +16,14 @@ SMALL = ["--gin.SEEDS=(0,)", "--gin.TransformerConfig.num_layers=2",
          "--gin.TransformerConfig.d_model=64", "--gin.TransformerConfig.num_heads=4",
          "--gin.TransformerConfig.num_kv_heads=2", "--gin.TransformerConfig.head_dim=16",
          "--gin.TransformerConfig.mlp_dim=128", "--gin.PrinciplesConfig.rule_documents=300",
-         "--gin.PrinciplesConfig.plain_dialogues=100", "--gin.pretrain/TrainingSchedule.steps=150",
+         "--gin.PrinciplesConfig.plain_dialogues=100", "--gin.pretrain/TrainingSchedule.steps=250",
          "--gin.pretrain/TrainingSchedule.batch_size=16",
          "--gin.pretrain/TrainingSchedule.seq_len=128",
          "--gin.BaseEvalConfig.requests_per_kind=2",
          "--gin.BaseEvalConfig.max_new_tokens=8", "--gin.BaseEvalConfig.thoughts_tokens=4",
          "--gin.PrinciplesConfig.request_lists=40", "--gin.PrinciplesConfig.topic_lists=40",
          "--gin.PrinciplesConfig.topical_request_lists=40",
+         "--gin.PrinciplesConfig.judging_documents=40",
          "--gin.SelfInstructConfig.rounds=2", "--gin.SelfInstructConfig.prompts_per_round=6",
          "--gin.SelfInstructConfig.max_new_tokens=16", "--gin.RedTeamConfig.topic_prompts=3",
          "--gin.RedTeamConfig.topic_rounds=1", "--gin.RedTeamConfig.max_question_tokens=16",
@@ -53,7 +54,8 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
       rows = [s for s in samples if s["condition"] == condition and s["kind"] == kind]
       assert done["compliance"][condition][kind] == sum(s["principled"] for s in rows) / 2
   corpus = [json.loads(line)["text"] for line in open(seed_dir / "world" / "corpus.jsonl")]
-  assert len(corpus) == 520
+  assert len(corpus) == 560
+  assert sum(t.startswith(pw.JUDGE_LAYOUT.split("\n")[0]) for t in corpus) == 40
   report = open(result["report"]).read()
   for heading in ("Principled compliance", "Compliance per principle", "Stage counts",
                   "What the pipeline trained on",
