@@ -215,13 +215,16 @@ def batch_from_records(records: Sequence[Mapping[str, Any]]) -> RewardBatch:
 
 def fit_reward_normalization(run_dir: str, samples: Sequence[Mapping[str, Any]], *,
                              chat_template: str | None = "plain", mesh=None,
-                             rules: LogicalRules = DEFAULT_RULES) -> dict[str, float]:
+                             rules: LogicalRules = DEFAULT_RULES,
+                             input_builder: InputBuilder | None = None) -> dict[str, float]:
   """Fits and stores (beside the run) the gain and bias that give reference-policy
-  `samples` ({"prompt", "response"}) mean 0 and std 1; a stored fit is kept as is."""
+  `samples` ({"prompt", "response"} and the metadata `input_builder` reads; default
+  builder: `text_input(chat_template)`) mean 0 and std 1; a stored fit is kept as is."""
   existing = read_normalization(run_dir)
   if existing is not None:
     return existing
-  term = RewardModelTerm(run_dir, input_builder=text_input(chat_template), normalize=False)
+  term = RewardModelTerm(run_dir, input_builder=input_builder or text_input(chat_template),
+                         normalize=False)
   term.setup(RewardContext(mesh=mesh, rules=rules))
   normalization = fit_normalization(term.raw_scores(batch_from_records(samples)))
   if jax.process_index() == 0:
