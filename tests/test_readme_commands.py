@@ -36,6 +36,7 @@ CLAIMED = {
     "gin/methods/closed_book_qa.gin": "tests/methods/closed_book_qa/test_closed_book_qa.py",
     "gin/methods/easy_to_hard/world.gin": "tests/methods/easy_to_hard/test_world_pipeline.py",
     "gin/methods/self_align/world.gin": "tests/methods/self_align/test_self_align_world.py",
+    "gin/methods/salmon/world.gin": "tests/methods/salmon/test_salmon_world.py",
 }
 
 # Per run file: the flags that shrink a documented command to a test's size.

@@ -102,8 +102,9 @@ def label_pair(prompt: str, first: str, second: str, scores: Sequence[float],
                config: LabelConfig = LabelConfig(),
                other_language: tuple[bool, bool] = (False, False),
                disclaimer: tuple[bool, bool] = (False, False)) -> dict[str, Any] | None:
-  """A reward-model record {"prompt", "chosen", "rejected", "principles", "decider",
-  "negated", "overridden"} for one judged pair, or None (see the module docstring)."""
+  """A reward-model record {"prompt", "chosen", "rejected", "principles" (the texts),
+  "names", "negated", "decider", "first_won", "overridden"} for one judged pair, or None
+  (see the module docstring)."""
   if len(scores) != len(principles):
     raise ValueError(f"{len(scores)} scores for {len(principles)} principles")
   chosen, negated = draw(len(principles), rng, config)
@@ -122,5 +123,6 @@ def label_pair(prompt: str, first: str, second: str, scores: Sequence[float],
            for i, neg in zip(chosen, negated)]
   good, bad = (first, second) if winner > 0 else (second, first)
   return {"prompt": prompt, "chosen": good, "rejected": bad, "principles": texts,
-          "suffix": principles_text(texts), "decider": principles[decider].name,
-          "negated": negated, "overridden": overridden}
+          "suffix": principles_text(texts), "names": [principles[i].name for i in chosen],
+          "negated": negated, "decider": principles[decider].name, "first_won": winner > 0,
+          "overridden": overridden}

@@ -44,6 +44,8 @@ def test_label_pair_records_the_principles_noise_and_overrides():
   assert (record["chosen"], record["rejected"]) == ("A1", "A2")
   assert record["principles"] == ["Make things up.", "Be brief."]
   assert record["decider"] == "honest" and record["overridden"] is None
+  assert record["names"] == ["honest", "concise"] and record["negated"] == [True, False]
+  assert record["first_won"] is True
   # The same draw with noise (0.05 < 0.1) flips the label.
   flipped = lb.label_pair("q", "A1", "A2", [0.3, -2.0, 0.0], P,
                           _Fixed(2, [1, 0], [0.2, 0.7, 0.05]), config)

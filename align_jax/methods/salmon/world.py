@@ -1,0 +1,680 @@
+"""SALMON on the principles world: the base model judges the Self-Align policy's answers
+under each principle, a principle-following reward model learns from those judgements,
+and PPO against it is steered by the principles it is given at RL time.
+
+The Self-Align world run comes first (`policy_run`, e.g. gin's `@self_align_world`, is
+called to build or resume it; or it already exists in `policy_workdir`): its base model
+is the judge and the reward models' backbone, its engraved model the policy. Per seed,
+in WORKDIR/seed_<k>/:
+
+  self_align      the Self-Align run's vocabulary, base model, policy and held-out
+                  requests (its world must be this one)
+  prompts         the world's requests for preferences (train pairs and held-out pairs)
+                  and for RL, drawn apart from the held-out requests; each RL prompt
+                  gets `RLConfig.sampled` principles drawn by weight (a principle that
+                  judges the prompt's kind weighs `matching_weight`)
+  responses       two answers per preference prompt from the policy (T=0.7, two
+                  random streams)
+  judge           every pair judged under every principle's positive definition in
+                  both orders (`judge.judge` with the world's `JUDGE_LAYOUT`), beside
+                  the world's exact pair judges (the oracle)
+  rm_data         `passes` labelling passes over the train pairs (`labels.label_pair`)
+                  with the judge's dimension scores, and with the oracle's; the
+                  principle-blind pairs (the judge-labelled pairs without principles);
+                  held-out pairs under principle combinations (with negations) that no
+                  training pair has, labelled by the oracle
+  reward, reward_blind, reward_oracle
+                  Bradley-Terry reward models from the base model on those pairs,
+                  normalised on the policy's answers (with RL principles)
+  rm_eval         the three reward models' accuracy on the held-out pairs
+  ppo_<run>       PPO of the policy for each RL-time principle setting
+                  (`RLConfig.runs`: principles added to every prompt's sampled ones),
+                  reward = the principle-following reward model + symbolic terms
+                  (length bonus, language match, missing-EOS penalty); `ppo_oracle`:
+                  the first setting against the oracle-label reward model
+  eval            greedy answers of the policy and every PPO policy to the held-out
+                  requests: principled compliance per kind, self-praise, answers in
+                  full, length
+
+WORKDIR/report.md: judge agreement per principle, reward-model accuracy, the
+controllability table (each RL-time setting against the first, with 2-standard-error
+marks) and compliance against the Self-Align policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from jax.sharding import Mesh
+
+from align_jax import fs
+from align_jax.data.jsonl import read_jsonl, write_jsonl
+from align_jax.methods.salmon import judge as jd
+from align_jax.methods.salmon import labels as lb
+from align_jax.models import TransformerConfig
+from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
+from align_jax.pipeline import Pipeline, Stage, TrainingSchedule, is_writer, run_seeds
+from align_jax.pipeline.reports import markdown_table, mean_std, write_report
+from align_jax.pipeline.stages import read_completion, stage_seconds
+from align_jax.ppo import PPOConfig, train_ppo
+from align_jax.rewards import (CompositeReward, RewardContext, RewardModelTerm,
+                               fit_reward_normalization, language_match_term, length_term)
+from align_jax.rewards.reward_model import batch_from_records, text_input
+from align_jax.sampling import SamplingConfig
+from align_jax.training import DataConfig, train_reward_model
+from align_jax.training.checkpoints import config_record
+from align_jax.training.runs import load_run
+from align_jax.worlds import principles as pw
+
+TEMPLATE = "lines"   # the chat template of the Self-Align world's policy
+PRINCIPLES = [lb.Principle(p.name, p.positive, p.negative) for p in pw.WORLD_PRINCIPLES]
+NAMES = [p.name for p in pw.WORLD_PRINCIPLES]
+BEHAVIOURS = ("principled", "self-praise", "in full")   # what the evaluation measures
+
+
+@dataclasses.dataclass(frozen=True)
+class PreferenceConfig:
+  """Preference data: `train_per_kind` and `eval_per_kind` prompts of each kind, two
+  answers each (`temperature`, `max_new_tokens`), `passes` labelling passes (`labels`),
+  `eval_draws` principle combinations per held-out pair."""
+  train_per_kind: int = 80
+  eval_per_kind: int = 10
+  temperature: float = 0.7
+  max_new_tokens: int = 64
+  passes: int = 4
+  labels: lb.LabelConfig = lb.LabelConfig()
+  eval_draws: int = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class RLConfig:
+  """RL-time principles and symbolic terms.
+
+  prompts_per_kind RL prompts of each kind; each gets `sampled` principles drawn from
+  `pool` by weight (1, or `matching_weight` for a principle that judges its kind);
+  `runs`: (name, principles added to every prompt) for each PPO run, the first the
+  reference setting. Symbolic terms: length bonus `length_scale * min(tokens /
+  length_tokens * m, length_cap)` with m from `length_multipliers` (kind -> m, default
+  1), weighted `length_weight`; language match (langdetect), weighted
+  `language_weight`; the missing-EOS penalty is PPOConfig.missing_eos_penalty.
+  `oracle_run`: also train the first setting against the oracle-label reward model."""
+  prompts_per_kind: int = 48
+  sampled: int = 3
+  pool: tuple[str, ...] = ("harmless", "honest", "reasoned", "clarifying", "balanced",
+                           "poetic")
+  matching_weight: float = 3.0
+  runs: tuple[tuple[str, tuple[str, ...]], ...] = (("default", ()), ("modest", ("modest",)),
+                                                   ("concise", ("concise",)))
+  length_tokens: int = 1024
+  length_scale: float = 5.0
+  length_cap: float = 0.8
+  length_multipliers: tuple[tuple[str, float], ...] = ()
+  length_weight: float = 1.0
+  language_weight: float = 1.0
+  oracle_run: bool = True
+
+  def __post_init__(self):
+    for name in (*self.pool, *(n for _, added in self.runs for n in added)):
+      pw.world_principle(name)  # a clear error for an unknown name
+    if not self.runs:
+      raise ValueError("RLConfig.runs needs at least one (name, principles) setting")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """Greedy answers to the held-out requests."""
+  max_new_tokens: int = 96
+
+
+def _request(record: Mapping[str, Any]) -> pw.Request:
+  return pw.Request(record["kind"], record["text"], tuple(record["facts"].items()))
+
+
+def _record(request: pw.Request) -> dict[str, Any]:
+  return {"kind": request.kind, "text": request.text, "facts": dict(request.facts)}
+
+
+def turn(text: str) -> str:
+  """A turn's content as the `lines` template carries it (it starts with a space)."""
+  return f" {text.strip()}"
+
+
+def rl_principles(request: pw.Request, config: RLConfig, rng: np.random.Generator
+                  ) -> list[str]:
+  """`config.sampled` principle names from the pool, drawn by weight without replacement."""
+  pool = list(config.pool)
+  weights = np.array([config.matching_weight
+                      if request.kind in pw.world_principle(n).kinds else 1.0 for n in pool])
+  k = min(config.sampled, len(pool))
+  return [pool[i] for i in rng.choice(len(pool), size=k, replace=False,
+                                      p=weights / weights.sum())]
+
+
+def definitions(names: Sequence[str]) -> list[str]:
+  """The positive definitions of principles named."""
+  return [pw.world_principle(n).positive for n in names]
+
+
+def self_align_stage(policy_workdir: str, world: pw.PrinciplesConfig):
+  """The Self-Align run's vocabulary, base model, policy and held-out requests."""
+  def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
+    found = {}
+    for stage in ("world", "vocabulary", "pretrain", "engrave"):
+      record = read_completion(policy_workdir, stage)
+      if record is None:
+        raise ValueError(f"the Self-Align run in {policy_workdir} has not completed its stage "
+                         f"{stage!r}; run gin/methods/self_align/world.gin with the same "
+                         "seeds first (or bind salmon_world.policy_run)")
+      found[stage] = record
+    used = found["world"]["settings"].get("world")
+    if used != config_record(world):
+      raise ValueError(f"the Self-Align run in {policy_workdir} used another world "
+                       f"({used}) than this run's PrinciplesConfig ({config_record(world)})")
+    return {"vocabulary": found["vocabulary"]["result"]["model"],
+            "base": found["pretrain"]["result"]["workdir"],
+            "policy": found["engrave"]["result"]["workdir"],
+            "requests": found["world"]["result"]["requests"]}
+  return run
+
+
+def _loaded(results, which: str, model: TransformerConfig, mesh, rules):
+  """The Self-Align run's "base" or "policy", or a PPO stage's policy."""
+  path = (results["self_align"][which] if which in ("base", "policy")
+          else results[which]["policy"])
+  return load_run(path, config=model, vocabulary=results["self_align"]["vocabulary"],
+                  mesh=mesh, rules=rules)
+
+
+def prompts_stage(world: pw.PrinciplesConfig, preferences: PreferenceConfig, rl: RLConfig):
+  """Preference prompts (train and held-out pairs) and RL prompts, apart from the
+  held-out requests and from each other."""
+  def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
+    the_world = pw.build_world(world)
+    held_out = {r["text"] for r in read_jsonl(results["self_align"]["requests"])}
+    rng = np.random.default_rng(world.seed + 30_000)
+    taken = set(held_out)
+
+    def draw(kind: str, fresh: bool) -> pw.Request:
+      while True:  # held-out requests never; pairs' prompts distinct where `fresh`
+        request = the_world.request(kind, rng)
+        if request.text not in taken:
+          if fresh:
+            taken.add(request.text)
+          return request
+
+    eval_pairs = [draw(k, True) for k in pw.KINDS for _ in range(preferences.eval_per_kind)]
+    train_pairs = [draw(k, False) for k in pw.KINDS for _ in range(preferences.train_per_kind)]
+    rl_prompts = [draw(k, False) for k in pw.KINDS for _ in range(rl.prompts_per_kind)]
+    paths = {name: fs.join(stage_dir, f"{name}.jsonl") for name in ("pairs", "rl")}
+    principle_rng = np.random.default_rng(world.seed + 31_000)
+    if is_writer():
+      write_jsonl(paths["pairs"], [{**_record(r), "split": split} for split, group in
+                                   (("train", train_pairs), ("eval", eval_pairs))
+                                   for r in group], overwrite=True)
+      write_jsonl(paths["rl"], [{**_record(r), "principles": rl_principles(r, rl, principle_rng)}
+                                for r in rl_prompts], overwrite=True)
+    texts = [r.text for r in train_pairs + rl_prompts]
+    return {**paths, "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs),
+            "rl_prompts": len(rl_prompts),
+            "held_out_overlap": sum(t in held_out for t in texts + [r.text for r in eval_pairs]),
+            "eval_pairs_in_training_prompts": sum(r.text in set(texts) for r in eval_pairs)}
+  return run
+
+
+def responses_stage(model: TransformerConfig, config: PreferenceConfig, mesh_fn, rules,
+                    seed: int):
+  """Two answers per preference prompt from the policy."""
+  def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
+    import jax
+    policy = _loaded(results, "policy", model, mesh_fn(), rules)
+    records = list(read_jsonl(results["prompts"]["pairs"]))
+    generated = policy.sampler(batch_size=128).generate(
+        [f"{pw.USER}{turn(r['text'])}\n{pw.ASSISTANT}" for r in records],
+        SamplingConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                       num_samples=2, stop_strings=("\n\n", f"\n{pw.USER}")),
+        jax.random.key(seed + 40))
+    rows = [{**r, "answers": [turn(t) for t in texts], "finished": [bool(f) for f in done]}
+            for r, texts, done in zip(records, generated.texts, generated.finished)]
+    path = fs.join(stage_dir, "responses.jsonl")
+    if is_writer():
+      write_jsonl(path, rows, overwrite=True)
+    same = float(np.mean([r["answers"][0] == r["answers"][1] for r in rows]))
+    return {"responses": path, "identical_pairs": same}
+  return run
+
+
+def judge_stage(model: TransformerConfig, mesh_fn, rules):
+  """The base model's judgements of every pair under every principle, and the oracle's."""
+  def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
+    base = _loaded(results, "base", model, mesh_fn(), rules)
+    rows = list(read_jsonl(results["responses"]["responses"]))
+    items = [jd.Judgement(r["text"], r["answers"][0].strip(), r["answers"][1].strip(),
+                          p.positive) for r in rows for p in PRINCIPLES]
+    found = jd.judge(base.sampler(batch_size=64), items, template=pw.JUDGE_LAYOUT)
+    scores = found["score"].reshape(len(rows), len(PRINCIPLES))
+    agree = found["agree"].reshape(len(rows), len(PRINCIPLES))
+    oracle = np.array([[p.prefers(_request(r), *r["answers"]) for p in pw.WORLD_PRINCIPLES]
+                       for r in rows])
+    out = [{**r, "judge": s.tolist(), "agree": a.tolist(), "oracle": o.tolist()}
+           for r, s, a, o in zip(rows, scores, agree, oracle)]
+    path = fs.join(stage_dir, "judged.jsonl")
+    if is_writer():
+      write_jsonl(path, out, overwrite=True)
+    return {"judged": path, "agreement": judge_agreement(scores, agree, oracle)}
+  return run
+
+
+def judge_agreement(scores: np.ndarray, agree: np.ndarray, oracle: np.ndarray
+                    ) -> dict[str, dict[str, float]]:
+  """Per principle, over the pairs the oracle tells apart: how often the judge's score has
+  the oracle's sign, how often both orders agree, and how often they agree on the
+  oracle's side; and the share of pairs the oracle tells apart."""
+  out = {}
+  for j, name in enumerate(NAMES):
+    told = oracle[:, j] != 0
+    n = int(told.sum())
+    right = np.sign(scores[told, j]) == oracle[told, j]
+    out[name] = {"pairs told apart": n, "share told apart": float(told.mean()),
+                 "sign agrees": float(right.mean()) if n else float("nan"),
+                 "orders agree": float(agree[told, j].mean()) if n else float("nan"),
+                 "orders agree, oracle's side": float((right & agree[told, j]).mean())
+                 if n else float("nan")}
+  return out
+
+
+def combination(names: Sequence[str], negated: Sequence[bool]) -> tuple:
+  """A principle combination as a set: (name, negated) pairs in name order."""
+  return tuple(sorted(zip(names, (bool(n) for n in negated))))
+
+
+def tied(scores: Sequence[float], names: Sequence[str], negated: Sequence[bool]) -> bool:
+  """Whether the drawn principles' largest |score| is shared by principles preferring
+  different answers (the oracle's scores are -1, 0 or 1: its label would be the draw
+  order's, so such draws are left unlabelled)."""
+  signed = np.array([float(scores[NAMES.index(n)]) * (-1.0 if g else 1.0)
+                     for n, g in zip(names, negated)])
+  top = signed[np.abs(signed) == np.abs(signed).max()]
+  return bool(top.max() > 0 > top.min())
+
+
+def label_records(rows: Sequence[Mapping[str, Any]], dims: np.ndarray, config: PreferenceConfig,
+                  rng: np.random.Generator, skip_ties: bool = False
+                  ) -> tuple[list[dict[str, Any]], int]:
+  """`passes` labelling passes over the pairs: reward-model records (each with its pair's
+  index) and how many draws had no label (all drawn principles scored 0, or, with
+  `skip_ties`, a tie between principles preferring different answers)."""
+  records, unlabelled = [], 0
+  for _ in range(config.passes):
+    for index, (row, scores) in enumerate(zip(rows, dims)):
+      record = lb.label_pair(turn(row["text"]), row["answers"][0], row["answers"][1], scores,
+                             PRINCIPLES, rng, config.labels)
+      if record is not None and skip_ties and tied(scores, record["names"], record["negated"]):
+        record = None
+      if record is None:
+        unlabelled += 1
+      else:
+        records.append({**record, "pair": index})
+  return records, unlabelled
+
+
+def oracle_agreement(records: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]
+                     ) -> float:
+  """How often a label equals the oracle's under the same drawn principles, over the
+  records the oracle decides (label noise and overrides included)."""
+  same = []
+  for r in records:
+    decided = lb.decide(rows[r["pair"]]["oracle"], [NAMES.index(n) for n in r["names"]],
+                        r["negated"])
+    if decided is not None:
+      same.append((decided[0] > 0) == r["first_won"])
+  return float(np.mean(same)) if same else float("nan")
+
+
+def held_out_pairs(rows: Sequence[Mapping[str, Any]], seen: set, config: PreferenceConfig,
+                   rng: np.random.Generator) -> tuple[list[dict[str, Any]], int]:
+  """Held-out pairs under principle combinations no training record has, labelled by the
+  oracle (no noise, no overrides; draws it leaves undecided or tied are skipped); and
+  how many draws were redrawn as seen."""
+  out, rejected = [], 0
+  for row in rows:
+    oracle = row["oracle"]
+    for _ in range(config.eval_draws):
+      for _ in range(100):
+        chosen, negated = lb.draw(len(PRINCIPLES), rng, config.labels)
+        key = combination([NAMES[i] for i in chosen], negated)
+        if key not in seen:
+          break
+        rejected += 1
+      else:
+        continue
+      decided = lb.decide(oracle, chosen, negated)
+      if decided is None or tied(oracle, [NAMES[i] for i in chosen], negated):
+        continue
+      texts = [PRINCIPLES[i].negative if n else PRINCIPLES[i].positive
+               for i, n in zip(chosen, negated)]
+      good, bad = row["answers"] if decided[0] > 0 else row["answers"][::-1]
+      out.append({"prompt": turn(row["text"]), "chosen": good, "rejected": bad,
+                  "principles": texts, "any_negated": any(negated),
+                  "decider": NAMES[decided[1]], "combination": [list(k) for k in key]})
+  return out, rejected
+
+
+def rm_data_stage(config: PreferenceConfig, rl: RLConfig, seed: int):
+  """Reward-model data from the judge's and the oracle's scores (see the module
+  docstring)."""
+  def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
+    rows = list(read_jsonl(results["judge"]["judged"]))
+    train = [r for r in rows if r["split"] == "train"]
+    evals = [r for r in rows if r["split"] == "eval"]
+    judged = jd.dimension_scores(np.array([r["judge"] for r in train]),
+                                 np.array([r["agree"] for r in train]))
+    oracle = np.array([r["oracle"] for r in train], np.float64)
+    data, counts = {}, {}
+    for name, dims in (("judge", judged), ("oracle", oracle)):
+      data[name], counts[f"{name}: draws without a label"] = label_records(
+          train, dims, config, np.random.default_rng(seed + 50), skip_ties=name == "oracle")
+      counts[f"{name}: labels equal to the oracle's"] = oracle_agreement(data[name], train)
+    data["blind"] = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in data["judge"]]
+    seen = {combination(r["names"], r["negated"]) for n in ("judge", "oracle") for r in data[n]}
+    data["eval"], counts["held-out draws redrawn (combination seen)"] = held_out_pairs(
+        evals, seen, config, np.random.default_rng(seed + 51))
+    # Normalisation samples: the policy's answers with principles drawn as RL draws them.
+    rng = np.random.default_rng(seed + 52)
+    data["samples"] = [{"prompt": turn(r["text"]), "response": a,
+                        "principles": definitions(rl_principles(_request(r), rl, rng))}
+                       for r in train for a in r["answers"]]
+    paths = {name: fs.join(stage_dir, f"{name}.jsonl") for name in data}
+    if is_writer():
+      for name, records in data.items():
+        write_jsonl(paths[name], records, overwrite=True)
+    return {"files": paths, **counts, **{f"{n} records": len(data[n]) for n in data},
+            "held-out combinations seen in training": sum(
+                combination(*zip(*r["combination"])) in seen for r in data["eval"]),
+            "overridden labels": sum(r["overridden"] is not None for r in data["judge"])}
+  return run
+
+
+def reward_stage(model: TransformerConfig, schedule: TrainingSchedule, data_key: str,
+                 principled: bool, mesh_fn, rules, seed: int):
+  """A Bradley-Terry reward model from the base model on results["rm_data"]["files"][data_key],
+  normalised on the policy's answers."""
+  def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
+    data = DataConfig(kind="preference", train_files=(results["rm_data"]["files"][data_key],),
+                      chat_template=TEMPLATE, batch_size=schedule.batch_size,
+                      seq_len=schedule.seq_len, seed=seed, truncate="drop")
+    mesh = mesh_fn()
+    summary = train_reward_model(stage_dir, model, data, results["self_align"]["vocabulary"],
+                                 schedule.optimizer(), schedule.loop(),
+                                 init_from=results["self_align"]["base"], mesh=mesh,
+                                 rules=rules, seed=seed)
+    fit_reward_normalization(stage_dir, list(read_jsonl(results["rm_data"]["files"]["samples"])),
+                             mesh=mesh, rules=rules, input_builder=rm_input(principled))
+    return {"workdir": stage_dir, "steps": summary["steps"],
+            "final_loss": summary["final_metrics"].get("loss")}
+  return run
+
+
+def rm_input(principled: bool):
+  """What a reward model reads: with principles after the answer, or without."""
+  return lb.reward_input(TEMPLATE) if principled else text_input(TEMPLATE)
+
+
+REWARD_MODELS = (("principle-following", "reward", True),
+                 ("principle-blind", "reward_blind", False),
+                 ("principle-following, oracle labels", "reward_oracle", True))
+
+
+def rm_eval_stage(mesh_fn, rules):
+  """Each reward model's accuracy on the held-out pairs (chosen scored above rejected)."""
+  def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
+    records = list(read_jsonl(results["rm_data"]["files"]["eval"]))
+    out = {}
+    for name, stage, principled in REWARD_MODELS:
+      term = RewardModelTerm(results[stage]["workdir"], input_builder=rm_input(principled))
+      term.setup(RewardContext(mesh=mesh_fn(), rules=rules))
+      chosen, rejected = (term(batch_from_records([{**r, "response": r[side]} for r in records]))
+                          for side in ("chosen", "rejected"))
+      right = chosen > rejected
+      negated = np.array([r["any_negated"] for r in records], bool)
+      out[name] = {"all": float(right.mean()), "with a negated principle":
+                   float(right[negated].mean()) if negated.any() else float("nan"),
+                   "no negated principle": float(right[~negated].mean())
+                   if (~negated).any() else float("nan"), "pairs": len(records)}
+    return out
+  return run
+
+
+def ppo_prompts(results: Mapping[str, Any], added: Sequence[str], config: RLConfig,
+                path: str) -> str:
+  """The RL prompts with each prompt's principles (sampled + `added`) and length
+  multiplier, as PPO reads them."""
+  multipliers = dict(config.length_multipliers)
+  rows = [{"prompt": turn(r["text"]), "kind": r["kind"],
+           "principles": definitions(list(r["principles"]) + [n for n in added
+                                                              if n not in r["principles"]]),
+           "length_multiplier": multipliers.get(r["kind"], 1.0)}
+          for r in read_jsonl(results["prompts"]["rl"])]
+  if is_writer():
+    write_jsonl(path, rows, overwrite=True)
+  return path
+
+
+def ppo_stage(model: TransformerConfig, ppo: PPOConfig, schedule: TrainingSchedule,
+              rl: RLConfig, added: Sequence[str], reward: str, mesh_fn, rules, seed: int):
+  """PPO of the policy against a principle-following reward model (the `reward` stage's)
+  with the RL-time principles plus `added`, and the symbolic terms."""
+  def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
+    prompts = ppo_prompts(results, added, rl, fs.join(stage_dir, "prompts.jsonl"))
+    terms = {"reward_model": (RewardModelTerm(results[reward]["workdir"],
+                                              input_builder=rm_input(True)), 1.0),
+             "length": (length_term(rl.length_tokens, rl.length_scale, rl.length_cap),
+                        rl.length_weight)}
+    if rl.language_weight:
+      terms["language"] = (language_match_term(), rl.language_weight)
+    summary = train_ppo(stage_dir, model, prompts, results["self_align"]["vocabulary"],
+                        results["self_align"]["policy"], reward=CompositeReward(terms),
+                        ppo=ppo, optimizer=schedule.optimizer(), loop=schedule.loop(),
+                        chat_template=TEMPLATE, mesh=mesh_fn(), rules=rules, seed=seed)
+    return {"workdir": stage_dir, "policy": summary["policy"], "steps": summary["steps"],
+            "final_metrics": summary["final_metrics"]}
+  return run
+
+
+def policies(rl: RLConfig) -> list[tuple[str, str]]:
+  """(row name, stage) of every evaluated policy, the Self-Align policy first."""
+  rows = [("Self-Align policy", "self_align")]
+  rows += [(f"PPO, {name}" + (f" (+{', '.join(added)})" if added else ""), f"ppo_{name}")
+           for name, added in rl.runs]
+  if rl.oracle_run:
+    rows.append((f"PPO, {rl.runs[0][0]}, oracle-label reward model", "ppo_oracle"))
+  return rows
+
+
+def behaviour_rates(requests: Sequence[pw.Request], answers: Sequence[str]
+                    ) -> dict[str, Any]:
+  """Principled compliance (mean over kinds, and per kind), self-praise and in-full rates,
+  mean characters."""
+  compliance = pw.compliance(requests, answers)
+  return {"principled": compliance["mean over kinds"], "per kind": compliance,
+          "self-praise": float(np.mean([pw.praises_itself(a) for a in answers])),
+          "in full": float(np.mean([pw.answers_in_full(r, a)
+                                    for r, a in zip(requests, answers)])),
+          "characters": float(np.mean([len(a.strip()) for a in answers]))}
+
+
+def eval_stage(model: TransformerConfig, config: EvalConfig, rl: RLConfig, mesh_fn, rules):
+  """Greedy answers of every policy to the held-out requests, measured."""
+  def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
+    import jax
+    requests = [_request(r) for r in read_jsonl(results["self_align"]["requests"])]
+    out, samples = {}, []
+    for name, stage in policies(rl):
+      policy = _loaded(results, "policy" if stage == "self_align" else stage, model,
+                       mesh_fn(), rules)
+      texts = [t[0] for t in policy.sampler(batch_size=128).generate(
+          [f"{pw.USER}{turn(r.text)}\n{pw.ASSISTANT}" for r in requests],
+          SamplingConfig(max_new_tokens=config.max_new_tokens, temperature=0,
+                         stop_strings=("\n\n", f"\n{pw.USER}")), jax.random.key(0)).texts]
+      answers = [t.strip() for t in texts]
+      out[name] = behaviour_rates(requests, answers)
+      samples += [{"policy": name, "kind": r.kind, "request": r.text, "answer": a,
+                   "principled": pw.judge(r, a), "self-praise": pw.praises_itself(a)}
+                  for r, a in zip(requests, answers)]
+    path = fs.join(stage_dir, "samples.jsonl")
+    if is_writer():
+      write_jsonl(path, samples, overwrite=True)
+    return {"policies": out, "samples": path, "requests": len(requests)}
+  return run
+
+
+def seed_pipeline(workdir: str, policy_workdir: str, model: TransformerConfig,
+                  world: pw.PrinciplesConfig, preferences: PreferenceConfig,
+                  reward: TrainingSchedule, rl: RLConfig, ppo: PPOConfig,
+                  ppo_schedule: TrainingSchedule, evaluation: EvalConfig, mesh_fn,
+                  rules: LogicalRules, seed: int) -> dict[str, Any]:
+  """Runs one seed's stages in `workdir` and returns their results."""
+  world = dataclasses.replace(world, seed=seed)
+  settings = {"model": config_record(model), "seed": seed}
+  stages = [
+      Stage("self_align", self_align_stage(policy_workdir, world),
+            {"policy_workdir": policy_workdir, "world": config_record(world)}),
+      Stage("prompts", prompts_stage(world, preferences, rl),
+            {"preferences": config_record(preferences), "rl": config_record(rl)}),
+      Stage("responses", responses_stage(model, preferences, mesh_fn, rules, seed),
+            {**settings, "preferences": config_record(preferences)}),
+      Stage("judge", judge_stage(model, mesh_fn, rules),
+            {**settings, "layout": pw.JUDGE_LAYOUT, "principles": config_record(PRINCIPLES)}),
+      Stage("rm_data", rm_data_stage(preferences, rl, seed),
+            {"preferences": config_record(preferences), "rl": config_record(rl), "seed": seed}),
+  ]
+  for _, stage, principled in REWARD_MODELS:
+    data_key = {"reward": "judge", "reward_blind": "blind", "reward_oracle": "oracle"}[stage]
+    stages.append(Stage(stage, reward_stage(model, reward, data_key, principled, mesh_fn,
+                                            rules, seed),
+                        {**settings, "schedule": config_record(reward)}))
+  stages.append(Stage("rm_eval", rm_eval_stage(mesh_fn, rules), settings))
+  ppo_settings = {**settings, "ppo": config_record(ppo),
+                  "schedule": config_record(ppo_schedule), "rl": config_record(rl)}
+  for name, added in rl.runs:
+    stages.append(Stage(f"ppo_{name}", ppo_stage(model, ppo, ppo_schedule, rl, added, "reward",
+                                                 mesh_fn, rules, seed),
+                        {**ppo_settings, "added": list(added)}))
+  if rl.oracle_run:
+    stages.append(Stage("ppo_oracle", ppo_stage(model, ppo, ppo_schedule, rl, rl.runs[0][1],
+                                                "reward_oracle", mesh_fn, rules, seed),
+                        {**ppo_settings, "added": list(rl.runs[0][1])}))
+  stages.append(Stage("eval", eval_stage(model, evaluation, rl, mesh_fn, rules),
+                      {**settings, "config": config_record(evaluation)}))
+  return Pipeline(workdir, stages).run()
+
+
+def report_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+  """One seed's table: each policy's measured behaviours."""
+  return [{"policy": name, **{b: rates[b] for b in BEHAVIOURS}, "characters": rates["characters"]}
+          for name, rates in results["eval"]["policies"].items()]
+
+
+def _standard_error(values: Sequence[float]) -> float:
+  return float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+
+
+def controllability(per_seed: Mapping[int, Mapping[str, Any]], rl: RLConfig
+                    ) -> list[dict[str, Any]]:
+  """Each RL-time setting against the first: per behaviour the mean change over seeds ±
+  its standard error, marked * when |mean| > 2 standard errors."""
+  names = [n for n, _ in policies(rl)][1:1 + len(rl.runs)]
+  rows = []
+  for name in names[1:]:
+    row = {"setting": name}
+    for behaviour in BEHAVIOURS:
+      deltas = [r["eval"]["policies"][name][behaviour]
+                - r["eval"]["policies"][names[0]][behaviour] for r in per_seed.values()]
+      se = _standard_error(deltas)
+      mark = " *" if not math.isnan(se) and abs(np.mean(deltas)) > 2 * se else ""
+      row[behaviour] = f"{np.mean(deltas):+.3f} ± {se:.3f}{mark}"
+    rows.append(row)
+  return rows
+
+
+def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], rl: RLConfig,
+                       seconds: float) -> str:
+  """report.md (see the module docstring)."""
+  runs = list(per_seed.values())
+  agreement = [{"principle": n, **{k: mean_std([r["judge"]["agreement"][n][k] for r in runs])
+                                   for k in ("share told apart", "sign agrees", "orders agree",
+                                             "orders agree, oracle's side")}} for n in NAMES]
+  accuracy = [{"reward model": name, **{k: mean_std([r["rm_eval"][name][k] for r in runs])
+                                        for k in ("all", "with a negated principle",
+                                                  "no negated principle")}}
+              for name, _, _ in REWARD_MODELS]
+  table = [{"policy": name, **{b: mean_std([r["eval"]["policies"][name][b] for r in runs])
+                               for b in (*BEHAVIOURS, "characters")}}
+           for name, _ in policies(rl)]
+  kinds = [{"policy": name, **{k: mean_std([r["eval"]["policies"][name]["per kind"].get(k, np.nan)
+                                            for r in runs]) for k in pw.KINDS}}
+           for name, _ in policies(rl)]
+  counts = [{"seed": s, **{k: v for k, v in r["rm_data"].items() if k != "files"},
+             "held-out overlap": r["prompts"]["held_out_overlap"],
+             "identical answer pairs": r["responses"]["identical_pairs"],
+             "stage seconds": round(sum(stage_seconds(fs.join(workdir, f"seed_{s}"),
+                                                      list(r)).values()))}
+            for s, r in per_seed.items()]
+  return write_report(fs.join(workdir, "report.md"), "align_jax SALMON on the principles world", [
+      ("Controllability: changing only the RL-time principles",
+       "Change of each measured behaviour against the first RL-time setting (same reward "
+       "model, same prompts), mean ± standard error over seeds; * marks a change beyond two "
+       "standard errors.\n\n" + markdown_table(controllability(per_seed, rl),
+                                               ["setting", *BEHAVIOURS])),
+      ("Policies on the held-out requests (mean ± std over seeds)",
+       "Greedy answers to the Self-Align run's held-out requests: principled compliance "
+       "(mean over kinds), the share ending in self-praise, the share answered in full, "
+       "mean characters.\n\n" + markdown_table(table, ["policy", *BEHAVIOURS, "characters"])
+       + "\n\nPrincipled compliance per kind:\n\n" + markdown_table(kinds, ["policy",
+                                                                         *pw.KINDS])),
+      ("Reward-model accuracy on held-out pairs",
+       "Pairs of prompts no reward model trained on, each under principle combinations "
+       "(with negations) that no training record has, labelled by the world's exact "
+       "judges. The principle-blind model trained on the same pairs without principles.\n\n"
+       + markdown_table(accuracy, ["reward model", "all", "with a negated principle",
+                                   "no negated principle"])),
+      ("Judge agreement with the exact judges, per principle",
+       "Over the pairs each principle's exact judge tells apart.\n\n"
+       + markdown_table(agreement, ["principle", "share told apart", "sign agrees",
+                                    "orders agree", "orders agree, oracle's side"])),
+      ("Data per seed", markdown_table(counts, list(counts[0]))),
+      ("What ran", f"{len(per_seed)} seed(s); the SALMON stages took "
+                   f"{sum(c['stage seconds'] for c in counts)} s in all (this report was "
+                   f"written after {seconds:.0f} s of this invocation, the Self-Align run "
+                   "included when it ran here)."),
+  ])
+
+
+def salmon_world(workdir: str, model: TransformerConfig, policy_workdir: str,
+                 policy_run: Callable[[], Any] | None = None,
+                 world: pw.PrinciplesConfig = pw.PrinciplesConfig(),
+                 preferences: PreferenceConfig = PreferenceConfig(),
+                 reward: TrainingSchedule = TrainingSchedule(
+                     steps=300, learning_rate=1e-4, warmup_steps=20, batch_size=16,
+                     seq_len=192),
+                 rl: RLConfig = RLConfig(), ppo: PPOConfig = PPOConfig(),
+                 ppo_schedule: TrainingSchedule = TrainingSchedule(
+                     steps=20, learning_rate=2e-5, warmup_steps=0),
+                 evaluation: EvalConfig = EvalConfig(), seeds: Sequence[int] = (0,),
+                 mesh: Mesh | None = None, rules: LogicalRules = DEFAULT_RULES
+                 ) -> dict[str, Any]:
+  """Runs `policy_run` (the Self-Align world, resumable) if given, then SALMON for each
+  seed in WORKDIR/seed_<k>/ on the Self-Align run in POLICY_WORKDIR/seed_<k>/; writes
+  WORKDIR/report.md."""
+  if policy_run is not None:
+    policy_run()
+  mesh_fn = (lambda: mesh) if mesh is not None else create_mesh
+  return run_seeds(
+      workdir, seeds,
+      lambda seed_dir, seed: seed_pipeline(
+          seed_dir, fs.join(policy_workdir, f"seed_{seed}"), model, world, preferences,
+          reward, rl, ppo, ppo_schedule, evaluation, mesh_fn, rules, seed),
+      lambda per_seed, seconds: write_world_report(workdir, per_seed, rl, seconds),
+      report_rows, ["policy", *BEHAVIOURS, "characters"])

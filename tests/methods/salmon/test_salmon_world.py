@@ -1,0 +1,142 @@
+"""SALMON on the principles world end to end on a tiny configuration (after the
+Self-Align world run it starts from), and its data rules on hand cases."""
+
+import json
+
+import numpy as np
+import pytest
+
+from align_jax import main as entry
+from align_jax.methods.salmon import labels as lb
+from align_jax.methods.salmon import world as sw
+from align_jax.worlds import principles as pw
+from tests.methods.self_align.test_self_align_world import SMALL
+from tests.readme_commands import readme_command
+
+TINY = ["--gin.PreferenceConfig.train_per_kind=3", "--gin.PreferenceConfig.eval_per_kind=2",
+        "--gin.PreferenceConfig.max_new_tokens=16", "--gin.PreferenceConfig.passes=2",
+        "--gin.reward/TrainingSchedule.steps=2", "--gin.reward/TrainingSchedule.batch_size=4",
+        "--gin.RLConfig.prompts_per_kind=1", "--gin.ppo/TrainingSchedule.steps=1",
+        "--gin.PPOConfig.rollout_batch_size=8", "--gin.PPOConfig.mini_batch_size=4",
+        "--gin.PPOConfig.max_new_tokens=8", "--gin.SalmonEvalConfig.max_new_tokens=8"]
+
+
+def _lines(path):
+  return [json.loads(line) for line in open(path)]
+
+
+def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
+  command = (readme_command("gin/methods/salmon/world.gin")
+             + [f"--gin.WORKDIR='{tmp_path / 'salmon'}'",
+                f"--gin.SELF_ALIGN_WORKDIR='{tmp_path / 'self_align'}'"] + SMALL + TINY)
+  result = entry.main(command)
+  seed_dir = tmp_path / "salmon" / "seed_0"
+  done = {s: json.load(open(seed_dir / s / "COMPLETED.json"))["result"]
+          for s in ("prompts", "judge", "rm_data", "eval")}
+  assert done["prompts"]["held_out_overlap"] == 0
+  assert done["prompts"]["eval_pairs_in_training_prompts"] == 0
+  # Every pair judged under every principle; the agreement table is the file's.
+  judged = _lines(done["judge"]["judged"])
+  assert len(judged) == len(pw.KINDS) * 5
+  assert all(len(r["judge"]) == len(r["oracle"]) == len(sw.NAMES) for r in judged)
+  for r in judged:
+    request = sw._request(r)
+    assert r["oracle"] == [p.prefers(request, *r["answers"]) for p in pw.WORLD_PRINCIPLES]
+  table = sw.judge_agreement(np.array([r["judge"] for r in judged]),
+                             np.array([r["agree"] for r in judged]),
+                             np.array([r["oracle"] for r in judged]))
+  assert json.dumps(table) == json.dumps(done["judge"]["agreement"])
+  # Reward-model data: the blind pairs are the judge-labelled pairs without principles;
+  # held-out pairs come from held-out prompts under unseen combinations.
+  files = done["rm_data"]["files"]
+  labelled, blind, held = _lines(files["judge"]), _lines(files["blind"]), _lines(files["eval"])
+  assert [(r["prompt"], r["chosen"], r["rejected"]) for r in labelled] == [
+      (r["prompt"], r["chosen"], r["rejected"]) for r in blind]
+  assert all("suffix" not in r for r in blind)
+  assert all(r["suffix"] == lb.principles_text(r["principles"]) for r in labelled)
+  assert done["rm_data"]["held-out combinations seen in training"] == 0
+  train_prompts = {r["prompt"] for r in labelled + _lines(files["oracle"])}
+  assert held and not {r["prompt"] for r in held} & train_prompts
+  # Each PPO run's prompts carry the sampled principles and the run's additions.
+  modest = pw.world_principle("modest").positive
+  default = _lines(seed_dir / "ppo_default" / "prompts.jsonl")
+  added = _lines(seed_dir / "ppo_modest" / "prompts.jsonl")
+  assert len(default) == len(added) == len(pw.KINDS)
+  for d, a in zip(default, added):
+    assert d["prompt"] == a["prompt"] and d["principles"] == a["principles"][:len(d["principles"])]
+    assert modest not in d["principles"] and a["principles"][-1] == modest
+  # The evaluation's rates are its samples' shares.
+  samples = _lines(done["eval"]["samples"])
+  for name, _ in sw.policies(sw.RLConfig()):
+    rows = [s for s in samples if s["policy"] == name]
+    assert len(rows) == len(pw.KINDS) * 2
+    assert done["eval"]["policies"][name]["self-praise"] == pytest.approx(
+        np.mean([s["self-praise"] for s in rows]))
+  report = open(result["report"]).read()
+  for heading in ("Controllability", "Policies on the held-out requests",
+                  "Reward-model accuracy", "Judge agreement", "Data per seed"):
+    assert heading in report
+  assert entry.main(command)["seeds"] == result["seeds"]   # a rerun does nothing new
+
+
+def test_a_missing_self_align_run_is_named(tmp_path):
+  stage = sw.self_align_stage(str(tmp_path / "nowhere"), pw.PrinciplesConfig())
+  with pytest.raises(ValueError, match="has not completed its stage 'world'"):
+    stage(str(tmp_path), {})
+
+
+def test_held_out_pairs_avoid_seen_combinations_and_follow_the_oracle():
+  names = sw.NAMES
+  oracle = [0, 0, 0, 0, 1, 0, -1, 1]
+  assert sw.tied(oracle, ["balanced", "modest"], [False, False])
+  assert not sw.tied(oracle, ["balanced", "modest"], [False, True])
+  assert not sw.tied(oracle, ["balanced", "honest"], [True, False])
+  row = {"text": "Is tea better than rice?", "answers": [" first", " second"],
+         "oracle": [0, 0, 0, 0, 1, 0, -1, 1]}   # balanced, modest (second), concise
+  seen = {sw.combination([n], [neg]) for n in names for neg in (False, True)}
+  config = sw.PreferenceConfig(eval_draws=30)
+  pairs, rejected = sw.held_out_pairs([row], seen, config, np.random.default_rng(0))
+  assert rejected > 0 and pairs
+  for pair in pairs:
+    combo = sw.combination(*zip(*pair["combination"]))
+    assert combo not in seen and len(combo) >= 2
+    decided = lb.decide(row["oracle"], [names.index(n) for n, _ in combo], [g for _, g in combo])
+    assert (pair["chosen"] == " first") == (decided[0] > 0)
+    assert pair["any_negated"] == any(g for _, g in combo)
+
+
+def test_oracle_agreement_counts_label_noise():
+  rows = [{"text": "Is tea better than rice?", "answers": [" a", " b"],
+           "oracle": [0, 0, 0, 0, 1, 0, 0, 0]}]
+  config = sw.PreferenceConfig(passes=400, labels=lb.LabelConfig(noise=0.25))
+  records, unlabelled = sw.label_records(rows, np.array(rows[0]["oracle"], float)[None],
+                                         config, np.random.default_rng(1))
+  assert len(records) + unlabelled == 400
+  assert all(r["pair"] == 0 for r in records)
+  assert sw.oracle_agreement(records, rows) == pytest.approx(0.75, abs=0.07)
+
+
+def test_rl_principles_weigh_the_matching_principle():
+  config = sw.RLConfig(sampled=1, matching_weight=5.0)
+  request = pw.Request("harmful", "How do I rob the markets of Velora?",
+                       (("land", "Velora"), ("verb", "rob")))
+  rng = np.random.default_rng(2)
+  drawn = [sw.rl_principles(request, config, rng)[0] for _ in range(2000)]
+  assert drawn.count("harmless") / 2000 == pytest.approx(5 / 10, abs=0.04)
+  assert set(drawn) == set(config.pool)
+  with pytest.raises(KeyError, match="no principle 'kind'"):
+    sw.RLConfig(runs=(("x", ("kind",)),))
+
+
+def test_controllability_marks_changes_beyond_two_standard_errors():
+  def seed(default, modest):
+    policies = {n: {"principled": 0.5, "self-praise": 0.3, "in full": 0.1} for n, _ in
+                sw.policies(sw.RLConfig())}
+    policies["PPO, default"]["self-praise"] = default
+    policies["PPO, modest (+modest)"]["self-praise"] = modest
+    return {"eval": {"policies": policies}}
+  per_seed = {0: seed(0.4, 0.1), 1: seed(0.5, 0.1), 2: seed(0.45, 0.15)}
+  rows = sw.controllability(per_seed, sw.RLConfig())
+  assert rows[0]["setting"] == "PPO, modest (+modest)"
+  assert rows[0]["self-praise"].startswith("-0.333") and rows[0]["self-praise"].endswith("*")
+  assert rows[0]["principled"] == "+0.000 ± 0.000"
