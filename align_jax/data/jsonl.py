@@ -1,10 +1,14 @@
 """jsonl files between stages: reading with line-numbered errors, writing without loss.
 
-Paths may be local or URLs (gs://...): both go through `align_jax.fs`.
+Paths may be local or URLs (gs://...): both go through `align_jax.fs`. A path ending in
+.gz is read through gzip (public datasets ship that way).
 """
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import io
 import json
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -32,7 +36,12 @@ def read_jsonl(path: str, validate: Callable[[dict[str, Any]], str | None] | Non
 def read_jsonl_numbered(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
   """(line number, dict) for each non-blank line, for readers whose own errors name
   the line; a line that is not a JSON object is a JsonlError naming it."""
-  with fs.open(path) as f:
+  with contextlib.ExitStack() as stack:
+    if path.endswith(".gz"):
+      raw = stack.enter_context(fs.open(path, "rb"))
+      f = stack.enter_context(io.TextIOWrapper(gzip.GzipFile(fileobj=raw), encoding="utf-8"))
+    else:
+      f = stack.enter_context(fs.open(path))
     for number, line in enumerate(f, 1):
       if not line.strip():
         continue
