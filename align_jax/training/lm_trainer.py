@@ -35,8 +35,8 @@ from align_jax.training.optimizer import OptimizerConfig, make_optimizer
 from align_jax.training.reward import pairwise_loss_sums, process_loss_sums
 from align_jax.training.runs import REWARD_KINDS, lora_trainable
 from align_jax.training.runs import (absolute_path, check_model_vocabulary, finish_run,
-                                     fresh_head, is_hf_dir, load_initial_params,
-                                     vocabulary_record)
+                                     fresh_head, is_hf_dir, is_reward_run, load_initial_params,
+                                     restore_run_params, vocabulary_record)
 from align_jax.training.sft import make_train_step
 
 
@@ -179,7 +179,8 @@ def train_reward_model(workdir: str, model: TransformerConfig, data: DataConfig,
   last token (eval: pair accuracy and margin); 'process': binary cross-entropy at the
   labelled tokens (step ends, or the EOS for an outcome model).
   init_from: the backbone (an align_jax LM run or a Hugging Face directory; None:
-  random); the head starts fresh. With LoRA the adapters and the head train.
+  random); the head starts fresh. A reward-model run continues, head and all (e.g.
+  after preference-model pre-training on public data). With LoRA the adapters and the head train.
   export_hf also writes WORKDIR/hf_export, a one-label sequence classifier for
   transformers (see `align_jax.hf.save_checkpoint`) with the tokenizer files.
   The vocabulary is checked as `train_lm` checks it.
@@ -235,6 +236,13 @@ def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary:
     config = model
     model_module = TransformerWithHead(config)
     params = init_params(model_module, jax.random.key(seed), mesh, rules)
+  elif head and is_reward_run(init_from):  # e.g. after preference-model pre-training
+    if model.lora_rank > 0:
+      raise ValueError(f"init_from={init_from} is a reward model: continuing one trains every "
+                       "weight; set lora_rank=0")
+    config = model
+    model_module = TransformerWithHead(config)
+    params = restore_run_params(init_from, model_module, mesh, rules, init_vocab)
   else:
     config, params = load_initial_params(init_from, model, mesh, rules, seed, init_vocab)
     model_module = TransformerWithHead(config) if head else Transformer(config)

@@ -113,6 +113,25 @@ def config_from_record(record: Mapping[str, Any]) -> TransformerConfig:
   return TransformerConfig(**values)
 
 
+def is_reward_run(path: str) -> bool:
+  """Whether `path` is an align_jax run that trained a reward model (a scalar head)."""
+  return (not is_hf_dir(path) and fs.isdir(path)
+          and read_run_record(_policy_dir(path)).get("kind") in REWARD_KINDS)
+
+
+def model_for(path: str, runtime: TransformerConfig) -> TransformerConfig:
+  """The config to build for the model at `path` under a caller's settings: a Hugging
+  Face directory's shape comes from its checkpoint when loaded, so `runtime` as it is;
+  an align_jax run's recorded config with `runtime`'s RUNTIME_FIELDS and LoRA settings
+  (so one gin model file, e.g. runtime fields only, serves runs trained from it)."""
+  if is_hf_dir(path):
+    return runtime
+  recorded = config_from_record(read_run_record(_policy_dir(path))["model_config"])
+  return dataclasses.replace(recorded, lora_rank=runtime.lora_rank,
+                             lora_targets=runtime.lora_targets,
+                             **{k: getattr(runtime, k) for k in RUNTIME_FIELDS})
+
+
 def placed_abstract_params(module, mesh: Mesh, rules: LogicalRules) -> Any:
   """Shapes and dtypes of `module`'s parameters, each with its sharding (a restore target)."""
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),

@@ -193,3 +193,31 @@ def test_a_run_that_does_not_exist_is_an_error_and_is_never_created(tmp_path):
   with pytest.raises(FileNotFoundError, match="no_such_run"):
     load_initial_params(str(missing), CONFIG, create_mesh(), DEFAULT_RULES, seed=0)
   assert not missing.exists()
+
+
+def test_a_reward_model_continues_from_a_reward_run_head_and_all(runs, tmp_path):
+  from align_jax.training.runs import is_reward_run, model_for
+  assert is_reward_run(runs["reward"]) and not is_reward_run(runs["sft"])
+  assert not is_reward_run(runs["hf"])
+  pairs = _write(tmp_path / "pairs.jsonl", [{"prompt": "a b", "chosen": "c", "rejected": "d"}
+                                            for _ in range(8)])
+  # A zero learning rate: the continued run's parameters are the reward run's, head included.
+  train_reward_model(str(tmp_path / "more"), CONFIG,
+                     DataConfig(kind="preference", train_files=pairs, batch_size=8, seq_len=64),
+                     runs["vocab"], OptimizerConfig(learning_rate=0.0, warmup_steps=0,
+                                                    total_steps=1),
+                     LoopConfig(total_steps=1, checkpoint_every=1, **QUIET),
+                     init_from=runs["reward"])
+  before, after = load_run(runs["reward"]), load_run(str(tmp_path / "more"))
+  assert after.head
+  jax.tree.map(np.testing.assert_array_equal, before.params, after.params)
+  # model_for: an align_jax run's recorded shape with the caller's runtime fields.
+  runtime = dataclasses.replace(CONFIG, d_model=999, dtype="bfloat16", lora_rank=2)
+  built = model_for(runs["reward"], runtime)
+  assert built.d_model == CONFIG.d_model and built.dtype == "bfloat16" and built.lora_rank == 2
+  assert model_for(runs["hf"], runtime) is runtime
+  with pytest.raises(ValueError, match="continuing one trains every weight"):
+    train_reward_model(str(tmp_path / "lora"), dataclasses.replace(CONFIG, lora_rank=2),
+                       DataConfig(kind="preference", train_files=pairs, batch_size=8,
+                                  seq_len=64), runs["vocab"], OptimizerConfig(total_steps=1),
+                       LoopConfig(total_steps=1, **QUIET), init_from=runs["reward"])
