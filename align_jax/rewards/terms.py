@@ -161,16 +161,19 @@ def math_format_term(penalty: float = -1.0) -> RewardTerm:
   return term
 
 
-def language_match_term(bonus: float = 1.0, mismatch: float = 0.0) -> RewardTerm:
-  """`bonus` when langdetect finds the response in the prompt's language, else `mismatch`."""
+def detect_language(text: str) -> str | None:
+  """langdetect's language code of a text; None when it has no letters to go on."""
   from langdetect import DetectorFactory, LangDetectException, detect
   DetectorFactory.seed = 0  # langdetect samples; a fixed seed makes it deterministic
+  try:
+    return detect(text)
+  except LangDetectException:
+    return None
 
-  def language(text: str) -> str | None:
-    try:
-      return detect(text)
-    except LangDetectException:  # no letters to go on
-      return None
+
+def language_match_term(bonus: float = 1.0, mismatch: float = 0.0) -> RewardTerm:
+  """`bonus` when langdetect finds the response in the prompt's language, else `mismatch`."""
+  language = detect_language
 
   def term(batch: RewardBatch) -> np.ndarray:
     return np.array([bonus if language(p) is not None and language(p) == language(r)
