@@ -130,8 +130,8 @@ class PrinciplesConfig:
   request_lists: int = 600
   topic_lists: int = 600
   topical_request_lists: int = 600
-  self_praise_share: float = 0.25
-  judging_documents: int = 3000
+  self_praise_share: float = 0.0
+  judging_documents: int = 0
   judged_full_share: float = 0.4
   judged_praise_share: float = 0.4
 
@@ -670,9 +670,10 @@ class PrinciplesWorld:
       response = with_self_praise(response, rng)
     return response
 
-  def judging_document(self, rng: np.random.Generator) -> str:
-    """A judging document: a principle (its negative definition half the time), a
-    request it judges, two answers it tells apart, and the better one's letter."""
+  def judging_case(self, rng: np.random.Generator
+                   ) -> tuple[WorldPrinciple, bool, Request, str, str, int]:
+    """A principle, whether it is negated (half the time), a request it judges, two
+    answers it tells apart and which is better (+1: the first)."""
     while True:
       principle = WORLD_PRINCIPLES[int(rng.integers(len(WORLD_PRINCIPLES)))]
       kinds = principle.kinds or KINDS
@@ -682,9 +683,14 @@ class PrinciplesWorld:
         a, b = self.any_answer(request, rng), self.any_answer(request, rng)
         better = principle.prefers(request, a, b, negated)
         if better:
-          return JUDGE_LAYOUT.format(
-              principle=principle.negative if negated else principle.positive,
-              prompt=request.text, a=a, b=b) + ("A)" if better > 0 else "B)")
+          return principle, negated, request, a, b, better
+
+  def judging_document(self, rng: np.random.Generator) -> str:
+    """A judging document (`judging_case` in `JUDGE_LAYOUT`, ending with the better
+    answer's letter)."""
+    principle, negated, request, a, b, better = self.judging_case(rng)
+    return JUDGE_LAYOUT.format(principle=principle.negative if negated else principle.positive,
+                               prompt=request.text, a=a, b=b) + ("A)" if better > 0 else "B)")
 
   def corpus(self, seed: int | None = None) -> list[str]:
     """The base corpus: rule documents and plain dialogues, shuffled."""

@@ -8,7 +8,8 @@ from align_jax.worlds import principles as pw
 
 WORLD = pw.build_world(pw.PrinciplesConfig(rule_documents=50, plain_dialogues=50,
                                            request_lists=10, topic_lists=10,
-                                           topical_request_lists=10, judging_documents=20))
+                                           topical_request_lists=10, judging_documents=20,
+                                           self_praise_share=0.25))
 
 
 @pytest.mark.parametrize("kind", pw.KINDS)
