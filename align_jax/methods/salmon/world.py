@@ -54,17 +54,16 @@ from align_jax import fs
 from align_jax.data.jsonl import read_jsonl, write_jsonl
 from align_jax.methods.salmon import judge as jd
 from align_jax.methods.salmon import labels as lb
+from align_jax.methods.salmon import stages as st
 from align_jax.models import TransformerConfig
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
 from align_jax.pipeline import Pipeline, Stage, TrainingSchedule, is_writer, run_seeds
 from align_jax.pipeline.reports import markdown_table, mean_std, write_report
 from align_jax.pipeline.stages import read_completion, stage_seconds
 from align_jax.ppo import PPOConfig, train_ppo
-from align_jax.rewards import (CompositeReward, RewardContext, RewardModelTerm,
-                               fit_reward_normalization, language_match_term, length_term)
-from align_jax.rewards.reward_model import batch_from_records, text_input
+from align_jax.rewards import RewardContext, RewardModelTerm
+from align_jax.rewards.reward_model import batch_from_records
 from align_jax.sampling import SamplingConfig
-from align_jax.training import DataConfig, train_reward_model
 from align_jax.training.checkpoints import config_record
 from align_jax.training.runs import load_run
 from align_jax.worlds import principles as pw
@@ -79,7 +78,8 @@ BEHAVIOURS = ("principled", "self-praise", "in full")   # what the evaluation me
 class PreferenceConfig:
   """Preference data: `train_per_kind` and `eval_per_kind` prompts of each kind, two
   answers each (`temperature`, `max_new_tokens`), `passes` labelling passes (`labels`),
-  `eval_draws` principle combinations per held-out pair."""
+  `eval_draws` principle combinations per held-out pair; the judge is also checked on
+  `judge_checks` fresh judging documents of the corpus's kind (can it judge at all?)."""
   train_per_kind: int = 80
   eval_per_kind: int = 10
   temperature: float = 0.7
@@ -87,6 +87,7 @@ class PreferenceConfig:
   passes: int = 4
   labels: lb.LabelConfig = lb.LabelConfig()
   eval_draws: int = 4
+  judge_checks: int = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,10 +97,7 @@ class RLConfig:
   prompts_per_kind RL prompts of each kind; each gets `sampled` principles drawn from
   `pool` by weight (1, or `matching_weight` for a principle that judges its kind);
   `runs`: (name, principles added to every prompt) for each PPO run, the first the
-  reference setting. Symbolic terms: length bonus `length_scale * min(tokens /
-  length_tokens * m, length_cap)` with m from `length_multipliers` (kind -> m, default
-  1), weighted `length_weight`; language match (langdetect), weighted
-  `language_weight`; the missing-EOS penalty is PPOConfig.missing_eos_penalty.
+  reference setting; `terms`: the symbolic terms (length multipliers by request kind).
   `oracle_run`: also train the first setting against the oracle-label reward model."""
   prompts_per_kind: int = 48
   sampled: int = 3
@@ -108,12 +106,7 @@ class RLConfig:
   matching_weight: float = 3.0
   runs: tuple[tuple[str, tuple[str, ...]], ...] = (("default", ()), ("modest", ("modest",)),
                                                    ("concise", ("concise",)))
-  length_tokens: int = 1024
-  length_scale: float = 5.0
-  length_cap: float = 0.8
-  length_multipliers: tuple[tuple[str, float], ...] = ()
-  length_weight: float = 1.0
-  language_weight: float = 1.0
+  terms: st.SymbolicTerms = st.SymbolicTerms()
   oracle_run: bool = True
 
   def __post_init__(self):
@@ -142,15 +135,20 @@ def turn(text: str) -> str:
   return f" {text.strip()}"
 
 
+def world_prompt(text: str) -> str:
+  """A request as the policy sees it: its user turn, then the assistant's marker."""
+  return f"{pw.USER}{turn(text)}\n{pw.ASSISTANT}"
+
+
+STOP = ("\n\n", f"\n{pw.USER}")   # where a world answer ends
+
+
 def rl_principles(request: pw.Request, config: RLConfig, rng: np.random.Generator
                   ) -> list[str]:
   """`config.sampled` principle names from the pool, drawn by weight without replacement."""
-  pool = list(config.pool)
-  weights = np.array([config.matching_weight
-                      if request.kind in pw.world_principle(n).kinds else 1.0 for n in pool])
-  k = min(config.sampled, len(pool))
-  return [pool[i] for i in rng.choice(len(pool), size=k, replace=False,
-                                      p=weights / weights.sum())]
+  return st.draw_principles(config.pool, [
+      config.matching_weight if request.kind in pw.world_principle(n).kinds else 1.0
+      for n in config.pool], config.sampled, rng)
 
 
 def definitions(names: Sequence[str]) -> list[str]:
@@ -231,31 +229,48 @@ def responses_stage(model: TransformerConfig, config: PreferenceConfig, mesh_fn,
     import jax
     policy = _loaded(results, "policy", model, mesh_fn(), rules)
     records = list(read_jsonl(results["prompts"]["pairs"]))
-    generated = policy.sampler(batch_size=128).generate(
-        [f"{pw.USER}{turn(r['text'])}\n{pw.ASSISTANT}" for r in records],
-        SamplingConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                       num_samples=2, stop_strings=("\n\n", f"\n{pw.USER}")),
-        jax.random.key(seed + 40))
-    rows = [{**r, "answers": [turn(t) for t in texts], "finished": [bool(f) for f in done]}
-            for r, texts, done in zip(records, generated.texts, generated.finished)]
+    texts, finished = st.answer_pairs(
+        policy.sampler(batch_size=128), [world_prompt(r["text"]) for r in records],
+        config.max_new_tokens, config.temperature, jax.random.key(seed + 40), STOP)
+    rows = [{**r, "answers": [turn(t) for t in pair], "finished": done}
+            for r, pair, done in zip(records, texts, finished)]
     path = fs.join(stage_dir, "responses.jsonl")
     if is_writer():
       write_jsonl(path, rows, overwrite=True)
-    same = float(np.mean([r["answers"][0] == r["answers"][1] for r in rows]))
-    return {"responses": path, "identical_pairs": same}
+    answers = [(_request(r), a) for r in rows for a in r["answers"]]
+    return {"responses": path,
+            "identical_pairs": float(np.mean([r["answers"][0] == r["answers"][1] for r in rows])),
+            "self-praise": float(np.mean([pw.praises_itself(a) for _, a in answers])),
+            "in full": float(np.mean([pw.answers_in_full(q, a) for q, a in answers]))}
   return run
 
 
-def judge_stage(model: TransformerConfig, mesh_fn, rules):
-  """The base model's judgements of every pair under every principle, and the oracle's."""
+def judge_checks(sampler, world: pw.PrinciplesConfig, count: int) -> dict[str, Any]:
+  """The judge on `count` fresh judging documents (as the corpus has them, drawn apart
+  from it): per principle, how often its score has the document's sign and how often
+  both orders agree."""
+  the_world = pw.build_world(world)
+  rng = np.random.default_rng(world.seed + 60_000)
+  cases = [the_world.judging_case(rng) for _ in range(count)]
+  found = jd.judge(sampler, [jd.Judgement(r.text, a, b, p.negative if neg else p.positive)
+                             for p, neg, r, a, b, _ in cases], template=pw.JUDGE_LAYOUT)
+  right = np.sign(found["score"]) == np.array([c[5] for c in cases])
+  names = np.array([c[0].name for c in cases])
+  return {n: {"documents": int((names == n).sum()),
+              "sign agrees": float(right[names == n].mean()) if (names == n).any() else None,
+              "orders agree": float(found["agree"][names == n].mean())
+              if (names == n).any() else None} for n in NAMES}
+
+
+def judge_stage(model: TransformerConfig, world: pw.PrinciplesConfig, checks: int, mesh_fn,
+                rules):
+  """The base model's judgements of every pair under every principle, and the oracle's;
+  the judge's check on fresh judging documents."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
-    base = _loaded(results, "base", model, mesh_fn(), rules)
+    sampler = _loaded(results, "base", model, mesh_fn(), rules).sampler(batch_size=64)
     rows = list(read_jsonl(results["responses"]["responses"]))
-    items = [jd.Judgement(r["text"], r["answers"][0].strip(), r["answers"][1].strip(),
-                          p.positive) for r in rows for p in PRINCIPLES]
-    found = jd.judge(base.sampler(batch_size=64), items, template=pw.JUDGE_LAYOUT)
-    scores = found["score"].reshape(len(rows), len(PRINCIPLES))
-    agree = found["agree"].reshape(len(rows), len(PRINCIPLES))
+    scores, agree = st.judge_pairs(sampler, [r["text"] for r in rows],
+                                   [r["answers"] for r in rows], PRINCIPLES, pw.JUDGE_LAYOUT)
     oracle = np.array([[p.prefers(_request(r), *r["answers"]) for p in pw.WORLD_PRINCIPLES]
                        for r in rows])
     out = [{**r, "judge": s.tolist(), "agree": a.tolist(), "oracle": o.tolist()}
@@ -263,7 +278,8 @@ def judge_stage(model: TransformerConfig, mesh_fn, rules):
     path = fs.join(stage_dir, "judged.jsonl")
     if is_writer():
       write_jsonl(path, out, overwrite=True)
-    return {"judged": path, "agreement": judge_agreement(scores, agree, oracle)}
+    return {"judged": path, "agreement": judge_agreement(scores, agree, oracle),
+            "documents": judge_checks(sampler, world, checks)}
   return run
 
 
@@ -290,34 +306,12 @@ def combination(names: Sequence[str], negated: Sequence[bool]) -> tuple:
   return tuple(sorted(zip(names, (bool(n) for n in negated))))
 
 
-def tied(scores: Sequence[float], names: Sequence[str], negated: Sequence[bool]) -> bool:
-  """Whether the drawn principles' largest |score| is shared by principles preferring
-  different answers (the oracle's scores are -1, 0 or 1: its label would be the draw
-  order's, so such draws are left unlabelled)."""
-  signed = np.array([float(scores[NAMES.index(n)]) * (-1.0 if g else 1.0)
-                     for n, g in zip(names, negated)])
-  top = signed[np.abs(signed) == np.abs(signed).max()]
-  return bool(top.max() > 0 > top.min())
-
-
 def label_records(rows: Sequence[Mapping[str, Any]], dims: np.ndarray, config: PreferenceConfig,
                   rng: np.random.Generator, skip_ties: bool = False
                   ) -> tuple[list[dict[str, Any]], int]:
-  """`passes` labelling passes over the pairs: reward-model records (each with its pair's
-  index) and how many draws had no label (all drawn principles scored 0, or, with
-  `skip_ties`, a tie between principles preferring different answers)."""
-  records, unlabelled = [], 0
-  for _ in range(config.passes):
-    for index, (row, scores) in enumerate(zip(rows, dims)):
-      record = lb.label_pair(turn(row["text"]), row["answers"][0], row["answers"][1], scores,
-                             PRINCIPLES, rng, config.labels)
-      if record is not None and skip_ties and tied(scores, record["names"], record["negated"]):
-        record = None
-      if record is None:
-        unlabelled += 1
-      else:
-        records.append({**record, "pair": index})
-  return records, unlabelled
+  """`stages.label_records` over the world's pairs and principles."""
+  return st.label_records([{"prompt": turn(r["text"]), "answers": r["answers"]} for r in rows],
+                          dims, PRINCIPLES, config.labels, config.passes, rng, skip_ties)
 
 
 def oracle_agreement(records: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]
@@ -351,7 +345,7 @@ def held_out_pairs(rows: Sequence[Mapping[str, Any]], seen: set, config: Prefere
       else:
         continue
       decided = lb.decide(oracle, chosen, negated)
-      if decided is None or tied(oracle, [NAMES[i] for i in chosen], negated):
+      if decided is None or st.tied(oracle, chosen, negated):
         continue
       texts = [PRINCIPLES[i].negative if n else PRINCIPLES[i].positive
                for i, n in zip(chosen, negated)]
@@ -399,27 +393,14 @@ def rm_data_stage(config: PreferenceConfig, rl: RLConfig, seed: int):
 
 def reward_stage(model: TransformerConfig, schedule: TrainingSchedule, data_key: str,
                  principled: bool, mesh_fn, rules, seed: int):
-  """A Bradley-Terry reward model from the base model on results["rm_data"]["files"][data_key],
-  normalised on the policy's answers."""
+  """A reward model from the base model on the rm_data stage's `data_key` records."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
-    data = DataConfig(kind="preference", train_files=(results["rm_data"]["files"][data_key],),
-                      chat_template=TEMPLATE, batch_size=schedule.batch_size,
-                      seq_len=schedule.seq_len, seed=seed, truncate="drop")
-    mesh = mesh_fn()
-    summary = train_reward_model(stage_dir, model, data, results["self_align"]["vocabulary"],
-                                 schedule.optimizer(), schedule.loop(),
-                                 init_from=results["self_align"]["base"], mesh=mesh,
-                                 rules=rules, seed=seed)
-    fit_reward_normalization(stage_dir, list(read_jsonl(results["rm_data"]["files"]["samples"])),
-                             mesh=mesh, rules=rules, input_builder=rm_input(principled))
-    return {"workdir": stage_dir, "steps": summary["steps"],
-            "final_loss": summary["final_metrics"].get("loss")}
+    files = results["rm_data"]["files"]
+    return st.train_salmon_reward(stage_dir, model, schedule, [files[data_key]],
+                                  results["self_align"]["vocabulary"],
+                                  results["self_align"]["base"], files["samples"], TEMPLATE,
+                                  principled, mesh_fn(), rules, seed)
   return run
-
-
-def rm_input(principled: bool):
-  """What a reward model reads: with principles after the answer, or without."""
-  return lb.reward_input(TEMPLATE) if principled else text_input(TEMPLATE)
 
 
 REWARD_MODELS = (("principle-following", "reward", True),
@@ -433,7 +414,8 @@ def rm_eval_stage(mesh_fn, rules):
     records = list(read_jsonl(results["rm_data"]["files"]["eval"]))
     out = {}
     for name, stage, principled in REWARD_MODELS:
-      term = RewardModelTerm(results[stage]["workdir"], input_builder=rm_input(principled))
+      term = RewardModelTerm(results[stage]["workdir"],
+                             input_builder=st.rm_input(TEMPLATE, principled))
       term.setup(RewardContext(mesh=mesh_fn(), rules=rules))
       chosen, rejected = (term(batch_from_records([{**r, "response": r[side]} for r in records]))
                           for side in ("chosen", "rejected"))
@@ -451,11 +433,10 @@ def ppo_prompts(results: Mapping[str, Any], added: Sequence[str], config: RLConf
                 path: str) -> str:
   """The RL prompts with each prompt's principles (sampled + `added`) and length
   multiplier, as PPO reads them."""
-  multipliers = dict(config.length_multipliers)
   rows = [{"prompt": turn(r["text"]), "kind": r["kind"],
            "principles": definitions(list(r["principles"]) + [n for n in added
                                                               if n not in r["principles"]]),
-           "length_multiplier": multipliers.get(r["kind"], 1.0)}
+           "length_multiplier": config.terms.multiplier(r["kind"])}
           for r in read_jsonl(results["prompts"]["rl"])]
   if is_writer():
     write_jsonl(path, rows, overwrite=True)
@@ -468,14 +449,9 @@ def ppo_stage(model: TransformerConfig, ppo: PPOConfig, schedule: TrainingSchedu
   with the RL-time principles plus `added`, and the symbolic terms."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     prompts = ppo_prompts(results, added, rl, fs.join(stage_dir, "prompts.jsonl"))
-    terms = {"reward_model": (RewardModelTerm(results[reward]["workdir"],
-                                              input_builder=rm_input(True)), 1.0),
-             "length": (length_term(rl.length_tokens, rl.length_scale, rl.length_cap),
-                        rl.length_weight)}
-    if rl.language_weight:
-      terms["language"] = (language_match_term(), rl.language_weight)
     summary = train_ppo(stage_dir, model, prompts, results["self_align"]["vocabulary"],
-                        results["self_align"]["policy"], reward=CompositeReward(terms),
+                        results["self_align"]["policy"],
+                        reward=st.rl_reward(results[reward]["workdir"], TEMPLATE, rl.terms),
                         ppo=ppo, optimizer=schedule.optimizer(), loop=schedule.loop(),
                         chat_template=TEMPLATE, mesh=mesh_fn(), rules=rules, seed=seed)
     return {"workdir": stage_dir, "policy": summary["policy"], "steps": summary["steps"],
@@ -515,9 +491,9 @@ def eval_stage(model: TransformerConfig, config: EvalConfig, rl: RLConfig, mesh_
       policy = _loaded(results, "policy" if stage == "self_align" else stage, model,
                        mesh_fn(), rules)
       texts = [t[0] for t in policy.sampler(batch_size=128).generate(
-          [f"{pw.USER}{turn(r.text)}\n{pw.ASSISTANT}" for r in requests],
-          SamplingConfig(max_new_tokens=config.max_new_tokens, temperature=0,
-                         stop_strings=("\n\n", f"\n{pw.USER}")), jax.random.key(0)).texts]
+          [world_prompt(r.text) for r in requests],
+          SamplingConfig(max_new_tokens=config.max_new_tokens, temperature=0, stop_strings=STOP),
+          jax.random.key(0)).texts]
       answers = [t.strip() for t in texts]
       out[name] = behaviour_rates(requests, answers)
       samples += [{"policy": name, "kind": r.kind, "request": r.text, "answer": a,
@@ -545,8 +521,9 @@ def seed_pipeline(workdir: str, policy_workdir: str, model: TransformerConfig,
             {"preferences": config_record(preferences), "rl": config_record(rl)}),
       Stage("responses", responses_stage(model, preferences, mesh_fn, rules, seed),
             {**settings, "preferences": config_record(preferences)}),
-      Stage("judge", judge_stage(model, mesh_fn, rules),
-            {**settings, "layout": pw.JUDGE_LAYOUT, "principles": config_record(PRINCIPLES)}),
+      Stage("judge", judge_stage(model, world, preferences.judge_checks, mesh_fn, rules),
+            {**settings, "layout": pw.JUDGE_LAYOUT, "principles": config_record(PRINCIPLES),
+             "checks": preferences.judge_checks}),
       Stage("rm_data", rm_data_stage(preferences, rl, seed),
             {"preferences": config_record(preferences), "rl": config_record(rl), "seed": seed}),
   ]
@@ -606,6 +583,9 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
   agreement = [{"principle": n, **{k: mean_std([r["judge"]["agreement"][n][k] for r in runs])
                                    for k in ("share told apart", "sign agrees", "orders agree",
                                              "orders agree, oracle's side")}} for n in NAMES]
+  documents = [{"principle": n, **{k: mean_std([r["judge"]["documents"][n][k] or np.nan
+                                                 for r in runs])
+                                    for k in ("sign agrees", "orders agree")}} for n in NAMES]
   accuracy = [{"reward model": name, **{k: mean_std([r["rm_eval"][name][k] for r in runs])
                                         for k in ("all", "with a negated principle",
                                                   "no negated principle")}}
@@ -619,6 +599,8 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
   counts = [{"seed": s, **{k: v for k, v in r["rm_data"].items() if k != "files"},
              "held-out overlap": r["prompts"]["held_out_overlap"],
              "identical answer pairs": r["responses"]["identical_pairs"],
+             "answers praising themselves": r["responses"]["self-praise"],
+             "answers in full": r["responses"]["in full"],
              "stage seconds": round(sum(stage_seconds(fs.join(workdir, f"seed_{s}"),
                                                       list(r)).values()))}
             for s, r in per_seed.items()]
@@ -643,7 +625,10 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
       ("Judge agreement with the exact judges, per principle",
        "Over the pairs each principle's exact judge tells apart.\n\n"
        + markdown_table(agreement, ["principle", "share told apart", "sign agrees",
-                                    "orders agree", "orders agree, oracle's side"])),
+                                    "orders agree", "orders agree, oracle's side"])
+       + "\n\nThe same judge on fresh judging documents like the corpus's (whether it "
+         "judges at all, apart from the policy's answers):\n\n"
+       + markdown_table(documents, ["principle", "sign agrees", "orders agree"])),
       ("Data per seed", markdown_table(counts, list(counts[0]))),
       ("What ran", f"{len(per_seed)} seed(s); the SALMON stages took "
                    f"{sum(c['stage seconds'] for c in counts)} s in all (this report was "

@@ -8,6 +8,7 @@ import pytest
 
 from align_jax import main as entry
 from align_jax.methods.salmon import labels as lb
+from align_jax.methods.salmon import stages as st
 from align_jax.methods.salmon import world as sw
 from align_jax.worlds import principles as pw
 from tests.methods.self_align.test_self_align_world import SMALL
@@ -15,6 +16,7 @@ from tests.readme_commands import readme_command
 
 TINY = ["--gin.PreferenceConfig.train_per_kind=3", "--gin.PreferenceConfig.eval_per_kind=2",
         "--gin.PreferenceConfig.max_new_tokens=16", "--gin.PreferenceConfig.passes=2",
+        "--gin.PreferenceConfig.judge_checks=16",
         "--gin.reward/TrainingSchedule.steps=2", "--gin.reward/TrainingSchedule.batch_size=4",
         "--gin.RLConfig.prompts_per_kind=1", "--gin.ppo/TrainingSchedule.steps=1",
         "--gin.PPOConfig.rollout_batch_size=8", "--gin.PPOConfig.mini_batch_size=4",
@@ -46,6 +48,7 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
                              np.array([r["agree"] for r in judged]),
                              np.array([r["oracle"] for r in judged]))
   assert json.dumps(table) == json.dumps(done["judge"]["agreement"])
+  assert sum(d["documents"] for d in done["judge"]["documents"].values()) == 16
   # Reward-model data: the blind pairs are the judge-labelled pairs without principles;
   # held-out pairs come from held-out prompts under unseen combinations.
   files = done["rm_data"]["files"]
@@ -88,9 +91,10 @@ def test_a_missing_self_align_run_is_named(tmp_path):
 def test_held_out_pairs_avoid_seen_combinations_and_follow_the_oracle():
   names = sw.NAMES
   oracle = [0, 0, 0, 0, 1, 0, -1, 1]
-  assert sw.tied(oracle, ["balanced", "modest"], [False, False])
-  assert not sw.tied(oracle, ["balanced", "modest"], [False, True])
-  assert not sw.tied(oracle, ["balanced", "honest"], [True, False])
+  balanced, modest, honest = (names.index(n) for n in ("balanced", "modest", "honest"))
+  assert st.tied(oracle, [balanced, modest], [False, False])
+  assert not st.tied(oracle, [balanced, modest], [False, True])
+  assert not st.tied(oracle, [balanced, honest], [True, False])
   row = {"text": "Is tea better than rice?", "answers": [" first", " second"],
          "oracle": [0, 0, 0, 0, 1, 0, -1, 1]}   # balanced, modest (second), concise
   seen = {sw.combination([n], [neg]) for n in names for neg in (False, True)}
