@@ -9,22 +9,25 @@ in WORKDIR/seed_<k>/:
 
   self_align      the Self-Align run's vocabulary, base model, policy and held-out
                   requests (its world must be this one)
+  judge_skill     the base model's last pretraining phase, on fresh judging documents
+                  (the judge and the reward models' backbone; the policy never sees it)
   prompts         the world's requests for preferences (train pairs and held-out pairs)
                   and for RL, drawn apart from the held-out requests; each RL prompt
                   gets `RLConfig.sampled` principles drawn by weight (a principle that
                   judges the prompt's kind weighs `matching_weight`)
   responses       two answers per preference prompt from the policy (T=0.7, two
                   random streams)
-  judge           every pair judged under every principle's positive definition in
-                  both orders (`judge.judge` with the world's `JUDGE_LAYOUT`), beside
-                  the world's exact pair judges (the oracle)
+  judge           every pair judged by the judge_skill model under every principle's
+                  positive definition in both orders (`judge.judge` with the world's
+                  `JUDGE_LAYOUT`), beside the world's exact pair judges (the oracle);
+                  the judge's check on fresh judging documents
   rm_data         `passes` labelling passes over the train pairs (`labels.label_pair`)
                   with the judge's dimension scores, and with the oracle's; the
                   principle-blind pairs (the judge-labelled pairs without principles);
                   held-out pairs under principle combinations (with negations) that no
                   training pair has, labelled by the oracle
   reward, reward_blind, reward_oracle
-                  Bradley-Terry reward models from the base model on those pairs,
+                  Bradley-Terry reward models from the judge_skill model on those pairs,
                   normalised on the policy's answers (with RL principles)
   rm_eval         the three reward models' accuracy on the held-out pairs
   ppo_<run>       PPO of the policy for each RL-time principle setting
@@ -64,6 +67,7 @@ from align_jax.ppo import PPOConfig, train_ppo
 from align_jax.rewards import RewardContext, RewardModelTerm
 from align_jax.rewards.reward_model import batch_from_records
 from align_jax.sampling import SamplingConfig
+from align_jax.training import DataConfig, train_lm
 from align_jax.training.checkpoints import config_record
 from align_jax.training.runs import load_run
 from align_jax.worlds import principles as pw
@@ -178,12 +182,41 @@ def self_align_stage(policy_workdir: str, world: pw.PrinciplesConfig):
   return run
 
 
+def judge_model(results: Mapping[str, Any]) -> str:
+  """The judge and the reward models' backbone: the base model after its judging phase
+  (the base itself when the phase has no steps)."""
+  return results["judge_skill"]["workdir"] or results["self_align"]["base"]
+
+
 def _loaded(results, which: str, model: TransformerConfig, mesh, rules):
-  """The Self-Align run's "base" or "policy", or a PPO stage's policy."""
-  path = (results["self_align"][which] if which in ("base", "policy")
-          else results[which]["policy"])
+  """The Self-Align run's "policy", the "judge", or a PPO stage's policy."""
+  path = (results["self_align"]["policy"] if which == "policy" else judge_model(results)
+          if which == "judge" else results[which]["policy"])
   return load_run(path, config=model, vocabulary=results["self_align"]["vocabulary"],
                   mesh=mesh, rules=rules)
+
+
+def judge_skill_stage(model: TransformerConfig, world: pw.PrinciplesConfig, documents: int,
+                      schedule: TrainingSchedule, mesh_fn, rules, seed: int):
+  """The base model's last pretraining phase: `documents` fresh judging documents
+  (the corpus's kind, drawn apart from it) for `schedule.steps` steps (0: none)."""
+  def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
+    if schedule.steps == 0:
+      return {"workdir": None}
+    the_world = pw.build_world(world)
+    rng = np.random.default_rng(world.seed + 70_000)
+    path = fs.join(stage_dir, "judging.jsonl")
+    if is_writer():
+      write_jsonl(path, [{"text": the_world.judging_document(rng)} for _ in range(documents)],
+                  overwrite=True)
+    data = DataConfig(kind="lm", train_files=(path,), batch_size=schedule.batch_size,
+                      seq_len=schedule.seq_len, seed=seed)
+    summary = train_lm(stage_dir, model, data, results["self_align"]["vocabulary"],
+                       schedule.optimizer(), schedule.loop(),
+                       init_from=results["self_align"]["base"], mesh=mesh_fn(), rules=rules,
+                       seed=seed)
+    return {"workdir": stage_dir, "final_loss": summary["final_metrics"].get("loss")}
+  return run
 
 
 def prompts_stage(world: pw.PrinciplesConfig, preferences: PreferenceConfig, rl: RLConfig):
@@ -267,7 +300,7 @@ def judge_stage(model: TransformerConfig, world: pw.PrinciplesConfig, checks: in
   """The base model's judgements of every pair under every principle, and the oracle's;
   the judge's check on fresh judging documents."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
-    sampler = _loaded(results, "base", model, mesh_fn(), rules).sampler(batch_size=64)
+    sampler = _loaded(results, "judge", model, mesh_fn(), rules).sampler(batch_size=64)
     rows = list(read_jsonl(results["responses"]["responses"]))
     scores, agree = st.judge_pairs(sampler, [r["text"] for r in rows],
                                    [r["answers"] for r in rows], PRINCIPLES, pw.JUDGE_LAYOUT)
@@ -393,12 +426,15 @@ def rm_data_stage(config: PreferenceConfig, rl: RLConfig, seed: int):
 
 def reward_stage(model: TransformerConfig, schedule: TrainingSchedule, data_key: str,
                  principled: bool, mesh_fn, rules, seed: int):
-  """A reward model from the base model on the rm_data stage's `data_key` records."""
+  """A reward model from the judge model on the rm_data stage's `data_key` records (none
+  when there are no records: a judge whose two orders never agree labels nothing)."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     files = results["rm_data"]["files"]
+    if not results["rm_data"][f"{data_key} records"]:
+      return {"workdir": None, "skipped": f"no {data_key} records"}
     return st.train_salmon_reward(stage_dir, model, schedule, [files[data_key]],
                                   results["self_align"]["vocabulary"],
-                                  results["self_align"]["base"], files["samples"], TEMPLATE,
+                                  judge_model(results), files["samples"], TEMPLATE,
                                   principled, mesh_fn(), rules, seed)
   return run
 
@@ -414,6 +450,8 @@ def rm_eval_stage(mesh_fn, rules):
     records = list(read_jsonl(results["rm_data"]["files"]["eval"]))
     out = {}
     for name, stage, principled in REWARD_MODELS:
+      if results[stage]["workdir"] is None:
+        continue
       term = RewardModelTerm(results[stage]["workdir"],
                              input_builder=st.rm_input(TEMPLATE, principled))
       term.setup(RewardContext(mesh=mesh_fn(), rules=rules))
@@ -448,6 +486,8 @@ def ppo_stage(model: TransformerConfig, ppo: PPOConfig, schedule: TrainingSchedu
   """PPO of the policy against a principle-following reward model (the `reward` stage's)
   with the RL-time principles plus `added`, and the symbolic terms."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
+    if results[reward]["workdir"] is None:
+      return {"workdir": None, "policy": None, "skipped": f"no {reward} model"}
     prompts = ppo_prompts(results, added, rl, fs.join(stage_dir, "prompts.jsonl"))
     summary = train_ppo(stage_dir, model, prompts, results["self_align"]["vocabulary"],
                         results["self_align"]["policy"],
@@ -488,6 +528,8 @@ def eval_stage(model: TransformerConfig, config: EvalConfig, rl: RLConfig, mesh_
     requests = [_request(r) for r in read_jsonl(results["self_align"]["requests"])]
     out, samples = {}, []
     for name, stage in policies(rl):
+      if stage != "self_align" and results[stage]["policy"] is None:
+        continue   # its reward model had no data
       policy = _loaded(results, "policy" if stage == "self_align" else stage, model,
                        mesh_fn(), rules)
       texts = [t[0] for t in policy.sampler(batch_size=128).generate(
@@ -507,7 +549,8 @@ def eval_stage(model: TransformerConfig, config: EvalConfig, rl: RLConfig, mesh_
 
 
 def seed_pipeline(workdir: str, policy_workdir: str, model: TransformerConfig,
-                  world: pw.PrinciplesConfig, preferences: PreferenceConfig,
+                  world: pw.PrinciplesConfig, judge_documents: int,
+                  judge_phase: TrainingSchedule, preferences: PreferenceConfig,
                   reward: TrainingSchedule, rl: RLConfig, ppo: PPOConfig,
                   ppo_schedule: TrainingSchedule, evaluation: EvalConfig, mesh_fn,
                   rules: LogicalRules, seed: int) -> dict[str, Any]:
@@ -517,6 +560,9 @@ def seed_pipeline(workdir: str, policy_workdir: str, model: TransformerConfig,
   stages = [
       Stage("self_align", self_align_stage(policy_workdir, world),
             {"policy_workdir": policy_workdir, "world": config_record(world)}),
+      Stage("judge_skill", judge_skill_stage(model, world, judge_documents, judge_phase,
+                                             mesh_fn, rules, seed),
+            {**settings, "documents": judge_documents, "schedule": config_record(judge_phase)}),
       Stage("prompts", prompts_stage(world, preferences, rl),
             {"preferences": config_record(preferences), "rl": config_record(rl)}),
       Stage("responses", responses_stage(model, preferences, mesh_fn, rules, seed),
@@ -564,6 +610,8 @@ def controllability(per_seed: Mapping[int, Mapping[str, Any]], rl: RLConfig
   its standard error, marked * when |mean| > 2 standard errors."""
   names = [n for n, _ in policies(rl)][1:1 + len(rl.runs)]
   rows = []
+  if not all(n in r["eval"]["policies"] for n in names for r in per_seed.values()):
+    return rows   # a seed's judge labelled nothing: no principle-following runs
   for name in names[1:]:
     row = {"setting": name}
     for behaviour in BEHAVIOURS:
@@ -576,6 +624,22 @@ def controllability(per_seed: Mapping[int, Mapping[str, Any]], rl: RLConfig
   return rows
 
 
+def _over(runs: Sequence[Mapping[str, Any]], get: Callable[[Mapping[str, Any]], float]) -> str:
+  """mean ± std of get(run) over the runs that have it (how many, when not all; "(not
+  run)" when none: a seed whose judge labelled no pair trains no principle-following
+  reward model, nor PPO against it)."""
+  values = []
+  for r in runs:
+    try:
+      values.append(get(r))
+    except KeyError:
+      continue
+  if not values:
+    return "(not run)"
+  text = mean_std(values)
+  return text if len(values) == len(runs) else f"{text} ({len(values)} seeds)"
+
+
 def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], rl: RLConfig,
                        seconds: float) -> str:
   """report.md (see the module docstring)."""
@@ -586,15 +650,15 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
   documents = [{"principle": n, **{k: mean_std([r["judge"]["documents"][n][k] or np.nan
                                                  for r in runs])
                                     for k in ("sign agrees", "orders agree")}} for n in NAMES]
-  accuracy = [{"reward model": name, **{k: mean_std([r["rm_eval"][name][k] for r in runs])
+  accuracy = [{"reward model": name, **{k: _over(runs, lambda r: r["rm_eval"][name][k])
                                         for k in ("all", "with a negated principle",
                                                   "no negated principle")}}
               for name, _, _ in REWARD_MODELS]
-  table = [{"policy": name, **{b: mean_std([r["eval"]["policies"][name][b] for r in runs])
+  table = [{"policy": name, **{b: _over(runs, lambda r: r["eval"]["policies"][name][b])
                                for b in (*BEHAVIOURS, "characters")}}
            for name, _ in policies(rl)]
-  kinds = [{"policy": name, **{k: mean_std([r["eval"]["policies"][name]["per kind"].get(k, np.nan)
-                                            for r in runs]) for k in pw.KINDS}}
+  kinds = [{"policy": name, **{k: _over(runs, lambda r: r["eval"]["policies"][name]["per kind"]
+                                        .get(k, np.nan)) for k in pw.KINDS}}
            for name, _ in policies(rl)]
   counts = [{"seed": s, **{k: v for k, v in r["rm_data"].items() if k != "files"},
              "held-out overlap": r["prompts"]["held_out_overlap"],
@@ -640,6 +704,10 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
 def salmon_world(workdir: str, model: TransformerConfig, policy_workdir: str,
                  policy_run: Callable[[], Any] | None = None,
                  world: pw.PrinciplesConfig = pw.PrinciplesConfig(),
+                 judge_documents: int = 20_000,
+                 judge_phase: TrainingSchedule = TrainingSchedule(
+                     steps=1000, learning_rate=3e-3, warmup_steps=20, batch_size=12,
+                     seq_len=512),
                  preferences: PreferenceConfig = PreferenceConfig(),
                  reward: TrainingSchedule = TrainingSchedule(
                      steps=300, learning_rate=1e-4, warmup_steps=20, batch_size=16,
@@ -659,7 +727,8 @@ def salmon_world(workdir: str, model: TransformerConfig, policy_workdir: str,
   return run_seeds(
       workdir, seeds,
       lambda seed_dir, seed: seed_pipeline(
-          seed_dir, fs.join(policy_workdir, f"seed_{seed}"), model, world, preferences,
-          reward, rl, ppo, ppo_schedule, evaluation, mesh_fn, rules, seed),
+          seed_dir, fs.join(policy_workdir, f"seed_{seed}"), model, world, judge_documents,
+          judge_phase, preferences, reward, rl, ppo, ppo_schedule, evaluation, mesh_fn, rules,
+          seed),
       lambda per_seed, seconds: write_world_report(workdir, per_seed, rl, seconds),
       report_rows, ["policy", *BEHAVIOURS, "characters"])

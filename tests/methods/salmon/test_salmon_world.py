@@ -16,7 +16,8 @@ from tests.readme_commands import readme_command
 
 TINY = ["--gin.PreferenceConfig.train_per_kind=3", "--gin.PreferenceConfig.eval_per_kind=2",
         "--gin.PreferenceConfig.max_new_tokens=16", "--gin.PreferenceConfig.passes=2",
-        "--gin.PreferenceConfig.judge_checks=16",
+        "--gin.PreferenceConfig.judge_checks=16", "--gin.salmon_world.judge_documents=40",
+        "--gin.judge/TrainingSchedule.steps=2", "--gin.judge/TrainingSchedule.batch_size=4",
         "--gin.reward/TrainingSchedule.steps=2", "--gin.reward/TrainingSchedule.batch_size=4",
         "--gin.RLConfig.prompts_per_kind=1", "--gin.ppo/TrainingSchedule.steps=1",
         "--gin.PPOConfig.rollout_batch_size=8", "--gin.PPOConfig.mini_batch_size=4",
@@ -60,17 +61,22 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
   assert done["rm_data"]["held-out combinations seen in training"] == 0
   train_prompts = {r["prompt"] for r in labelled + _lines(files["oracle"])}
   assert held and not {r["prompt"] for r in held} & train_prompts
-  # Each PPO run's prompts carry the sampled principles and the run's additions.
+  # Each PPO run's prompts carry the sampled principles and the run's additions (the
+  # oracle-label runs: the tiny judge may label nothing, which skips the judge's runs).
   modest = pw.world_principle("modest").positive
-  default = _lines(seed_dir / "ppo_default" / "prompts.jsonl")
-  added = _lines(seed_dir / "ppo_modest" / "prompts.jsonl")
+  default = _lines(seed_dir / "ppo_oracle" / "prompts.jsonl")
+  added = sw.ppo_prompts(
+      json.load(open(seed_dir / "ppo_oracle" / "COMPLETED.json"))["settings"]["upstream"],
+      ["modest"], sw.RLConfig(), str(tmp_path / "added.jsonl"))
+  added = _lines(added)
   assert len(default) == len(added) == len(pw.KINDS)
   for d, a in zip(default, added):
     assert d["prompt"] == a["prompt"] and d["principles"] == a["principles"][:len(d["principles"])]
     assert modest not in d["principles"] and a["principles"][-1] == modest
   # The evaluation's rates are its samples' shares.
   samples = _lines(done["eval"]["samples"])
-  for name, _ in sw.policies(sw.RLConfig()):
+  assert "Self-Align policy" in done["eval"]["policies"]
+  for name in done["eval"]["policies"]:
     rows = [s for s in samples if s["policy"] == name]
     assert len(rows) == len(pw.KINDS) * 2
     assert done["eval"]["policies"][name]["self-praise"] == pytest.approx(
