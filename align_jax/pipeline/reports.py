@@ -80,6 +80,16 @@ def mean_std(values: Sequence[float]) -> str:
   return f"{values.mean():.3f} ± {values.std():.3f}"
 
 
+def mean_std_present(values: Sequence[float | None], missing: str = "(none)") -> str:
+  """`mean_std` over the values that are not None, with how many when some are (e.g.
+  seeds whose data had a kind, or that ran a stage); `missing` when none are."""
+  present = [v for v in values if v is not None]
+  if not present:
+    return missing
+  text = mean_std(present)
+  return text if len(present) == len(values) else f"{text} ({len(present)} seeds)"
+
+
 def markdown_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> str:
   """A markdown table of `columns` over the rows; floats with three decimals, missing
   cells empty."""

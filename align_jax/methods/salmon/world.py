@@ -61,7 +61,7 @@ from align_jax.methods.salmon import stages as st
 from align_jax.models import TransformerConfig
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
 from align_jax.pipeline import Pipeline, Stage, TrainingSchedule, is_writer, run_seeds
-from align_jax.pipeline.reports import markdown_table, mean_std, write_report
+from align_jax.pipeline.reports import markdown_table, mean_std, mean_std_present, write_report
 from align_jax.pipeline.stages import read_completion, stage_seconds
 from align_jax.ppo import PPOConfig, train_ppo
 from align_jax.rewards import RewardContext, RewardModelTerm
@@ -625,19 +625,14 @@ def controllability(per_seed: Mapping[int, Mapping[str, Any]], rl: RLConfig
 
 
 def _over(runs: Sequence[Mapping[str, Any]], get: Callable[[Mapping[str, Any]], float]) -> str:
-  """mean ± std of get(run) over the runs that have it (how many, when not all; "(not
-  run)" when none: a seed whose judge labelled no pair trains no principle-following
-  reward model, nor PPO against it)."""
-  values = []
-  for r in runs:
+  """`mean_std_present` of get(run) over the seeds (a seed whose judge labelled no pair
+  trains no principle-following reward model, nor PPO against it: "(not run)")."""
+  def value(r):
     try:
-      values.append(get(r))
+      return get(r)
     except KeyError:
-      continue
-  if not values:
-    return "(not run)"
-  text = mean_std(values)
-  return text if len(values) == len(runs) else f"{text} ({len(values)} seeds)"
+      return None
+  return mean_std_present([value(r) for r in runs], missing="(not run)")
 
 
 def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], rl: RLConfig,

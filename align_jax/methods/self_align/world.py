@@ -36,7 +36,8 @@ from align_jax.pipeline import (Pipeline, Stage, TrainingSchedule, is_writer, ru
 from align_jax.methods.self_align import stages as sa
 from align_jax.methods.self_align.answers import AnswerFormat
 from align_jax.methods.self_align.principles import load_principles
-from align_jax.pipeline.reports import markdown_table, mean_std, plot_cdfs, write_report
+from align_jax.pipeline.reports import (markdown_table, mean_std, mean_std_present, plot_cdfs,
+                                        write_report)
 from align_jax.sampling import SamplingConfig
 from align_jax.training.checkpoints import config_record
 from align_jax.worlds import principles as pw
@@ -377,15 +378,6 @@ def _ratio(per_seed: Mapping[int, Mapping[str, Any]], top: str, bottom: str) -> 
   return mean_std(values)
 
 
-def _over_seeds_with(values: Sequence[float | None]) -> str:
-  """mean ± std over the seeds whose data had the kind (how many, when not all)."""
-  present = [v for v in values if v is not None]
-  if not present:
-    return "(none)"
-  text = mean_std(present)
-  return text if len(present) == len(values) else f"{text} ({len(present)} seeds)"
-
-
 def _length_plot(workdir: str, per_seed: Mapping[int, Mapping[str, Any]]) -> str:
   """answer_lengths.png: the distribution of answer lengths in characters, pooled over
   seeds: the engraving and verbose-cloning data, and the two models' answers to the
@@ -462,7 +454,7 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
         "data": label,
         "queries that are world requests": mean_std([d["world_requests"] / max(d["rows"], 1)
                                                      for d in data]),
-        **{k: _over_seeds_with([d["principled"].get(k) for d in data]) for k in columns}})
+        **{k: mean_std_present([d["principled"].get(k) for d in data]) for k in columns}})
   kinds = [{"kind": k, **{f"seed {s}": r["compliance"]["data"]["principle_answers"]["kinds"][k]
                           for s, r in per_seed.items()}} for k in pw.KINDS]
   plot = _length_plot(workdir, per_seed)
