@@ -329,6 +329,11 @@ TEMPLATES: Mapping[str, ChatTemplate] = types.MappingProxyType(
             assistant_suffix="",
             assistant_end_eos=True,
         ),
+        # No markers: the response continues the prompt's text as written (a document
+        # whose last words are the target, e.g. a judging document's verdict), for
+        # vocabularies trained without a dummy prefix, where the two encoded apart are
+        # the whole text's ids when the prompt ends in a piece of its own.
+        "text": ChatTemplate(),
         # Llama 2 chat: <s>[INST] <<SYS>>...<</SYS>> user [/INST] reply </s>
         "llama2": ChatTemplate(
             system_prefix="<<SYS>>\n",

@@ -685,12 +685,16 @@ class PrinciplesWorld:
         if better:
           return principle, negated, request, a, b, better
 
-  def judging_document(self, rng: np.random.Generator) -> str:
-    """A judging document (`judging_case` in `JUDGE_LAYOUT`, ending with the better
-    answer's letter)."""
+  def judging_example(self, rng: np.random.Generator) -> tuple[str, str]:
+    """A `judging_case` as (`JUDGE_LAYOUT` filled in, the verdict: the better answer's
+    letter and the closing parenthesis)."""
     principle, negated, request, a, b, better = self.judging_case(rng)
-    return JUDGE_LAYOUT.format(principle=principle.negative if negated else principle.positive,
-                               prompt=request.text, a=a, b=b) + ("A)" if better > 0 else "B)")
+    return (JUDGE_LAYOUT.format(principle=principle.negative if negated else principle.positive,
+                                prompt=request.text, a=a, b=b), "A)" if better > 0 else "B)")
+
+  def judging_document(self, rng: np.random.Generator) -> str:
+    """A judging document (`judging_example`'s layout followed by its verdict)."""
+    return "".join(self.judging_example(rng))
 
   def corpus(self, seed: int | None = None) -> list[str]:
     """The base corpus: rule documents and plain dialogues, shuffled."""

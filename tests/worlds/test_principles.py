@@ -183,3 +183,25 @@ def test_judging_documents_name_the_answer_the_exact_judge_prefers():
     assert better == (1 if letter == "A" else -1), doc
     letters.append(letter)
   assert 15 < letters.count("A") < 45
+
+
+def test_a_judging_example_tokenized_as_a_response_is_the_whole_document(tmp_path):
+  """The judging phase trains on verdicts only (sft records in the markerless "text"
+  template): the ids must be the whole document's, as the judge is prompted with it,
+  and the loss must fall on the verdict alone."""
+  from align_jax.data.tasks import encode_prompt, tokenize_record
+  from align_jax.data.vocab import load_vocabulary, train_sentencepiece
+  rng = np.random.default_rng(3)
+  texts = WORLD.corpus()
+  train_sentencepiece(texts, str(tmp_path / "spm"), 400,
+                      extra_options={"hard_vocab_limit": False, **pw.VOCAB_OPTIONS})
+  vocab = load_vocabulary(str(tmp_path / "spm.model"))
+  for _ in range(20):
+    prompt, verdict = WORLD.judging_example(rng)
+    features = tokenize_record({"prompt": prompt, "response": verdict}, "sft", vocab,
+                               chat_template="text", add_bos=True, add_eos=False)
+    whole = encode_prompt(vocab, prompt + verdict)
+    assert features["tokens"].tolist() == whole
+    trained = [t for t, m in zip(features["tokens"], features["loss_mask"]) if m]
+    assert vocab.decode(trained) == verdict
+    assert len(trained) == 2   # the letter and ")": one piece each
