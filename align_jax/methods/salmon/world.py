@@ -10,7 +10,8 @@ in WORKDIR/seed_<k>/:
   self_align      the Self-Align run's vocabulary, base model, policy and held-out
                   requests (its world must be this one)
   judge_skill     the base model's last pretraining phase, on fresh judging documents
-                  (the judge and the reward models' backbone; the policy never sees it)
+                  with the loss on their verdicts (the judge and the reward models'
+                  backbone; the policy never sees it)
   prompts         the world's requests for preferences (train pairs and held-out pairs)
                   and for RL, drawn apart from the held-out requests; each RL prompt
                   gets `RLConfig.sampled` principles drawn by weight (a principle that
@@ -75,7 +76,8 @@ from align_jax.worlds import principles as pw
 TEMPLATE = "lines"   # the chat template of the Self-Align world's policy
 PRINCIPLES = [lb.Principle(p.name, p.positive, p.negative) for p in pw.WORLD_PRINCIPLES]
 NAMES = [p.name for p in pw.WORLD_PRINCIPLES]
-BEHAVIOURS = ("principled", "self-praise", "in full")   # what the evaluation measures
+# What the evaluation measures (characters: the mean answer length, concision's target).
+BEHAVIOURS = ("principled", "self-praise", "in full", "characters")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,7 +201,9 @@ def _loaded(results, which: str, model: TransformerConfig, mesh, rules):
 def judge_skill_stage(model: TransformerConfig, world: pw.PrinciplesConfig, documents: int,
                       schedule: TrainingSchedule, mesh_fn, rules, seed: int):
   """The base model's last pretraining phase: `documents` fresh judging documents
-  (the corpus's kind, drawn apart from it) for `schedule.steps` steps (0: none)."""
+  (the corpus's kind, drawn apart from it) for `schedule.steps` steps (0: none), the loss
+  on their verdicts (each document a prompt, its verdict the response, in the markerless
+  "text" template: the same token ids as the whole document)."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     if schedule.steps == 0:
       return {"workdir": None}
@@ -207,10 +211,10 @@ def judge_skill_stage(model: TransformerConfig, world: pw.PrinciplesConfig, docu
     rng = np.random.default_rng(world.seed + 70_000)
     path = fs.join(stage_dir, "judging.jsonl")
     if is_writer():
-      write_jsonl(path, [{"text": the_world.judging_document(rng)} for _ in range(documents)],
-                  overwrite=True)
-    data = DataConfig(kind="lm", train_files=(path,), batch_size=schedule.batch_size,
-                      seq_len=schedule.seq_len, seed=seed)
+      examples = [the_world.judging_example(rng) for _ in range(documents)]
+      write_jsonl(path, [{"prompt": p, "response": v} for p, v in examples], overwrite=True)
+    data = DataConfig(kind="sft", chat_template="text", train_files=(path,),
+                      batch_size=schedule.batch_size, seq_len=schedule.seq_len, seed=seed)
     summary = train_lm(stage_dir, model, data, results["self_align"]["vocabulary"],
                        schedule.optimizer(), schedule.loop(),
                        init_from=results["self_align"]["base"], mesh=mesh_fn(), rules=rules,
@@ -596,7 +600,7 @@ def seed_pipeline(workdir: str, policy_workdir: str, model: TransformerConfig,
 
 def report_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
   """One seed's table: each policy's measured behaviours."""
-  return [{"policy": name, **{b: rates[b] for b in BEHAVIOURS}, "characters": rates["characters"]}
+  return [{"policy": name, **{b: rates[b] for b in BEHAVIOURS}}
           for name, rates in results["eval"]["policies"].items()]
 
 
@@ -650,7 +654,7 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
                                                   "no negated principle")}}
               for name, _, _ in REWARD_MODELS]
   table = [{"policy": name, **{b: _over(runs, lambda r: r["eval"]["policies"][name][b])
-                               for b in (*BEHAVIOURS, "characters")}}
+                               for b in BEHAVIOURS}}
            for name, _ in policies(rl)]
   kinds = [{"policy": name, **{k: _over(runs, lambda r: r["eval"]["policies"][name]["per kind"]
                                         .get(k, np.nan)) for k in pw.KINDS}}
@@ -672,7 +676,7 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
       ("Policies on the held-out requests (mean ± std over seeds)",
        "Greedy answers to the Self-Align run's held-out requests: principled compliance "
        "(mean over kinds), the share ending in self-praise, the share answered in full, "
-       "mean characters.\n\n" + markdown_table(table, ["policy", *BEHAVIOURS, "characters"])
+       "mean characters.\n\n" + markdown_table(table, ["policy", *BEHAVIOURS])
        + "\n\nPrincipled compliance per kind:\n\n" + markdown_table(kinds, ["policy",
                                                                          *pw.KINDS])),
       ("Reward-model accuracy on held-out pairs",
@@ -726,4 +730,4 @@ def salmon_world(workdir: str, model: TransformerConfig, policy_workdir: str,
           judge_phase, preferences, reward, rl, ppo, ppo_schedule, evaluation, mesh_fn, rules,
           seed),
       lambda per_seed, seconds: write_world_report(workdir, per_seed, rl, seconds),
-      report_rows, ["policy", *BEHAVIOURS, "characters"])
+      report_rows, ["policy", *BEHAVIOURS])

@@ -140,8 +140,8 @@ def test_rl_principles_weigh_the_matching_principle():
 
 def test_controllability_marks_changes_beyond_two_standard_errors():
   def seed(default, modest):
-    policies = {n: {"principled": 0.5, "self-praise": 0.3, "in full": 0.1} for n, _ in
-                sw.policies(sw.RLConfig())}
+    policies = {n: {"principled": 0.5, "self-praise": 0.3, "in full": 0.1,
+                    "characters": 40.0} for n, _ in sw.policies(sw.RLConfig())}
     policies["PPO, default"]["self-praise"] = default
     policies["PPO, modest (+modest)"]["self-praise"] = modest
     return {"eval": {"policies": policies}}
@@ -150,3 +150,4 @@ def test_controllability_marks_changes_beyond_two_standard_errors():
   assert rows[0]["setting"] == "PPO, modest (+modest)"
   assert rows[0]["self-praise"].startswith("-0.333") and rows[0]["self-praise"].endswith("*")
   assert rows[0]["principled"] == "+0.000 ± 0.000"
+  assert rows[0]["characters"] == "+0.000 ± 0.000"
