@@ -670,10 +670,20 @@ class PrinciplesWorld:
       response = with_self_praise(response, rng)
     return response
 
-  def judging_case(self, rng: np.random.Generator
+  def judging_case(self, rng: np.random.Generator, tie_share: float = 0.0
                    ) -> tuple[WorldPrinciple, bool, Request, str, str, int]:
     """A principle, whether it is negated (half the time), a request it judges, two
-    answers it tells apart and which is better (+1: the first)."""
+    answers it tells apart and which is better (+1: the first). At `tie_share`: two
+    different answers to a request of any kind that the principle does not tell apart
+    (it does not apply, or they are equal by it), better 0."""
+    if tie_share and rng.random() < tie_share:
+      while True:
+        principle = WORLD_PRINCIPLES[int(rng.integers(len(WORLD_PRINCIPLES)))]
+        request = self.request(str(KINDS[int(rng.integers(len(KINDS)))]), rng)
+        negated = bool(rng.random() < 0.5)
+        a, b = self.any_answer(request, rng), self.any_answer(request, rng)
+        if a != b and not principle.prefers(request, a, b):
+          return principle, negated, request, a, b, 0
     while True:
       principle = WORLD_PRINCIPLES[int(rng.integers(len(WORLD_PRINCIPLES)))]
       kinds = principle.kinds or KINDS
@@ -685,10 +695,14 @@ class PrinciplesWorld:
         if better:
           return principle, negated, request, a, b, better
 
-  def judging_example(self, rng: np.random.Generator) -> tuple[str, str]:
+  def judging_example(self, rng: np.random.Generator, tie_share: float = 0.0
+                      ) -> tuple[str, str]:
     """A `judging_case` as (`JUDGE_LAYOUT` filled in, the verdict: the better answer's
-    letter and the closing parenthesis)."""
-    principle, negated, request, a, b, better = self.judging_case(rng)
+    letter and the closing parenthesis; a tie's letter is a coin flip, so that a judge
+    learns to favour neither answer where the principle says nothing)."""
+    principle, negated, request, a, b, better = self.judging_case(rng, tie_share)
+    if not better:
+      better = 1 if rng.random() < 0.5 else -1
     return (JUDGE_LAYOUT.format(principle=principle.negative if negated else principle.positive,
                                 prompt=request.text, a=a, b=b), "A)" if better > 0 else "B)")
 

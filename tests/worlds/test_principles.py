@@ -205,3 +205,18 @@ def test_a_judging_example_tokenized_as_a_response_is_the_whole_document(tmp_pat
     trained = [t for t, m in zip(features["tokens"], features["loss_mask"]) if m]
     assert vocab.decode(trained) == verdict
     assert len(trained) == 2   # the letter and ")": one piece each
+
+
+def test_tie_cases_are_pairs_the_principle_does_not_tell_apart():
+  rng = np.random.default_rng(11)
+  cases = [WORLD.judging_case(rng, tie_share=0.5) for _ in range(200)]
+  ties = [c for c in cases if c[5] == 0]
+  assert 60 < len(ties) < 140
+  for principle, negated, request, a, b, _ in ties:
+    assert a != b and principle.prefers(request, a, b, negated) == 0
+  kinds = {request.kind for principle, _, request, _, _, _ in ties
+           if not principle.applies(request)}
+  assert kinds   # some ties are principles on requests they do not judge
+  for principle, negated, request, a, b, better in cases:
+    if better:
+      assert principle.prefers(request, a, b, negated) == better

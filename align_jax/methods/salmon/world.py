@@ -199,9 +199,10 @@ def _loaded(results, which: str, model: TransformerConfig, mesh, rules):
 
 
 def judge_skill_stage(model: TransformerConfig, world: pw.PrinciplesConfig, documents: int,
-                      schedule: TrainingSchedule, mesh_fn, rules, seed: int):
+                      ties: float, schedule: TrainingSchedule, mesh_fn, rules, seed: int):
   """The base model's last pretraining phase: `documents` fresh judging documents
-  (the corpus's kind, drawn apart from it) for `schedule.steps` steps (0: none), the loss
+  (the corpus's kind, drawn apart from it; at `ties`, pairs their principle does not tell
+  apart, with a coin-flip verdict) for `schedule.steps` steps (0: none), the loss
   on their verdicts (each document a prompt, its verdict the response, in the markerless
   "text" template: the same token ids as the whole document)."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
@@ -211,7 +212,7 @@ def judge_skill_stage(model: TransformerConfig, world: pw.PrinciplesConfig, docu
     rng = np.random.default_rng(world.seed + 70_000)
     path = fs.join(stage_dir, "judging.jsonl")
     if is_writer():
-      examples = [the_world.judging_example(rng) for _ in range(documents)]
+      examples = [the_world.judging_example(rng, ties) for _ in range(documents)]
       write_jsonl(path, [{"prompt": p, "response": v} for p, v in examples], overwrite=True)
     data = DataConfig(kind="sft", chat_template="text", train_files=(path,),
                       batch_size=schedule.batch_size, seq_len=schedule.seq_len, seed=seed)
@@ -553,7 +554,7 @@ def eval_stage(model: TransformerConfig, config: EvalConfig, rl: RLConfig, mesh_
 
 
 def seed_pipeline(workdir: str, policy_workdir: str, model: TransformerConfig,
-                  world: pw.PrinciplesConfig, judge_documents: int,
+                  world: pw.PrinciplesConfig, judge_documents: int, judge_ties: float,
                   judge_phase: TrainingSchedule, preferences: PreferenceConfig,
                   reward: TrainingSchedule, rl: RLConfig, ppo: PPOConfig,
                   ppo_schedule: TrainingSchedule, evaluation: EvalConfig, mesh_fn,
@@ -564,9 +565,10 @@ def seed_pipeline(workdir: str, policy_workdir: str, model: TransformerConfig,
   stages = [
       Stage("self_align", self_align_stage(policy_workdir, world),
             {"policy_workdir": policy_workdir, "world": config_record(world)}),
-      Stage("judge_skill", judge_skill_stage(model, world, judge_documents, judge_phase,
-                                             mesh_fn, rules, seed),
-            {**settings, "documents": judge_documents, "schedule": config_record(judge_phase)}),
+      Stage("judge_skill", judge_skill_stage(model, world, judge_documents, judge_ties,
+                                             judge_phase, mesh_fn, rules, seed),
+            {**settings, "documents": judge_documents, "ties": judge_ties,
+             "schedule": config_record(judge_phase)}),
       Stage("prompts", prompts_stage(world, preferences, rl),
             {"preferences": config_record(preferences), "rl": config_record(rl)}),
       Stage("responses", responses_stage(model, preferences, mesh_fn, rules, seed),
@@ -703,10 +705,10 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
 def salmon_world(workdir: str, model: TransformerConfig, policy_workdir: str,
                  policy_run: Callable[[], Any] | None = None,
                  world: pw.PrinciplesConfig = pw.PrinciplesConfig(),
-                 judge_documents: int = 20_000,
+                 judge_documents: int = 20_000, judge_ties: float = 0.3,
                  judge_phase: TrainingSchedule = TrainingSchedule(
-                     steps=1000, learning_rate=3e-3, warmup_steps=20, batch_size=12,
-                     seq_len=512),
+                     steps=1000, learning_rate=5e-4, warmup_steps=20, batch_size=16,
+                     seq_len=256),
                  preferences: PreferenceConfig = PreferenceConfig(),
                  reward: TrainingSchedule = TrainingSchedule(
                      steps=300, learning_rate=1e-4, warmup_steps=20, batch_size=16,
@@ -727,7 +729,7 @@ def salmon_world(workdir: str, model: TransformerConfig, policy_workdir: str,
       workdir, seeds,
       lambda seed_dir, seed: seed_pipeline(
           seed_dir, fs.join(policy_workdir, f"seed_{seed}"), model, world, judge_documents,
-          judge_phase, preferences, reward, rl, ppo, ppo_schedule, evaluation, mesh_fn, rules,
+          judge_ties, judge_phase, preferences, reward, rl, ppo, ppo_schedule, evaluation, mesh_fn, rules,
           seed),
       lambda per_seed, seconds: write_world_report(workdir, per_seed, rl, seconds),
       report_rows, ["policy", *BEHAVIOURS])
