@@ -62,7 +62,8 @@ from align_jax.methods.salmon import stages as st
 from align_jax.models import TransformerConfig
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
 from align_jax.pipeline import Pipeline, Stage, TrainingSchedule, is_writer, run_seeds
-from align_jax.pipeline.reports import markdown_table, mean_std, mean_std_present, write_report
+from align_jax.pipeline.reports import (markdown_table, mean_std, mean_std_present, plot_cdfs,
+                                        plot_lines, write_report)
 from align_jax.pipeline.stages import read_completion, stage_seconds
 from align_jax.ppo import PPOConfig, train_ppo
 from align_jax.rewards import RewardContext, RewardModelTerm
@@ -70,6 +71,7 @@ from align_jax.rewards.reward_model import batch_from_records
 from align_jax.sampling import SamplingConfig
 from align_jax.training import DataConfig, train_lm
 from align_jax.training.checkpoints import config_record
+from align_jax.training.metrics import read_metrics
 from align_jax.training.runs import load_run
 from align_jax.worlds import principles as pw
 
@@ -641,6 +643,34 @@ def _over(runs: Sequence[Mapping[str, Any]], get: Callable[[Mapping[str, Any]], 
   return mean_std_present([value(r) for r in runs], missing="(not run)")
 
 
+def _plots(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], rl: RLConfig
+           ) -> tuple[str, str]:
+  """answer_lengths.png (each policy's held-out answers, pooled over seeds) and
+  ppo_reward.png (each PPO run's mean reward-model score per step, mean over seeds)."""
+  lengths: dict[str, list[int]] = {name: [] for name, _ in policies(rl)}
+  for r in per_seed.values():
+    for sample in read_jsonl(r["eval"]["samples"]):
+      lengths[sample["policy"]].append(len(sample["answer"]))
+  answers = plot_cdfs(fs.join(workdir, "answer_lengths.png"), list(lengths.items()),
+                      "Held-out answer lengths by policy", "characters")
+  lines = []
+  for name, stage in policies(rl)[1:]:
+    by_step: dict[int, list[float]] = {}
+    for r in per_seed.values():
+      if r[stage]["policy"] is None:
+        continue
+      for record in read_metrics(fs.join(r[stage]["workdir"], "metrics.jsonl")):
+        if isinstance(record.get("reward/reward_model"), (int, float)):
+          by_step.setdefault(record["step"], []).append(record["reward/reward_model"])
+    if by_step:
+      steps = sorted(by_step)
+      lines.append((name, steps, [float(np.mean(by_step[k])) for k in steps], None))
+  reward = plot_lines(fs.join(workdir, "ppo_reward.png"), lines,
+                      "Reward-model score of PPO rollouts (mean over seeds)", "PPO step",
+                      "reward model")
+  return answers, reward
+
+
 def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], rl: RLConfig,
                        seconds: float) -> str:
   """report.md (see the module docstring)."""
@@ -669,6 +699,7 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
              "stage seconds": round(sum(stage_seconds(fs.join(workdir, f"seed_{s}"),
                                                       list(r)).values()))}
             for s, r in per_seed.items()]
+  answers_png, reward_png = _plots(workdir, per_seed, rl)
   return write_report(fs.join(workdir, "report.md"), "align_jax SALMON on the principles world", [
       ("Controllability: changing only the RL-time principles",
        "Change of each measured behaviour against the first RL-time setting (same reward "
@@ -680,7 +711,9 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
        "(mean over kinds), the share ending in self-praise, the share answered in full, "
        "mean characters.\n\n" + markdown_table(table, ["policy", *BEHAVIOURS])
        + "\n\nPrincipled compliance per kind:\n\n" + markdown_table(kinds, ["policy",
-                                                                         *pw.KINDS])),
+                                                                         *pw.KINDS])
+       + f"\n\n![answer lengths]({fs.basename(answers_png)})\n\n"
+         f"![PPO reward]({fs.basename(reward_png)})"),
       ("Reward-model accuracy on held-out pairs",
        "Pairs of prompts no reward model trained on, each under principle combinations "
        "(with negations) that no training record has, labelled by the world's exact "

@@ -85,6 +85,8 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
   for heading in ("Controllability", "Policies on the held-out requests",
                   "Reward-model accuracy", "Judge agreement", "Data per seed"):
     assert heading in report
+  for image in ("answer_lengths.png", "ppo_reward.png"):
+    assert f"]({image})" in report and (tmp_path / "salmon" / image).stat().st_size > 1000
   assert entry.main(command)["seeds"] == result["seeds"]   # a rerun does nothing new
 
 
