@@ -236,12 +236,17 @@ def prompts_stage(world: pw.PrinciplesConfig, preferences: PreferenceConfig, rl:
     taken = set(held_out)
 
     def draw(kind: str, fresh: bool) -> pw.Request:
-      while True:  # held-out requests never; pairs' prompts distinct where `fresh`
+      for _ in range(100_000):  # held-out requests never; pairs' prompts distinct if `fresh`
         request = the_world.request(kind, rng)
         if request.text not in taken:
           if fresh:
             taken.add(request.text)
           return request
+      raise ValueError(
+          f"the world (seed {world.seed}) has no {kind!r} request left that is neither a "
+          "held-out request nor a held-out pair's prompt; lower "
+          f"PreferenceConfig.eval_per_kind (now {preferences.eval_per_kind}) or widen the "
+          "world's named sets")
 
     eval_pairs = [draw(k, True) for k in pw.KINDS for _ in range(preferences.eval_per_kind)]
     train_pairs = [draw(k, False) for k in pw.KINDS for _ in range(preferences.train_per_kind)]

@@ -153,3 +153,12 @@ def test_controllability_marks_changes_beyond_two_standard_errors():
   assert rows[0]["self-praise"].startswith("-0.333") and rows[0]["self-praise"].endswith("*")
   assert rows[0]["principled"] == "+0.000 ± 0.000"
   assert rows[0]["characters"] == "+0.000 ± 0.000"
+
+
+def test_too_many_held_out_pairs_for_the_world_is_a_clear_error(tmp_path):
+  requests = tmp_path / "requests.jsonl"
+  requests.write_text(json.dumps({"text": "Write a poem about wolves."}) + "\n")
+  stage = sw.prompts_stage(pw.PrinciplesConfig(), sw.PreferenceConfig(eval_per_kind=500),
+                           sw.RLConfig())
+  with pytest.raises(ValueError, match="no 'fact' request left.*eval_per_kind \\(now 500\\)"):
+    stage(str(tmp_path), {"self_align": {"requests": str(requests)}})
