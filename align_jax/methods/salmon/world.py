@@ -745,7 +745,7 @@ def salmon_world(workdir: str, model: TransformerConfig, policy_workdir: str,
                  world: pw.PrinciplesConfig = pw.PrinciplesConfig(),
                  judge_documents: int = 20_000, judge_ties: float = 0.3,
                  judge_phase: TrainingSchedule = TrainingSchedule(
-                     steps=1000, learning_rate=5e-4, warmup_steps=20, batch_size=16,
+                     steps=1200, learning_rate=5e-4, warmup_steps=20, batch_size=16,
                      seq_len=256),
                  preferences: PreferenceConfig = PreferenceConfig(),
                  reward: TrainingSchedule = TrainingSchedule(
@@ -767,7 +767,7 @@ def salmon_world(workdir: str, model: TransformerConfig, policy_workdir: str,
       workdir, seeds,
       lambda seed_dir, seed: seed_pipeline(
           seed_dir, fs.join(policy_workdir, f"seed_{seed}"), model, world, judge_documents,
-          judge_ties, judge_phase, preferences, reward, rl, ppo, ppo_schedule, evaluation, mesh_fn, rules,
-          seed),
+          judge_ties, judge_phase, preferences, reward, rl, ppo, ppo_schedule, evaluation,
+          mesh_fn, rules, seed),
       lambda per_seed, seconds: write_world_report(workdir, per_seed, rl, seconds),
       report_rows, ["policy", *BEHAVIOURS])
