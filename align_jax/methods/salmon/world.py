@@ -80,6 +80,7 @@ PRINCIPLES = [lb.Principle(p.name, p.positive, p.negative) for p in pw.WORLD_PRI
 NAMES = [p.name for p in pw.WORLD_PRINCIPLES]
 # What the evaluation measures (characters: the mean answer length, concision's target).
 BEHAVIOURS = ("principled", "self-praise", "in full", "characters")
+NEGATED = "-"   # an RL-time addition "-name": the principle's negative definition
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +106,9 @@ class RLConfig:
   prompts_per_kind RL prompts of each kind; each gets `sampled` principles drawn from
   `pool` by weight (1, or `matching_weight` for a principle that judges its kind);
   `runs`: (name, principles added to every prompt) for each PPO run, the first the
-  reference setting; `terms`: the symbolic terms (length multipliers by request kind).
+  reference setting; an added name with a leading "-" adds the principle's negative
+  definition (e.g. "-concise": answer at length), replacing the positive one where it
+  was sampled; `terms`: the symbolic terms (length multipliers by request kind).
   `oracle_run`: also train the first setting against the oracle-label reward model."""
   prompts_per_kind: int = 48
   sampled: int = 3
@@ -118,10 +121,17 @@ class RLConfig:
   oracle_run: bool = True
 
   def __post_init__(self):
-    for name in (*self.pool, *(n for _, added in self.runs for n in added)):
+    for name in (*self.pool, *(n.removeprefix(NEGATED) for _, added in self.runs
+                               for n in added)):
       pw.world_principle(name)  # a clear error for an unknown name
     if not self.runs:
       raise ValueError("RLConfig.runs needs at least one (name, principles) setting")
+
+  def sampling_record(self) -> dict[str, Any]:
+    """What drawing the RL prompts and their sampled principles depends on (the runs'
+    additions and terms act only in PPO)."""
+    return {"prompts_per_kind": self.prompts_per_kind, "sampled": self.sampled,
+            "pool": list(self.pool), "matching_weight": self.matching_weight}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,8 +170,23 @@ def rl_principles(request: pw.Request, config: RLConfig, rng: np.random.Generato
 
 
 def definitions(names: Sequence[str]) -> list[str]:
-  """The positive definitions of principles named."""
-  return [pw.world_principle(n).positive for n in names]
+  """The definitions of principles named: the negative one for a name "-name", else the
+  positive one."""
+  return [pw.world_principle(n.removeprefix(NEGATED)).negative if n.startswith(NEGATED)
+          else pw.world_principle(n).positive for n in names]
+
+
+def with_added(sampled: Sequence[str], added: Sequence[str]) -> list[str]:
+  """A prompt's sampled principle names, then the run's additions; an addition replaces
+  a sampled principle of the same name (positive or negated)."""
+  bare = {n.removeprefix(NEGATED) for n in added}
+  return [n for n in sampled if n.removeprefix(NEGATED) not in bare] + list(added)
+
+
+def added_label(added: Sequence[str]) -> str:
+  """How a run's additions read in the report: "+concise", "+concise negated"."""
+  return ", ".join(f"+{n.removeprefix(NEGATED)}" + (" negated" if n.startswith(NEGATED)
+                                                   else "") for n in added)
 
 
 def self_align_stage(policy_workdir: str, world: pw.PrinciplesConfig):
@@ -484,8 +509,7 @@ def ppo_prompts(results: Mapping[str, Any], added: Sequence[str], config: RLConf
   """The RL prompts with each prompt's principles (sampled + `added`) and length
   multiplier, as PPO reads them."""
   rows = [{"prompt": turn(r["text"]), "kind": r["kind"],
-           "principles": definitions(list(r["principles"]) + [n for n in added
-                                                              if n not in r["principles"]]),
+           "principles": definitions(with_added(r["principles"], added)),
            "length_multiplier": config.terms.multiplier(r["kind"])}
           for r in read_jsonl(results["prompts"]["rl"])]
   if is_writer():
@@ -514,7 +538,7 @@ def ppo_stage(model: TransformerConfig, ppo: PPOConfig, schedule: TrainingSchedu
 def policies(rl: RLConfig) -> list[tuple[str, str]]:
   """(row name, stage) of every evaluated policy, the Self-Align policy first."""
   rows = [("Self-Align policy", "self_align")]
-  rows += [(f"PPO, {name}" + (f" (+{', '.join(added)})" if added else ""), f"ppo_{name}")
+  rows += [(f"PPO, {name}" + (f" ({added_label(added)})" if added else ""), f"ppo_{name}")
            for name, added in rl.runs]
   if rl.oracle_run:
     rows.append((f"PPO, {rl.runs[0][0]}, oracle-label reward model", "ppo_oracle"))
@@ -577,14 +601,15 @@ def seed_pipeline(workdir: str, policy_workdir: str, model: TransformerConfig,
             {**settings, "documents": judge_documents, "ties": judge_ties,
              "schedule": config_record(judge_phase)}),
       Stage("prompts", prompts_stage(world, preferences, rl),
-            {"preferences": config_record(preferences), "rl": config_record(rl)}),
+            {"preferences": config_record(preferences), "rl": rl.sampling_record()}),
       Stage("responses", responses_stage(model, preferences, mesh_fn, rules, seed),
             {**settings, "preferences": config_record(preferences)}),
       Stage("judge", judge_stage(model, world, preferences.judge_checks, mesh_fn, rules),
             {**settings, "layout": pw.JUDGE_LAYOUT, "principles": config_record(PRINCIPLES),
              "checks": preferences.judge_checks}),
       Stage("rm_data", rm_data_stage(preferences, rl, seed),
-            {"preferences": config_record(preferences), "rl": config_record(rl), "seed": seed}),
+            {"preferences": config_record(preferences), "rl": rl.sampling_record(),
+             "seed": seed}),
   ]
   for _, stage, principled in REWARD_MODELS:
     data_key = {"reward": "judge", "reward_blind": "blind", "reward_oracle": "oracle"}[stage]
@@ -593,7 +618,8 @@ def seed_pipeline(workdir: str, policy_workdir: str, model: TransformerConfig,
                         {**settings, "schedule": config_record(reward)}))
   stages.append(Stage("rm_eval", rm_eval_stage(mesh_fn, rules), settings))
   ppo_settings = {**settings, "ppo": config_record(ppo),
-                  "schedule": config_record(ppo_schedule), "rl": config_record(rl)}
+                  "schedule": config_record(ppo_schedule),
+                  "rl": {**rl.sampling_record(), "terms": config_record(rl.terms)}}
   for name, added in rl.runs:
     stages.append(Stage(f"ppo_{name}", ppo_stage(model, ppo, ppo_schedule, rl, added, "reward",
                                                  mesh_fn, rules, seed),

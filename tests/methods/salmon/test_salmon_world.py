@@ -138,6 +138,24 @@ def test_rl_principles_weigh_the_matching_principle():
   assert set(drawn) == set(config.pool)
   with pytest.raises(KeyError, match="no principle 'kind'"):
     sw.RLConfig(runs=(("x", ("kind",)),))
+  with pytest.raises(KeyError, match="no principle 'kind'"):
+    sw.RLConfig(runs=(("x", ("-kind",)),))
+
+
+def test_a_negated_rl_time_principle_adds_its_negative_definition_in_place_of_a_sampled_one():
+  concise = pw.world_principle("concise")
+  assert sw.definitions(["-concise", "honest"]) == [concise.negative,
+                                                    pw.world_principle("honest").positive]
+  assert sw.with_added(["honest", "concise", "poetic"], ["-concise"]) == [
+      "honest", "poetic", "-concise"]
+  assert sw.with_added(["honest", "-concise"], ["concise", "modest"]) == [
+      "honest", "concise", "modest"]
+  assert sw.added_label(["modest", "-concise"]) == "+modest, +concise negated"
+  runs = (("default", ()), ("verbose", ("-concise",)))
+  assert [n for n, _ in sw.policies(sw.RLConfig(runs=runs))][1:3] == [
+      "PPO, default", "PPO, verbose (+concise negated)"]
+  # Which runs there are does not change how the RL prompts are drawn.
+  assert sw.RLConfig(runs=runs).sampling_record() == sw.RLConfig().sampling_record()
 
 
 def test_controllability_marks_changes_beyond_two_standard_errors():
