@@ -20,6 +20,7 @@ from align_jax import fs
 from align_jax.hf import safetensors_io
 from align_jax.models.init import abstract_params, param_shardings
 from align_jax.models.transformer import RopeScaling, Transformer, TransformerConfig
+from align_jax.parallel import to_host
 from align_jax.parallel.partitioning import DEFAULT_RULES, LogicalRules
 
 _ARCHITECTURES = {
@@ -299,13 +300,6 @@ def load_checkpoint(path: str, mesh: Mesh | None = None, rules: LogicalRules = D
   return config, params
 
 
-def _to_host(x: jax.Array) -> np.ndarray:
-  if isinstance(x, jax.Array) and not x.is_fully_addressable:
-    from jax.experimental import multihost_utils
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-  return np.asarray(jax.device_get(x))
-
-
 def save_checkpoint(path: str, config: TransformerConfig, params: Any, *,
                     dtype: str | None = None, max_shard_bytes: int = 5 * 2**30,
                     overwrite: bool = False, vocabulary=None) -> list[str]:
@@ -366,7 +360,7 @@ def save_checkpoint(path: str, config: TransformerConfig, params: Any, *,
     param_path, layer, t = sources[name]
     if param_path not in cache:
       cache.clear()  # keep at most one (stacked) parameter on the host
-      cache[param_path] = _to_host(_get(params, param_path))
+      cache[param_path] = to_host(_get(params, param_path))
     value = cache[param_path]
     return t.to_hf(value if layer is None else value[layer])
 
@@ -382,7 +376,7 @@ def save_checkpoint(path: str, config: TransformerConfig, params: Any, *,
     hf_config["num_labels"] = 1
     hf_config["id2label"], hf_config["label2id"] = {"0": "LABEL_0"}, {"LABEL_0": 0}
     with fs.open(fs.join(path, "score_bias.json"), "w") as f:
-      json.dump({"bias": float(_to_host(head["bias"]).reshape(-1)[0])}, f)
+      json.dump({"bias": float(to_host(head["bias"]).reshape(-1)[0])}, f)
     files.append("score_bias.json")
   if vocabulary is not None:
     from align_jax.hf.tokenizer import save_tokenizer

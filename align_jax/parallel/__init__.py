@@ -1,6 +1,7 @@
 """Meshes, logical-axis sharding rules and multi-host start-up."""
 
-from align_jax.parallel.mesh import MESH_AXES, create_mesh, initialize_distributed, resolve_mesh_shape
+from align_jax.parallel.mesh import (MESH_AXES, create_mesh, initialize_distributed,
+                                     resolve_mesh_shape, to_host)
 from align_jax.parallel.partitioning import (
     DEFAULT_RULES,
     LogicalRules,

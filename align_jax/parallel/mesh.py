@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import numpy as np
@@ -23,7 +23,10 @@ def initialize_distributed(coordinator_address: str | None = None,
   process count and id come from the arguments or from the environment
   (`ALIGN_JAX_COORDINATOR`, `ALIGN_JAX_NUM_PROCESSES`, `ALIGN_JAX_PROCESS_ID`, or the
   variables SLURM / Open MPI set, which JAX reads itself). On one host it does nothing.
-  Returns whether the distributed runtime was initialised.
+  `ALIGN_JAX_HEARTBEAT_TIMEOUT` (seconds, JAX's default 100) is how long the others
+  wait for a host that stopped answering before they fail with an error naming it.
+  Collectives between the CPU devices of several processes go over gloo (the CPU pod
+  of `align_jax.parallel.local_pod`). Returns whether the runtime was initialised.
   """
   coordinator_address = coordinator_address or os.environ.get("ALIGN_JAX_COORDINATOR")
   if num_processes is None and "ALIGN_JAX_NUM_PROCESSES" in os.environ:
@@ -40,8 +43,13 @@ def initialize_distributed(coordinator_address: str | None = None,
       return False  # a single-host TPU VM
   if jax.distributed.is_initialized():
     return True
+  if "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in os.environ:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  timeout = {}
+  if "ALIGN_JAX_HEARTBEAT_TIMEOUT" in os.environ:
+    timeout["heartbeat_timeout_seconds"] = int(os.environ["ALIGN_JAX_HEARTBEAT_TIMEOUT"])
   jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=num_processes, process_id=process_id)
+                             num_processes=num_processes, process_id=process_id, **timeout)
   logging.info("jax.distributed: process %d of %d, %d global devices",
                jax.process_index(), jax.process_count(), jax.device_count())
   return True
@@ -86,3 +94,15 @@ def create_mesh(shape: Sequence[int] = (1, -1, 1),
     return jax.make_mesh(resolved, tuple(axis_names),
                          axis_types=(jax.sharding.AxisType.Auto,) * len(resolved))
   return Mesh(np.asarray(devices).reshape(resolved), tuple(axis_names))
+
+
+def to_host(tree: Any) -> Any:
+  """Every array of `tree` as a numpy array on this host, whole: a global array that
+  spans other processes' devices is gathered from them (every process must call this
+  together), the others are fetched as `jax.device_get` fetches them."""
+  def fetch(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      from jax.experimental import multihost_utils
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x)) if isinstance(x, jax.Array) else x
+  return jax.tree.map(fetch, tree)

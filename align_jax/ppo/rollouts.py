@@ -22,7 +22,7 @@ from align_jax.data.jsonl import read_jsonl
 from align_jax.data.pipeline import list_stream
 from align_jax.data.tasks import tokenize_record, validate_record
 from align_jax.models import Transformer
-from align_jax.parallel import DEFAULT_RULES, LogicalRules
+from align_jax.parallel import DEFAULT_RULES, LogicalRules, to_host
 from align_jax.parallel.partitioning import logical_sharding
 from align_jax.ppo import ops
 from align_jax.ppo.config import PPOConfig
@@ -204,7 +204,7 @@ class RolloutSource:
     if self.mesh is not None:
       arrays = {k: jax.device_put(v, logical_sharding(("act_batch", None), self.rules, self.mesh,
                                                       v.shape)) for k, v in arrays.items()}
-    outputs = jax.device_get(self.score_fn(policy_params, arrays))
+    outputs = to_host(self.score_fn(policy_params, arrays))   # whole, on every host
     mask = rollouts["response_mask"]
     texts = [t[0] for t in generated.texts] if generated.texts is not None else [""] * len(records)
     prompt_texts = [r.get("prompt", "") for r in records]

@@ -183,6 +183,23 @@ def global_batch(batch: Mapping[str, np.ndarray], shardings) -> dict[str, jax.Ar
           for k, v in batch.items()}
 
 
+def _global_stats(stats: Mapping[str, Any]) -> dict[str, Any]:
+  """A batch source's stats as logged: a data iterator's counts (names without '/')
+  summed over the hosts (each counts its own shard, every host calls this together),
+  under 'data/'; named stats (e.g. rollouts', the same on every host) as they are."""
+  counts = sorted(k for k in stats if "/" not in k)
+  out = {k: v for k, v in stats.items() if "/" in k}
+  if counts and jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    summed = np.asarray(multihost_utils.process_allgather(
+        np.array([stats[k] for k in counts], np.float64))).sum(axis=0)
+    out.update({f"data/{k}": int(v) if isinstance(stats[k], int) else float(v)
+                for k, v in zip(counts, summed)})
+  else:
+    out.update({f"data/{k}": stats[k] for k in counts})
+  return out
+
+
 def default_batch_tokens(batch: Mapping[str, np.ndarray]) -> int:
   """Tokens processed in a batch: non-padding positions (segment ids > 0) where known,
   else the size of its first feature. Trainers whose batches count otherwise pass
@@ -327,8 +344,7 @@ def train_loop(*, workdir: str, step_fn: Callable, init_state: Callable[[], Trai
           elapsed = time.perf_counter() - time_window
           step_metrics["tokens_per_s"] = tokens_window / max(elapsed, 1e-9)
           tokens_window, time_window = 0, time.perf_counter()
-          step_metrics.update({k if "/" in k else f"data/{k}": v
-                               for k, v in data_stats.items()})
+          step_metrics.update(_global_stats(data_stats))
           writer.write(step, step_metrics)
           postfix = {"loss": f"{loss:.4f}", "tok_s": f"{step_metrics['tokens_per_s']:.0f}"}
           postfix.update({name.split("/")[-1]: f"{step_metrics[name]:.3f}"

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from align_jax.parallel import to_host
+
 
 def last_token_index(mask: jax.Array) -> jax.Array:
   """Index of the last 1 in each row of a [batch, length] mask (0 for empty rows)."""
@@ -105,14 +107,14 @@ class SequenceScorer:
     out = np.zeros(len(sequences), np.float32)
     for start, chunk, tokens, segments in self._batches(sequences):
       scores = self._score(self.params, tokens, segments)
-      out[start:start + len(chunk)] = np.asarray(jax.device_get(scores))[:len(chunk)]
+      out[start:start + len(chunk)] = to_host(scores)[:len(chunk)]
     return out
 
   def token_scores(self, sequences) -> list[np.ndarray]:
     """Every token's score, float32 [len(sequence)] per sequence."""
     out: list[np.ndarray] = []
     for _, chunk, tokens, segments in self._batches(sequences):
-      scores = np.asarray(jax.device_get(self._score_tokens(self.params, tokens, segments)))
+      scores = to_host(self._score_tokens(self.params, tokens, segments))
       out += [scores[i, :len(x)].astype(np.float32) for i, x in enumerate(chunk)]
     return out
 
