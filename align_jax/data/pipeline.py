@@ -477,6 +477,19 @@ def list_stream(examples: Sequence[Example], shard_info: seqio.ShardInfo,
   return stream()
 
 
+def _joined(streams: Sequence[Iterator[Batch]]) -> Iterator[Batch]:
+  """Batches of several shards' streams, their rows one after the other; a stream that
+  ended sooner than the others adds padding rows until all have ended."""
+  template: Batch | None = None
+  while True:
+    parts = [next(stream, None) for stream in streams]
+    if all(p is None for p in parts):
+      return
+    template = template or next(p for p in parts if p is not None)
+    yield {k: np.concatenate([p[k] if p is not None else np.zeros_like(template[k])
+                              for p in parts]) for k in template}
+
+
 class BatchIterator:
   """Deterministic, resumable batches of a seqio task or of example dicts.
 
@@ -487,7 +500,11 @@ class BatchIterator:
   `batch_size` is the global batch size: each host reads its own shard
   (`seqio.ShardInfo(jax.process_index(), jax.process_count())` unless
   `shard_info` is given) and yields batch_size // num_shards rows, so
-  batch_size must divide evenly. Examples are shuffled with `seed` (seqio's
+  batch_size must divide evenly. With `data_shards` the data has that many
+  shards whatever the number of hosts (a multiple of it): each host reads its
+  consecutive share of them, each shard filling batch_size // data_shards rows
+  of every batch in shard order, so the global batches (and a run) are the same
+  on any number of hosts that divides `data_shards`. Examples are shuffled with `seed` (seqio's
   shuffle buffer for tasks, a full per-epoch permutation for lists) and
   repeated `num_epochs` times (None: forever). A finite stream ends with a
   batch filled up with padding rows. A stream without any batch (empty
@@ -517,6 +534,7 @@ class BatchIterator:
       shuffle: bool = True,
       shuffle_buffer_size: int = 10_000,
       shard_info: seqio.ShardInfo | None = None,
+      data_shards: int | None = None,
   ):
     truncate = _check_args(kind, batch_size, seq_len, truncate)
     if shard_info is None:
@@ -525,6 +543,11 @@ class BatchIterator:
       raise ValueError(
           f"batch_size {batch_size} is not divisible by the number of hosts "
           f"{shard_info.num_shards}.")
+    if data_shards is not None and (data_shards < 1 or data_shards % shard_info.num_shards
+                                    or batch_size % data_shards):
+      raise ValueError(
+          f"data_shards {data_shards} must be a multiple of the number of hosts "
+          f"{shard_info.num_shards} and divide batch_size {batch_size}.")
     if start_position < 0:
       raise ValueError(f"start_position must be >= 0, got {start_position}.")
     self.kind = kind
@@ -538,35 +561,47 @@ class BatchIterator:
 
     if isinstance(source, str):
       source = seqio.get_mixture_or_task(source)
+    if data_shards is None:
+      shards = [shard_info]
+    else:
+      share = data_shards // shard_info.num_shards
+      shards = [seqio.ShardInfo(j, data_shards)
+                for j in range(shard_info.index * share, (shard_info.index + 1) * share)]
+    shard_names = ", ".join(str(s.index) for s in shards)
     if isinstance(source, (seqio.Task, seqio.Mixture)):
       self._description = (
           f"{type(source).__name__} {source.name!r}, split {split!r}, shard "
-          f"{shard_info.index} of {shard_info.num_shards}"
+          f"{shard_names} of {shards[0].num_shards}"
       )
     else:
       self._description = f"A list of {len(source)} examples"
-    if isinstance(source, (seqio.Task, seqio.Mixture)):
-      kwargs: dict[str, Any] = {}
-      if isinstance(source, seqio.Task):
-        kwargs["shuffle_buffer_size"] = shuffle_buffer_size
-      ds = source.get_dataset(
-          sequence_length=None,
-          split=split,
-          shuffle=shuffle,
-          seed=seed,
-          # One host reads everything; no need to ask the source for shards.
-          shard_info=shard_info if shard_info.num_shards > 1 else None,
-          num_epochs=num_epochs,
-          try_in_mem_cache=False,
-          **kwargs,
-      )
-      examples: Iterable[Example] = ds.as_numpy_iterator()
-    else:
-      examples = list_stream(source, shard_info, shuffle, seed, num_epochs)
 
-    self._batches = pack_examples(
-        examples, kind=kind, batch_size=self.rows, seq_len=seq_len, pack=pack,
-        truncate=truncate, stats=self.stats)
+    def shard_batches(shard: seqio.ShardInfo) -> Iterator[Batch]:
+      if isinstance(source, (seqio.Task, seqio.Mixture)):
+        kwargs: dict[str, Any] = {}
+        if isinstance(source, seqio.Task):
+          kwargs["shuffle_buffer_size"] = shuffle_buffer_size
+        ds = source.get_dataset(
+            sequence_length=None,
+            split=split,
+            shuffle=shuffle,
+            seed=seed,
+            # One shard is everything; no need to ask the source for shards.
+            shard_info=shard if shard.num_shards > 1 else None,
+            num_epochs=num_epochs,
+            try_in_mem_cache=False,
+            **kwargs,
+        )
+        examples: Iterable[Example] = ds.as_numpy_iterator()
+      else:
+        examples = list_stream(source, shard, shuffle, seed, num_epochs)
+      return pack_examples(examples, kind=kind, batch_size=self.rows // len(shards),
+                           seq_len=seq_len, pack=pack, truncate=truncate, stats=self.stats)
+
+    if len(shards) == 1:
+      self._batches = shard_batches(shards[0])
+    else:
+      self._batches = _joined([shard_batches(s) for s in shards])
     for _ in range(start_position):
       if next(self, None) is None:
         break

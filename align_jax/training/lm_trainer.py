@@ -62,6 +62,10 @@ class DataConfig:
     response's tail), 'right', 'left' or 'drop'; None: the kind's default
     (`align_jax.data.pipeline.DEFAULT_TRUNCATE`). Rows left with no trained token are
     dropped and counted; a summary line is printed before training.
+  data_shards: the data's number of shards, a multiple of the number of hosts, each
+    host reading its share (`BatchIterator`): the batches, and so the run, are then the
+    same on any number of hosts dividing it. None: one shard per host (the batches
+    depend on the host count).
   """
   kind: str = "lm"
   train_files: tuple[str, ...] = ()
@@ -75,6 +79,7 @@ class DataConfig:
   truncate: str | None = None
   seed: int = 0
   eval_batches: int = 8
+  data_shards: int | None = None
 
   def __post_init__(self):
     if self.kind not in LOSSES:
@@ -120,7 +125,8 @@ def _eval_fn(loss_sums, task: str, data: DataConfig, eval_split: str, mesh: Mesh
   def eval_fn(state, frozen):
     batches = BatchIterator(task, kind=data.kind, batch_size=data.batch_size,
                             seq_len=data.seq_len, split=eval_split, seed=0, pack=data.pack,
-                            truncate=data.truncate, num_epochs=1, shuffle=False)
+                            truncate=data.truncate, num_epochs=1, shuffle=False,
+                            data_shards=data.data_shards)
     total = weight = 0.0
     aux_total: dict[str, float] = {}
     template = None
@@ -261,7 +267,8 @@ def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary:
   shardings = state_shardings(opt, trainable, trainable_shardings, mesh)
   make_batches = functools.partial(
       BatchIterator, task, kind=data.kind, batch_size=data.batch_size, seq_len=data.seq_len,
-      split=train_split, seed=data.seed, pack=data.pack, truncate=data.truncate)
+      split=train_split, seed=data.seed, pack=data.pack, truncate=data.truncate,
+      data_shards=data.data_shards)
   loss_sums = functools.partial(LOSSES[data.kind], model_module)
   eval_fn = (_eval_fn(loss_sums, task, data, eval_split, mesh, rules)
              if eval_split is not None else None)

@@ -327,6 +327,38 @@ def test_hosts_read_disjoint_shards(source, vocab):
   assert len(set(seen[0]) | set(seen[1])) == 24
 
 
+@pytest.mark.parametrize("source", ["list", "task"])
+def test_fixed_data_shards_give_the_same_batches_on_any_number_of_hosts(source, vocab):
+  src = _lm(*[2 + i % 5 for i in range(24)]) if source == "list" else _lm_task(vocab).name
+
+  def hosts(count):
+    iterators = [BatchIterator(src, kind="lm", batch_size=8, seq_len=8, seed=3, data_shards=4,
+                               shard_info=seqio.ShardInfo(k, count)) for k in range(count)]
+    return [{key: np.concatenate([b[key] for b in parts]) for key in parts[0]}
+            for parts in zip(*(_take(it, 6) for it in iterators))]
+  one = hosts(1)
+  _assert_same(hosts(2), one)
+  _assert_same(hosts(4), one)
+  # A host's rows are its shards' own: 2 rows per shard, shard 2 after shards 0 and 1.
+  third = _take(BatchIterator(src, kind="lm", batch_size=8, seq_len=8, seed=3, data_shards=4,
+                              shard_info=seqio.ShardInfo(2, 4)), 6)
+  assert all(np.array_equal(t["input_tokens"], o["input_tokens"][4:6]) for t, o in zip(third, one))
+  # One shard per host (the default) reads other batches on two hosts than on one.
+  default = lambda count, k: BatchIterator(src, kind="lm", batch_size=8, seq_len=8, seed=3,
+                                           shard_info=seqio.ShardInfo(k, count))
+  two = [np.concatenate([next(default(2, 0))["input_tokens"], next(default(2, 1))["input_tokens"]])]
+  assert not np.array_equal(two[0], next(default(1, 0))["input_tokens"])
+
+
+def test_data_shards_must_fit_the_hosts_and_the_batch():
+  with pytest.raises(ValueError, match="data_shards 3 must be a multiple of the number of hosts 2"):
+    BatchIterator(_lm(3, 3), kind="lm", batch_size=4, seq_len=4, data_shards=3,
+                  shard_info=seqio.ShardInfo(0, 2))
+  with pytest.raises(ValueError, match="and divide batch_size 6"):
+    BatchIterator(_lm(3, 3), kind="lm", batch_size=6, seq_len=4, data_shards=4,
+                  shard_info=ONE_HOST)
+
+
 def test_no_batches_at_all_is_an_error():
   it = BatchIterator(_lm(9, 9), kind="lm", batch_size=1, seq_len=4, truncate="drop", shard_info=ONE_HOST,
                      num_epochs=1)
