@@ -18,6 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = ("README.md", "launch/README.md")
 ENTRY = ["python", "-m", "align_jax.main"]
+POD = ("python", "-m", "align_jax.parallel.local_pod")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,3 +98,12 @@ def gin_value(args: list[str], key: str) -> str | None:
     if a.startswith(f"--gin.{key}="):
       value = a.split("=", 1)[1]
   return re.sub(r"^'(.*)'$", r"\1", value) if value is not None else None
+
+
+def readme_pod_command() -> list[str]:
+  """The one documented `python -m align_jax.parallel.local_pod` command, its arguments
+  after the module (tests/parallel/test_pod.py runs it)."""
+  matches = [list(c.argv[3:]) for c in all_commands() if c.argv[:3] == POD]
+  if len(matches) != 1:
+    raise AssertionError(f"expected one documented local pod command, found {len(matches)}")
+  return matches[0]

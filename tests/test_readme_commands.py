@@ -25,7 +25,7 @@ import pytest
 
 from align_jax import main as entry
 from tests.hf_fixtures import save_tiny_llama
-from tests.readme_commands import (REPO, Command, align_jax_args, all_commands, gin_files,
+from tests.readme_commands import (POD, REPO, Command, align_jax_args, all_commands, gin_files,
                                    gin_value)
 
 # The demos' commands and the tests that run them (with smaller worlds and schedules).
@@ -140,6 +140,8 @@ def test_every_documented_command_is_run_by_a_test():
     elif word in INSTALL or word == "lint-imports" or command.argv[:3] == ("python", "-m",
                                                                             "pytest"):
       continue  # installs and the test command: .ci/run runs them in a fresh environment
+    elif command.argv[:3] == POD:  # a pod of processes: its own test runs it
+      assert "readme_pod_command()" in (REPO / "tests/parallel/test_pod.py").read_text()
     elif word.startswith("launch/"):
       continue  # scripts that need gcloud: test_launch_scripts_explain_themselves
     elif word == "tensorboard":
