@@ -34,8 +34,9 @@ in WORKDIR/seed_<k>/:
   ppo_<run>       PPO of the policy for each RL-time principle setting
                   (`RLConfig.runs`: principles added to every prompt's sampled ones),
                   reward = the principle-following reward model + symbolic terms
-                  (length bonus, language match, missing-EOS penalty); `ppo_oracle`:
-                  the first setting against the oracle-label reward model
+                  (length bonus, language match, missing-EOS penalty);
+                  `ppo_oracle_<run>`: the settings of `RLConfig.oracle_runs` against
+                  the oracle-label reward model
   eval            greedy answers of the policy and every PPO policy to the held-out
                   requests: principled compliance per kind, self-praise, answers in
                   full, length
@@ -109,7 +110,9 @@ class RLConfig:
   reference setting; an added name with a leading "-" adds the principle's negative
   definition (e.g. "-concise": answer at length), replacing the positive one where it
   was sampled; `terms`: the symbolic terms (length multipliers by request kind).
-  `oracle_run`: also train the first setting against the oracle-label reward model."""
+  `oracle_runs`: the settings (by name) also trained against the oracle-label reward
+  model, whose controllability is measured apart (the first setting among them is its
+  reference)."""
   prompts_per_kind: int = 48
   sampled: int = 3
   pool: tuple[str, ...] = ("harmless", "honest", "reasoned", "clarifying", "balanced",
@@ -118,7 +121,7 @@ class RLConfig:
   runs: tuple[tuple[str, tuple[str, ...]], ...] = (("default", ()), ("modest", ("modest",)),
                                                    ("concise", ("concise",)))
   terms: st.SymbolicTerms = st.SymbolicTerms()
-  oracle_run: bool = True
+  oracle_runs: tuple[str, ...] = ("default",)
 
   def __post_init__(self):
     for name in (*self.pool, *(n.removeprefix(NEGATED) for _, added in self.runs
@@ -126,6 +129,11 @@ class RLConfig:
       pw.world_principle(name)  # a clear error for an unknown name
     if not self.runs:
       raise ValueError("RLConfig.runs needs at least one (name, principles) setting")
+    names = [name for name, _ in self.runs]
+    for name in self.oracle_runs:
+      if name not in names:
+        raise ValueError(f"RLConfig.oracle_runs names {name!r}, which is not a setting of "
+                         f"RLConfig.runs {names}")
 
   def sampling_record(self) -> dict[str, Any]:
     """What drawing the RL prompts and their sampled principles depends on (the runs'
@@ -540,8 +548,9 @@ def policies(rl: RLConfig) -> list[tuple[str, str]]:
   rows = [("Self-Align policy", "self_align")]
   rows += [(f"PPO, {name}" + (f" ({added_label(added)})" if added else ""), f"ppo_{name}")
            for name, added in rl.runs]
-  if rl.oracle_run:
-    rows.append((f"PPO, {rl.runs[0][0]}, oracle-label reward model", "ppo_oracle"))
+  rows += [(f"PPO, {name}" + (f" ({added_label(added)})" if added else "")
+            + ", oracle-label reward model", f"ppo_oracle_{name}")
+           for name, added in rl.runs if name in rl.oracle_runs]
   return rows
 
 
@@ -624,10 +633,12 @@ def seed_pipeline(workdir: str, policy_workdir: str, model: TransformerConfig,
     stages.append(Stage(f"ppo_{name}", ppo_stage(model, ppo, ppo_schedule, rl, added, "reward",
                                                  mesh_fn, rules, seed),
                         {**ppo_settings, "added": list(added)}))
-  if rl.oracle_run:
-    stages.append(Stage("ppo_oracle", ppo_stage(model, ppo, ppo_schedule, rl, rl.runs[0][1],
-                                                "reward_oracle", mesh_fn, rules, seed),
-                        {**ppo_settings, "added": list(rl.runs[0][1])}))
+  for name, added in rl.runs:
+    if name in rl.oracle_runs:
+      stages.append(Stage(f"ppo_oracle_{name}",
+                          ppo_stage(model, ppo, ppo_schedule, rl, added, "reward_oracle",
+                                    mesh_fn, rules, seed),
+                          {**ppo_settings, "added": list(added)}))
   stages.append(Stage("eval", eval_stage(model, evaluation, rl, mesh_fn, rules),
                       {**settings, "config": config_record(evaluation)}))
   return Pipeline(workdir, stages).run()
@@ -645,21 +656,26 @@ def _standard_error(values: Sequence[float]) -> float:
 
 def controllability(per_seed: Mapping[int, Mapping[str, Any]], rl: RLConfig
                     ) -> list[dict[str, Any]]:
-  """Each RL-time setting against the first: per behaviour the mean change over seeds ±
-  its standard error, marked * when |mean| > 2 standard errors."""
-  names = [n for n, _ in policies(rl)][1:1 + len(rl.runs)]
+  """Each RL-time setting against the first with the same reward model (the
+  principle-following one on the judge's labels; on the oracle's, for `oracle_runs`):
+  per behaviour the mean change over seeds ± its standard error, marked * when |mean| >
+  2 standard errors."""
   rows = []
-  if not all(n in r["eval"]["policies"] for n in names for r in per_seed.values()):
-    return rows   # a seed's judge labelled nothing: no principle-following runs
-  for name in names[1:]:
-    row = {"setting": name}
-    for behaviour in BEHAVIOURS:
-      deltas = [r["eval"]["policies"][name][behaviour]
-                - r["eval"]["policies"][names[0]][behaviour] for r in per_seed.values()]
-      se = _standard_error(deltas)
-      mark = " *" if not math.isnan(se) and abs(np.mean(deltas)) > 2 * se else ""
-      row[behaviour] = f"{np.mean(deltas):+.3f} ± {se:.3f}{mark}"
-    rows.append(row)
+  for model, stage_names in (("judge labels", [f"ppo_{n}" for n, _ in rl.runs]),
+                             ("oracle labels", [f"ppo_oracle_{n}" for n, _ in rl.runs
+                                                if n in rl.oracle_runs])):
+    names = [name for name, stage in policies(rl) if stage in stage_names]
+    if not all(n in r["eval"]["policies"] for n in names for r in per_seed.values()):
+      continue   # a seed's judge labelled nothing: no principle-following runs
+    for name in names[1:]:
+      row = {"reward model": model, "setting": name.split(", oracle-label")[0]}
+      for behaviour in BEHAVIOURS:
+        deltas = [r["eval"]["policies"][name][behaviour]
+                  - r["eval"]["policies"][names[0]][behaviour] for r in per_seed.values()]
+        se = _standard_error(deltas)
+        mark = " *" if not math.isnan(se) and abs(np.mean(deltas)) > 2 * se else ""
+        row[behaviour] = f"{np.mean(deltas):+.3f} ± {se:.3f}{mark}"
+      rows.append(row)
   return rows
 
 
@@ -735,8 +751,10 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
       ("Controllability: changing only the RL-time principles",
        "Change of each measured behaviour against the first RL-time setting (same reward "
        "model, same prompts), mean ± standard error over seeds; * marks a change beyond two "
-       "standard errors.\n\n" + markdown_table(controllability(per_seed, rl),
-                                               ["setting", *BEHAVIOURS])),
+       "standard errors. The principle-following reward model trained on the judge's "
+       "labels, and the one trained on the exact judges' labels (the judge's quality "
+       "apart).\n\n" + markdown_table(controllability(per_seed, rl),
+                                      ["reward model", "setting", *BEHAVIOURS])),
       ("Policies on the held-out requests (mean ± std over seeds)",
        "Greedy answers to the Self-Align run's held-out requests: principled compliance "
        "(mean over kinds), the share ending in self-praise, the share answered in full, "

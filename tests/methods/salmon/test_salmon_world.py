@@ -64,9 +64,9 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
   # Each PPO run's prompts carry the sampled principles and the run's additions (the
   # oracle-label runs: the tiny judge may label nothing, which skips the judge's runs).
   modest = pw.world_principle("modest").positive
-  default = _lines(seed_dir / "ppo_oracle" / "prompts.jsonl")
+  default = _lines(seed_dir / "ppo_oracle_default" / "prompts.jsonl")
   added = sw.ppo_prompts(
-      json.load(open(seed_dir / "ppo_oracle" / "COMPLETED.json"))["settings"]["upstream"],
+      json.load(open(seed_dir / "ppo_oracle_default" / "COMPLETED.json"))["settings"]["upstream"],
       ["modest"], sw.RLConfig(), str(tmp_path / "added.jsonl"))
   added = _lines(added)
   assert len(default) == len(added) == len(pw.KINDS)
@@ -140,6 +140,25 @@ def test_rl_principles_weigh_the_matching_principle():
     sw.RLConfig(runs=(("x", ("kind",)),))
   with pytest.raises(KeyError, match="no principle 'kind'"):
     sw.RLConfig(runs=(("x", ("-kind",)),))
+  with pytest.raises(ValueError, match="oracle_runs names 'concise'"):
+    sw.RLConfig(runs=(("x", ()),), oracle_runs=("concise",))
+
+
+def test_oracle_label_runs_are_measured_against_their_own_reference():
+  rl = sw.RLConfig(oracle_runs=("default", "concise"))
+  assert [stage for _, stage in sw.policies(rl)][-2:] == ["ppo_oracle_default",
+                                                          "ppo_oracle_concise"]
+
+  def seed(delta):
+    policies = {n: {"principled": 0.5, "self-praise": 0.0, "in full": 0.0, "characters": 40.0}
+                for n, _ in sw.policies(rl)}
+    policies["PPO, concise (+concise), oracle-label reward model"]["characters"] = 40 + delta
+    return {"eval": {"policies": policies}}
+  rows = sw.controllability({0: seed(-5), 1: seed(-6), 2: seed(-4)}, rl)
+  oracle = [r for r in rows if r["reward model"] == "oracle labels"]
+  assert [r["setting"] for r in oracle] == ["PPO, concise (+concise)"]
+  assert oracle[0]["characters"] == "-5.000 ± 0.577 *"
+  assert all(r["characters"] == "+0.000 ± 0.000" for r in rows if r not in oracle)
 
 
 def test_a_negated_rl_time_principle_adds_its_negative_definition_in_place_of_a_sampled_one():
@@ -167,7 +186,9 @@ def test_controllability_marks_changes_beyond_two_standard_errors():
     return {"eval": {"policies": policies}}
   per_seed = {0: seed(0.4, 0.1), 1: seed(0.5, 0.1), 2: seed(0.45, 0.15)}
   rows = sw.controllability(per_seed, sw.RLConfig())
+  assert len(rows) == 2   # + modest, + concise; the oracle-label model has one setting
   assert rows[0]["setting"] == "PPO, modest (+modest)"
+  assert rows[0]["reward model"] == "judge labels"
   assert rows[0]["self-praise"].startswith("-0.333") and rows[0]["self-praise"].endswith("*")
   assert rows[0]["principled"] == "+0.000 ± 0.000"
   assert rows[0]["characters"] == "+0.000 ± 0.000"
