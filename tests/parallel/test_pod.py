@@ -3,8 +3,8 @@ joined by `jax.distributed` (gloo collectives, 8 CPU devices in all), and the us
 workflow (tests/parallel/pod_program.py) must give what one process with 8 devices
 gives: losses and metrics within 1e-5, the same generated tokens, one completion record,
 each host reading its own rows of every batch, each host writing its own checkpoint
-shards. A process killed mid-run stops the pod with a message naming it, and, left to
-JAX (`--wait_all`), the survivor fails on its own after the heartbeat timeout."""
+shards. A failed process stops the pod with a message naming it; a process killed
+mid-run, left to JAX (`--wait_all`), makes the survivor fail on its own."""
 
 from __future__ import annotations
 
@@ -167,11 +167,19 @@ def _killed_mid_run(data: Path, tmp_path: Path, *options: str) -> tuple[str, str
   return stdout.read_text(), stderr.read_text(), pod.returncode
 
 
-@pytest.mark.slow
-def test_a_killed_process_stops_the_pod_with_a_message_naming_it(data, tmp_path):
-  out, err, status = _killed_mid_run(data, tmp_path)
-  assert status == 128 + signal.SIGKILL
-  assert "local pod: process 1 of 2 failed with status 137; stopped processes [0]" in err
+def test_a_failed_process_stops_the_pod_with_a_message_naming_it(tmp_path):
+  program = tmp_path / "program.py"
+  program.write_text("import os, sys, time\n"
+                     "if os.environ['ALIGN_JAX_PROCESS_ID'] == '1':\n"
+                     "  print('process 1 gives up', flush=True)\n"
+                     "  sys.exit(3)\n"
+                     "time.sleep(600)\n")
+  done = _pod(["--processes", "3", "--", str(program)])
+  assert done.returncode == 3
+  assert "[process 1] process 1 gives up" in done.stdout
+  assert ("local pod: process 1 of 3 failed with status 3; stopped processes [0, 2] "
+          f"(process 0: {128 + signal.SIGTERM}, process 1: 3, process 2: "
+          f"{128 + signal.SIGTERM})") in done.stderr
 
 
 @pytest.mark.slow
@@ -185,7 +193,8 @@ def test_left_to_jax_the_survivor_fails_after_the_heartbeat_timeout(data, tmp_pa
       "Connection closed by peer", "Task 1 heartbeat timeout",
       "unhealthy (stopped sending heartbeats):\n1\n"))
   assert "JAX distributed service detected fatal errors" in survivor
-  assert "local pod: process 1 of 2 failed with status 137 (process 0: 134," in err
+  assert "local pod: process 1 of 2 failed with status 137 (process 0: " in err
+  assert "(process 0: 0," not in err and "stopped processes" not in err
 
 
 def test_each_process_gets_the_coordinator_its_id_and_its_devices():
