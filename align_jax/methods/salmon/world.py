@@ -40,6 +40,9 @@ in WORKDIR/seed_<k>/:
   eval            greedy answers of the policy and every PPO policy to the held-out
                   requests: principled compliance per kind, self-praise, answers in
                   full, length
+  steering        whether the principle-following reward models follow each RL-time
+                  addition on held-out pairs its exact judge tells apart (the answer
+                  it prefers scored higher with it added, lower with it negated)
 
 WORKDIR/report.md: judge agreement per principle, reward-model accuracy, the
 controllability table (each RL-time setting against the first, with 2-standard-error
@@ -512,6 +515,43 @@ def rm_eval_stage(mesh_fn, rules):
   return run
 
 
+def steering_stage(rl: RLConfig, mesh_fn, rules, seed: int):
+  """Whether the principle-following reward models follow the RL-time additions: on the
+  held-out pairs that an added principle's exact judge tells apart, the share of pairs
+  whose reward-model scores prefer the answer the principle prefers, with the principle
+  added to the prompt's sampled RL principles (as PPO's reward reads them) and with it
+  added negated. A model that follows it: 1 and 0; one that ignores it: equal shares."""
+  def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
+    rows = [r for r in read_jsonl(results["judge"]["judged"]) if r["split"] == "eval"]
+    names = sorted({n.removeprefix(NEGATED) for _, added in rl.runs for n in added})
+    rng = np.random.default_rng(seed + 60)
+    sampled = [rl_principles(_request(r), rl, rng) for r in rows]
+    out = {}
+    for model, stage in (("judge labels", "reward"), ("oracle labels", "reward_oracle")):
+      if results[stage]["workdir"] is None:
+        continue
+      term = RewardModelTerm(results[stage]["workdir"], input_builder=st.rm_input(TEMPLATE, True))
+      term.setup(RewardContext(mesh=mesh_fn(), rules=rules))
+      out[model] = {}
+      for name in names:
+        index = NAMES.index(name)
+        apart = [(r, s) for r, s in zip(rows, sampled) if r["oracle"][index] != 0]
+        shares = {}
+        for label, added in (("added", name), ("added negated", NEGATED + name)):
+          if not apart:
+            shares[label] = float("nan")
+            continue
+          first, second = (term(batch_from_records([
+              {"prompt": turn(r["text"]), "response": r["answers"][k],
+               "principles": definitions(with_added(s, [added]))} for r, s in apart]))
+              for k in (0, 1))
+          prefers = np.array([r["oracle"][index] for r, _ in apart])
+          shares[label] = float(np.mean(np.sign(first - second) == prefers))
+        out[model][name] = {"pairs": len(apart), **shares}
+    return out
+  return run
+
+
 def ppo_prompts(results: Mapping[str, Any], added: Sequence[str], config: RLConfig,
                 path: str) -> str:
   """The RL prompts with each prompt's principles (sampled + `added`) and length
@@ -641,6 +681,9 @@ def seed_pipeline(workdir: str, policy_workdir: str, model: TransformerConfig,
                           {**ppo_settings, "added": list(added)}))
   stages.append(Stage("eval", eval_stage(model, evaluation, rl, mesh_fn, rules),
                       {**settings, "config": config_record(evaluation)}))
+  stages.append(Stage("steering", steering_stage(rl, mesh_fn, rules, seed),
+                      {**settings, "rl": rl.sampling_record(),
+                       "added": [list(added) for _, added in rl.runs]}))
   return Pipeline(workdir, stages).run()
 
 
@@ -746,6 +789,11 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
              "stage seconds": round(sum(stage_seconds(fs.join(workdir, f"seed_{s}"),
                                                       list(r)).values()))}
             for s, r in per_seed.items()]
+  steering = [{"reward model": model, "principle": name,
+               **{k: _over(runs, lambda r: r["steering"][model][name][k])
+                  for k in ("pairs", "added", "added negated")}}
+              for model in ("judge labels", "oracle labels")
+              for name in sorted({n.removeprefix(NEGATED) for _, a in rl.runs for n in a})]
   answers_png, reward_png = _plots(workdir, per_seed, rl)
   return write_report(fs.join(workdir, "report.md"), "align_jax SALMON on the principles world", [
       ("Controllability: changing only the RL-time principles",
@@ -755,6 +803,13 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
        "labels, and the one trained on the exact judges' labels (the judge's quality "
        "apart).\n\n" + markdown_table(controllability(per_seed, rl),
                                       ["reward model", "setting", *BEHAVIOURS])),
+      ("Do the reward models follow the RL-time principles?",
+       "Held-out pairs that an added principle's exact judge tells apart: the share whose "
+       "reward-model scores prefer the answer that principle prefers, with it added to "
+       "the prompt's sampled RL principles as PPO's reward reads them, and with it added "
+       "negated (following it: 1 and 0; ignoring it: equal shares); mean ± std over "
+       "seeds.\n\n" + markdown_table(steering, ["reward model", "principle", "pairs",
+                                                "added", "added negated"])),
       ("Policies on the held-out requests (mean ± std over seeds)",
        "Greedy answers to the Self-Align run's held-out requests: principled compliance "
        "(mean over kinds), the share ending in self-praise, the share answered in full, "

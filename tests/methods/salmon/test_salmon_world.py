@@ -35,7 +35,7 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
   result = entry.main(command)
   seed_dir = tmp_path / "salmon" / "seed_0"
   done = {s: json.load(open(seed_dir / s / "COMPLETED.json"))["result"]
-          for s in ("prompts", "judge", "rm_data", "eval")}
+          for s in ("prompts", "judge", "rm_data", "eval", "steering")}
   assert done["prompts"]["held_out_overlap"] == 0
   assert done["prompts"]["eval_pairs_in_training_prompts"] == 0
   # Every pair judged under every principle; the agreement table is the file's.
@@ -81,8 +81,16 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
     assert len(rows) == len(pw.KINDS) * 2
     assert done["eval"]["policies"][name]["self-praise"] == pytest.approx(
         np.mean([s["self-praise"] for s in rows]))
+  # The steering check scores the held-out pairs each added principle tells apart.
+  held_rows = [r for r in judged if r["split"] == "eval"]
+  for model, shares in done["steering"].items():
+    assert sorted(shares) == ["concise", "modest"]
+    for name, found in shares.items():
+      assert found["pairs"] == sum(r["oracle"][sw.NAMES.index(name)] != 0 for r in held_rows)
+      assert all(np.isnan(found[k]) or 0 <= found[k] <= 1 for k in ("added", "added negated"))
   report = open(result["report"]).read()
   for heading in ("Controllability", "Policies on the held-out requests",
+                  "Do the reward models follow the RL-time principles?",
                   "Reward-model accuracy", "Judge agreement", "Data per seed"):
     assert heading in report
   for image in ("answer_lengths.png", "ppo_reward.png"):
