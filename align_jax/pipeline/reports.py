@@ -36,7 +36,8 @@ def plot_lines(path: str, lines: Sequence[tuple[str, Sequence[float], Sequence[f
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
+  below = len(lines) > 4   # a long legend goes under the plot, not over the lines
+  fig, ax = plt.subplots(figsize=(6.4, 3.6 + (0.22 * len(lines) if below else 0)), dpi=110)
   for label, xs, ys, errors in lines:
     if errors is None:
       ax.plot(xs, ys, label=label, linestyle="--" if label.startswith("baseline") else "-")
@@ -52,10 +53,13 @@ def plot_lines(path: str, lines: Sequence[tuple[str, Sequence[float], Sequence[f
   if xticks is not None:
     ax.set_xticks(list(xticks), [f"{x:g}" for x in xticks])
   ax.grid(alpha=0.3)
-  ax.legend()
+  if below:
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize="small", frameon=False)
+  else:
+    ax.legend()
   fig.tight_layout()
   image = io.BytesIO()
-  fig.savefig(image, format="png")
+  fig.savefig(image, format="png", bbox_inches="tight")
   plt.close(fig)
   fs.makedirs(fs.dirname(fs.resolve(path)))
   fs.write_atomically(path, image.getvalue())
