@@ -17,6 +17,8 @@ what `scenario` says, as the real tools answer:
   scontrol show hostnames LIST     "nodes" (default: localhost twice)
   srun ... CMD ARGS                runs CMD once per task with SLURM_PROCID set, output to
                                    --output (%t: the task), as a local pod's processes
+                                   (unless "execute" is false); STATE/srun_env.json: the
+                                   variables the script exported for its tasks
 """
 
 from __future__ import annotations
@@ -134,6 +136,12 @@ def _queued_resources(state: Path, scenario: dict, args: list[str]) -> int:
 
 
 def _srun(state: Path, scenario: dict, args: list[str]) -> int:
+  # What the tasks would inherit from the script (its coordinator and process count).
+  with open(state / "srun_env.json", "w") as f:
+    json.dump({k: os.environ.get(k) for k in ("ALIGN_JAX_COORDINATOR",
+                                             "ALIGN_JAX_NUM_PROCESSES", "PYTHONUNBUFFERED")}, f)
+  if not scenario.get("execute", True):
+    return 0
   tasks = int(_flag(args, "ntasks") or 1)
   output = _flag(args, "output")
   command = next(i for i, a in enumerate(args) if not a.startswith("--"))
