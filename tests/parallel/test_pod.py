@@ -110,7 +110,13 @@ def _assert_same_observations(single: Path, pod: Path, processes: int, parts: st
 
 
 @pytest.mark.slow
-def test_a_two_process_pod_runs_the_workflow_as_one_process_does(data, single, tmp_path):
+def test_pods_of_two_and_four_processes_run_as_one_process_does(data, single, tmp_path):
+  """One test, so that the 1-process reference runs once whichever test worker runs it."""
+  _two_processes(data, single, tmp_path)
+  _four_processes(data, single, tmp_path)
+
+
+def _two_processes(data: Path, single: Path, tmp_path: Path) -> None:
   out = tmp_path / "pod"
   done = _pod(["--processes", "2", "--devices", "4", "--", PROGRAM, str(out), str(data)])
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -127,8 +133,7 @@ def test_a_two_process_pod_runs_the_workflow_as_one_process_does(data, single, t
       assert b["logprobs"] == pytest.approx(a["logprobs"], abs=1e-5)
 
 
-@pytest.mark.slow
-def test_a_four_process_pod_trains_as_one_process_does(data, single, tmp_path):
+def _four_processes(data: Path, single: Path, tmp_path: Path) -> None:
   out = tmp_path / "pod4"
   done = _pod(["--processes", "4", "--devices", "2", "--", PROGRAM, str(out), str(data),
                "train"])
