@@ -194,6 +194,19 @@ def with_added(sampled: Sequence[str], added: Sequence[str]) -> list[str]:
   return [n for n in sampled if n.removeprefix(NEGATED) not in bare] + list(added)
 
 
+def added_principles(rl: RLConfig) -> list[str]:
+  """The principles the RL-time settings add (positive or negated), by name."""
+  return sorted({n.removeprefix(NEGATED) for _, added in rl.runs for n in added})
+
+
+def run_label(name: str, added: Sequence[str]) -> str:
+  """A PPO run's row in the report: "PPO, concise (+concise)"."""
+  return f"PPO, {name}" + (f" ({added_label(added)})" if added else "")
+
+
+ORACLE_SUFFIX = ", oracle-label reward model"
+
+
 def added_label(added: Sequence[str]) -> str:
   """How a run's additions read in the report: "+concise", "+concise negated"."""
   return ", ".join(f"+{n.removeprefix(NEGATED)}" + (" negated" if n.startswith(NEGATED)
@@ -492,6 +505,15 @@ REWARD_MODELS = (("principle-following", "reward", True),
                  ("principle-following, oracle labels", "reward_oracle", True))
 
 
+def _reward_term(results: Mapping[str, Any], stage: str, principled: bool, mesh_fn,
+                 rules) -> RewardModelTerm:
+  """The reward model of `stage` as a reward term, set up on the mesh."""
+  term = RewardModelTerm(results[stage]["workdir"],
+                         input_builder=st.rm_input(TEMPLATE, principled))
+  term.setup(RewardContext(mesh=mesh_fn(), rules=rules))
+  return term
+
+
 def rm_eval_stage(mesh_fn, rules):
   """Each reward model's accuracy on the held-out pairs (chosen scored above rejected)."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
@@ -500,9 +522,7 @@ def rm_eval_stage(mesh_fn, rules):
     for name, stage, principled in REWARD_MODELS:
       if results[stage]["workdir"] is None:
         continue
-      term = RewardModelTerm(results[stage]["workdir"],
-                             input_builder=st.rm_input(TEMPLATE, principled))
-      term.setup(RewardContext(mesh=mesh_fn(), rules=rules))
+      term = _reward_term(results, stage, principled, mesh_fn, rules)
       chosen, rejected = (term(batch_from_records([{**r, "response": r[side]} for r in records]))
                           for side in ("chosen", "rejected"))
       right = chosen > rejected
@@ -523,15 +543,14 @@ def steering_stage(rl: RLConfig, mesh_fn, rules, seed: int):
   added negated. A model that follows it: 1 and 0; one that ignores it: equal shares."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     rows = [r for r in read_jsonl(results["judge"]["judged"]) if r["split"] == "eval"]
-    names = sorted({n.removeprefix(NEGATED) for _, added in rl.runs for n in added})
+    names = added_principles(rl)
     rng = np.random.default_rng(seed + 60)
     sampled = [rl_principles(_request(r), rl, rng) for r in rows]
     out = {}
     for model, stage in (("judge labels", "reward"), ("oracle labels", "reward_oracle")):
       if results[stage]["workdir"] is None:
         continue
-      term = RewardModelTerm(results[stage]["workdir"], input_builder=st.rm_input(TEMPLATE, True))
-      term.setup(RewardContext(mesh=mesh_fn(), rules=rules))
+      term = _reward_term(results, stage, True, mesh_fn, rules)
       out[model] = {}
       for name in names:
         index = NAMES.index(name)
@@ -586,10 +605,8 @@ def ppo_stage(model: TransformerConfig, ppo: PPOConfig, schedule: TrainingSchedu
 def policies(rl: RLConfig) -> list[tuple[str, str]]:
   """(row name, stage) of every evaluated policy, the Self-Align policy first."""
   rows = [("Self-Align policy", "self_align")]
-  rows += [(f"PPO, {name}" + (f" ({added_label(added)})" if added else ""), f"ppo_{name}")
-           for name, added in rl.runs]
-  rows += [(f"PPO, {name}" + (f" ({added_label(added)})" if added else "")
-            + ", oracle-label reward model", f"ppo_oracle_{name}")
+  rows += [(run_label(name, added), f"ppo_{name}") for name, added in rl.runs]
+  rows += [(run_label(name, added) + ORACLE_SUFFIX, f"ppo_oracle_{name}")
            for name, added in rl.runs if name in rl.oracle_runs]
   return rows
 
@@ -704,14 +721,14 @@ def controllability(per_seed: Mapping[int, Mapping[str, Any]], rl: RLConfig
   per behaviour the mean change over seeds ± its standard error, marked * when |mean| >
   2 standard errors."""
   rows = []
-  for model, stage_names in (("judge labels", [f"ppo_{n}" for n, _ in rl.runs]),
-                             ("oracle labels", [f"ppo_oracle_{n}" for n, _ in rl.runs
-                                                if n in rl.oracle_runs])):
-    names = [name for name, stage in policies(rl) if stage in stage_names]
+  for model, suffix, runs in (("judge labels", "", rl.runs),
+                              ("oracle labels", ORACLE_SUFFIX,
+                               [(n, a) for n, a in rl.runs if n in rl.oracle_runs])):
+    names = [run_label(n, a) + suffix for n, a in runs]
     if not all(n in r["eval"]["policies"] for n in names for r in per_seed.values()):
       continue   # a seed's judge labelled nothing: no principle-following runs
-    for name in names[1:]:
-      row = {"reward model": model, "setting": name.split(", oracle-label")[0]}
+    for (setting, added), name in zip(runs[1:], names[1:]):
+      row = {"reward model": model, "setting": run_label(setting, added)}
       for behaviour in BEHAVIOURS:
         deltas = [r["eval"]["policies"][name][behaviour]
                   - r["eval"]["policies"][names[0]][behaviour] for r in per_seed.values()]
@@ -793,7 +810,7 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
                **{k: _over(runs, lambda r: r["steering"][model][name][k])
                   for k in ("pairs", "added", "added negated")}}
               for model in ("judge labels", "oracle labels")
-              for name in sorted({n.removeprefix(NEGATED) for _, a in rl.runs for n in a})]
+              for name in added_principles(rl)]
   answers_png, reward_png = _plots(workdir, per_seed, rl)
   return write_report(fs.join(workdir, "report.md"), "align_jax SALMON on the principles world", [
       ("Controllability: changing only the RL-time principles",
