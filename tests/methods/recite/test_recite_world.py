@@ -1,12 +1,15 @@
 """The RECITE world experiment: what the tiny model may learn from, and the pipeline."""
 
+import dataclasses
 import json
 import os
 
 import numpy as np
 import pytest
+import sentencepiece as spm
 
 from align_jax import main as entry
+from align_jax.data.vocab import train_sentencepiece
 from align_jax.methods.recite import world as recite_world
 from align_jax.methods.recite.analysis import ERROR_CLASSES
 from align_jax.worlds.encyclopedia import EncyclopediaConfig, build_world, passage_hint
@@ -66,6 +69,49 @@ def test_skill_worlds_bring_other_names_in_reading_and_hint_documents_only():
   # Reading among distractors: the gold passage and CORPUS.context_distractors others.
   contexts = [d for d in skill_docs if f"Recitation {CORPUS.context_distractors + 1}: " in d]
   assert len(contexts) == CORPUS.skill_worlds * CORPUS.skill_questions[0] * 2
+
+
+
+def test_reading_sets_put_every_single_hop_question_after_its_passage():
+  world = build_world(EncyclopediaConfig.preset("tiny"))
+  sets = recite_world.reading_sets(world)
+  questions = world.qa(hops=1, variant=0)
+  by_passage = {}
+  for qa in questions:
+    by_passage.setdefault(recite_world.exemplar_for(world, qa).passages[0], []).append(qa)
+  assert len(sets) == len(by_passage)
+  for doc in sets:
+    blocks = doc.split("\n\n")
+    passage = blocks[0].removeprefix("Recitation: ")
+    expected = [f"Question: {q.question}\nAnswer: {q.answers[0]}" for q in by_passage[passage]]
+    assert blocks[1:] == expected
+    # Every answer is there to be read.
+    assert all(q.answers[0] in passage for q in by_passage[passage])
+  corpus = dataclasses.replace(CORPUS, reading_sets=True)
+  with_sets = recite_world.training_documents(world, corpus, np.random.default_rng(0))
+  without = recite_world.training_documents(world, CORPUS, np.random.default_rng(0))
+  added = sum(len(recite_world.reading_sets(recite_world.skill_world(world, i)))
+              for i in range(CORPUS.skill_worlds))
+  assert len(with_sets) == len(without) + added
+  assert not any(name in d for d in sets for name in recite_world.skill_world(world, 0).entities)
+
+
+def test_world_vocabulary_reads_a_value_alike_in_a_sentence_and_as_an_answer(tmp_path):
+  world = build_world(EncyclopediaConfig.preset("tiny"))
+  docs = recite_world.training_documents(world, CORPUS, np.random.default_rng(0))
+  prefix = str(tmp_path / "spm")
+  train_sentencepiece(docs, prefix, 600, extra_options={"hard_vocab_limit": False,
+                                                        **recite_world.WORLD_VOCABULARY})
+  sp = spm.SentencePieceProcessor(model_file=prefix + ".model")
+  for sentence, value in (("was born in 1941.", "1941"), ("a native of Pukra.", "Pukra"),
+                          ("Who employed Thusna Airways?", "Thusna Airways")):
+    pieces = sp.encode(sentence, out_type=str)
+    answer = sp.encode("Answer: " + value, out_type=str)[sp.encode("Answer:", out_type=str)
+                                                         .__len__():]
+    assert pieces[-1] in (".", "?") and pieces[-1 - len(answer):-1] == answer, (pieces, answer)
+  assert sp.encode("a\nb", out_type=str).count("\n") == 1
+  # Common words are pieces of their own (the unigram model split "was" into letters).
+  assert "▁was" in sp.encode("He was born", out_type=str)
 
 
 # The README's command with a tiny world, corpus, model and schedule.
