@@ -782,9 +782,14 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
                        seconds: float) -> str:
   """report.md (see the module docstring)."""
   runs = list(per_seed.values())
-  agreement = [{"principle": n, **{k: mean_std([r["judge"]["agreement"][n][k] for r in runs])
-                                   for k in ("share told apart", "sign agrees", "orders agree",
-                                             "orders agree, oracle's side")}} for n in NAMES]
+  def present(value):  # a seed whose pairs this principle never tells apart has no share
+    return None if value is None or np.isnan(value) else value
+  agreement = [{"principle": n,
+                "pairs told apart": str(sum(r["judge"]["agreement"][n]["pairs told apart"]
+                                            for r in runs)),
+                **{k: mean_std_present([present(r["judge"]["agreement"][n][k]) for r in runs])
+                   for k in ("share told apart", "sign agrees", "orders agree",
+                             "orders agree, oracle's side")}} for n in NAMES]
   documents = [{"principle": n, **{k: mean_std([r["judge"]["documents"][n][k] or np.nan
                                                  for r in runs])
                                     for k in ("sign agrees", "orders agree")}} for n in NAMES]
@@ -843,7 +848,8 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
                                    "no negated principle"])),
       ("Judge agreement with the exact judges, per principle",
        "Over the pairs each principle's exact judge tells apart.\n\n"
-       + markdown_table(agreement, ["principle", "share told apart", "sign agrees",
+       + markdown_table(agreement, ["principle", "pairs told apart", "share told apart",
+                                    "sign agrees",
                                     "orders agree", "orders agree, oracle's side"])
        + "\n\nThe same judge on fresh judging documents like the corpus's (whether it "
          "judges at all, apart from the policy's answers):\n\n"
