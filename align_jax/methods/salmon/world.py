@@ -790,8 +790,8 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
                 **{k: mean_std_present([present(r["judge"]["agreement"][n][k]) for r in runs])
                    for k in ("share told apart", "sign agrees", "orders agree",
                              "orders agree, oracle's side")}} for n in NAMES]
-  documents = [{"principle": n, **{k: mean_std([r["judge"]["documents"][n][k] or np.nan
-                                                 for r in runs])
+  documents = [{"principle": n, **{k: mean_std_present([present(r["judge"]["documents"][n][k])
+                                                         for r in runs])
                                     for k in ("sign agrees", "orders agree")}} for n in NAMES]
   accuracy = [{"reward model": name, **{k: _over(runs, lambda r: r["rm_eval"][name][k])
                                         for k in ("all", "with a negated principle",
