@@ -71,7 +71,6 @@ def test_skill_worlds_bring_other_names_in_reading_and_hint_documents_only():
   assert len(contexts) == CORPUS.skill_worlds * CORPUS.skill_questions[0] * 2
 
 
-
 def test_reading_sets_put_every_single_hop_question_after_its_passage():
   world = build_world(EncyclopediaConfig.preset("tiny"))
   sets = recite_world.reading_sets(world)
@@ -106,8 +105,8 @@ def test_world_vocabulary_reads_a_value_alike_in_a_sentence_and_as_an_answer(tmp
   for sentence, value in (("was born in 1941.", "1941"), ("a native of Pukra.", "Pukra"),
                           ("Who employed Thusna Airways?", "Thusna Airways")):
     pieces = sp.encode(sentence, out_type=str)
-    answer = sp.encode("Answer: " + value, out_type=str)[sp.encode("Answer:", out_type=str)
-                                                         .__len__():]
+    label = len(sp.encode("Answer:", out_type=str))
+    answer = sp.encode("Answer: " + value, out_type=str)[label:]
     assert pieces[-1] in (".", "?") and pieces[-1 - len(answer):-1] == answer, (pieces, answer)
   assert sp.encode("a\nb", out_type=str).count("\n") == 1
   # Common words are pieces of their own (the unigram model split "was" into letters).
