@@ -32,12 +32,13 @@ def plot_lines(path: str, lines: Sequence[tuple[str, Sequence[float], Sequence[f
                logx: bool = False, xticks: Sequence[float] | None = None) -> str:
   """Plots (label, xs, ys, error bars or None) lines on one PNG; a label starting with
   'baseline' is drawn dashed. Returns `path`."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  # A Figure of its own, not pyplot's: a report leaves the caller's backend (a notebook's
+  # inline plots) and open figures alone.
+  from matplotlib.figure import Figure
 
   below = len(lines) > 4   # a long legend goes under the plot, not over the lines
-  fig, ax = plt.subplots(figsize=(6.4, 3.6 + (0.22 * len(lines) if below else 0)), dpi=110)
+  fig = Figure(figsize=(6.4, 3.6 + (0.22 * len(lines) if below else 0)), dpi=110)
+  ax = fig.subplots()
   for label, xs, ys, errors in lines:
     if errors is None:
       ax.plot(xs, ys, label=label, linestyle="--" if label.startswith("baseline") else "-")
@@ -60,7 +61,6 @@ def plot_lines(path: str, lines: Sequence[tuple[str, Sequence[float], Sequence[f
   fig.tight_layout()
   image = io.BytesIO()
   fig.savefig(image, format="png", bbox_inches="tight")
-  plt.close(fig)
   fs.makedirs(fs.dirname(fs.resolve(path)))
   fs.write_atomically(path, image.getvalue())
   return path

@@ -47,9 +47,18 @@ def test_changed_settings_of_a_completed_stage_stop_the_run(tmp_path):
 
 
 def test_report_with_plot(tmp_path):
+  import matplotlib
+  import matplotlib.pyplot as plt
   metrics = tmp_path / "metrics.jsonl"
   metrics.write_text("\n".join(json.dumps({"step": s, "loss": 1.0 / s}) for s in range(1, 6)))
-  png = plot_curves(str(tmp_path / "loss.png"), [(str(metrics), "loss", "train")], "Loss")
+  # A report's plot leaves the caller's matplotlib backend (a notebook's) and figures alone.
+  backend = matplotlib.get_backend()
+  matplotlib.use("svg")
+  try:
+    png = plot_curves(str(tmp_path / "loss.png"), [(str(metrics), "loss", "train")], "Loss")
+    assert matplotlib.get_backend() == "svg" and plt.get_fignums() == []
+  finally:
+    matplotlib.use(backend)
   assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
   table = markdown_table([{"split": "train", "em": 0.5}], ["split", "em"])
   assert table.splitlines()[2] == "| train | 0.500 |"
