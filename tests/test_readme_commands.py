@@ -28,7 +28,8 @@ from tests.hf_fixtures import save_tiny_llama
 from tests.readme_commands import (POD, REPO, Command, align_jax_args, all_commands, gin_files,
                                    gin_value)
 
-# The demos' commands and the tests that run them (with smaller worlds and schedules).
+# The demos' commands and the tests that run them (with smaller worlds and schedules), some
+# through the Colab notebook that runs the command (tests/notebooks.py).
 CLAIMED = {
     "gin/quickstart.gin": "tests/methods/rlhf/test_quickstart.py",
     "gin/methods/rlhf_demo.gin": "tests/methods/rlhf/test_quickstart.py",
@@ -132,9 +133,11 @@ def test_every_documented_command_is_run_by_a_test():
     word = command.argv[0]
     if args is not None:
       claimed = set(gin_files(args)) & set(CLAIMED)
-      if claimed:  # a demo: its own test takes this very command from the README
-        test_file = REPO / CLAIMED[claimed.pop()]
-        assert f'readme_command("{gin_files(args)[0]}")' in test_file.read_text(), command
+      if claimed:  # a demo: its own test (or notebook) takes this very command from README
+        text = (REPO / CLAIMED[claimed.pop()]).read_text()
+        gin = re.escape(gin_files(args)[0])
+        assert re.search(rf'(readme_command\(|runs_readme_command\("\w+", )"{gin}"\)', text), \
+            command
       else:
         assert args == ["--help"] or any(f in SMALLER for f in gin_files(args)), command
     elif word in INSTALL or word == "lint-imports" or command.argv[:3] == ("python", "-m",

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Helpers shared by the launch/tpu scripts. Each script sources this file right
-# after its `set -euo pipefail` line:
+# Helpers shared by the launch/tpu scripts and launch/colab/install.sh. Each script
+# sources this file right after its `set -euo pipefail` line:
 #   source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # Sourcing it only sets script_name and defines functions; it runs nothing else.
 
@@ -46,4 +46,18 @@ workers_init() {
 # Runs a shell command on every worker of TPU_NAME at once (call workers_init first).
 on_all_workers() {
   gcloud compute tpus tpu-vm ssh "$TPU_NAME" "${worker_flags[@]}" --command="$1"
+}
+
+# The jax version setup.py pins (JAX_VERSION overrides it), so that an accelerator's jax
+# build matches the one the tests ran with. $1: the repository root.
+pinned_jax_version() {
+  local version="${JAX_VERSION:-}"
+  if [[ -z "$version" ]]; then
+    [[ -f "$1/setup.py" ]] || die "no setup.py in $1; set JAX_VERSION"
+    version="$(sed -n -E "s/.*[\"']jax(\[[^]]*\])? *== *([0-9][0-9A-Za-z.]*)[\"'].*/\2/p" \
+                 "$1/setup.py" | head -n 1)"
+    [[ -n "$version" ]] || die "could not find a pinned 'jax==X.Y.Z' in setup.py; set JAX_VERSION"
+  fi
+  [[ "$version" =~ ^[0-9][0-9A-Za-z.]*$ ]] || die "'$version' does not look like a jax version"
+  echo "$version"
 }

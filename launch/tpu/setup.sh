@@ -61,14 +61,7 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 workers_init
 
 # The jax version pinned in setup.py, so the TPU build matches what tests ran with.
-jax_version="${JAX_VERSION:-}"
-if [[ -z "$jax_version" ]]; then
-  [[ -f "$repo_root/setup.py" ]] || die "no setup.py in $repo_root; set JAX_VERSION"
-  jax_version="$(sed -n -E "s/.*[\"']jax(\[[^]]*\])? *== *([0-9][0-9A-Za-z.]*)[\"'].*/\2/p" \
-                   "$repo_root/setup.py" | head -n 1)"
-  [[ -n "$jax_version" ]] || die "could not find a pinned 'jax==X.Y.Z' in setup.py; set JAX_VERSION"
-fi
-[[ "$jax_version" =~ ^[0-9][0-9A-Za-z.]*$ ]] || die "'$jax_version' does not look like a jax version"
+jax_version="$(pinned_jax_version "$repo_root")"
 echo "Setting up '$TPU_NAME' with jax[tpu]==$jax_version"
 
 # Ship the code.

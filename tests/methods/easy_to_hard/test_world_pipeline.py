@@ -1,4 +1,5 @@
-"""The Easy-to-Hard world experiment end to end on a tiny configuration, and its pieces."""
+"""The Easy-to-Hard world experiment end to end on a tiny configuration (run by its Colab
+notebook, launch/colab/easy_to_hard.py, with the README's command), and its pieces."""
 
 import json
 
@@ -8,13 +9,13 @@ import pytest
 from align_jax import main as entry
 from align_jax.eval.math import process_steps
 from align_jax.methods.easy_to_hard import pipeline
+from tests.notebooks import execute, outputs, runs_readme_command
 from tests.readme_commands import readme_command
 
 TINY_MODEL = ["num_layers=1", "d_model=32", "num_heads=2", "num_kv_heads=1", "head_dim=16",
               "mlp_dim=64"]
 SMALL = (
-    ["--gin.SEEDS=(0,)"]
-    + [f"--gin.{size}/TransformerConfig.{field}" for size in ("small", "large")
+    [f"--gin.{size}/TransformerConfig.{field}" for size in ("small", "large")
        for field in TINY_MODEL]
     + ["--gin.LeveledMathConfig.num_sft=40", "--gin.LeveledMathConfig.num_label=6",
        "--gin.LeveledMathConfig.num_rl=8", "--gin.LeveledMathConfig.num_eval=3",
@@ -30,11 +31,12 @@ SMALL = (
 
 
 @pytest.mark.slow
-def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
-  command = (readme_command("gin/methods/easy_to_hard/world.gin")
-             + [f"--gin.WORKDIR='{tmp_path}'"] + SMALL)
-  result = entry.main(command)
-  seed_dir = tmp_path / "seed_0"
+def test_world_notebook_runs_every_stage_and_reports(tmp_path):
+  assert runs_readme_command("easy_to_hard", "gin/methods/easy_to_hard/world.gin")
+  workdir = tmp_path / "run"
+  notebook = execute("easy_to_hard", tmp_path, WORKDIR=str(workdir), SEEDS=(0,),
+                     OVERRIDES=SMALL)
+  seed_dir = workdir / "seed_0"
 
   def completed(stage):
     return json.load(open(seed_dir / stage / "COMPLETED.json"))["result"]
@@ -75,16 +77,25 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
   assert any("reward/process" in m for m in metrics)
   assert not any("reward/process" in m for m in
                  (json.loads(line) for line in open(seed_dir / "ppo_outcome" / "metrics.jsonl")))
-  report = open(result["report"]).read()
+  report = (workdir / "report.md").read_text()
   for heading in ("Goals", "Reranking, small policy", "Reranking, large policy",
                   "RL: accuracy per level", "How well the evaluators tell right from wrong",
                   "Inference-compute curves", "Set-up per seed"):
     assert heading in report
   for name in ("easy_samples", "easy_tokens", "hard_samples", "hard_tokens"):
-    assert (tmp_path / "report" / f"{name}.png").exists()
-  # Rerunning the same command does nothing new.
-  again = entry.main(command)
-  assert again["seeds"] == result["seeds"]
+    assert (workdir / "report" / f"{name}.png").exists()
+  assert len(outputs(notebook, "image/png")) == 4
+  # The hand-reranked hard question: its samples' step scores and the three choices.
+  printed = "".join(outputs(notebook, "stream"))
+  assert "gold answer:" in printed and "majority:" in printed and "best-of-N:" in printed
+  assert printed.count("step scores [") == min(4, 8)  # RerankConfig.num_samples=4
+  # Rerunning the same command does nothing new: no stage runs again.
+  completed = {p: p.stat().st_mtime_ns for p in seed_dir.glob("*/COMPLETED.json")}
+  command = (readme_command("gin/methods/easy_to_hard/world.gin")
+             + [f"--gin.WORKDIR='{workdir}'", "--gin.SEEDS=(0,)"] + SMALL)
+  entry.main(command)
+  assert {p: p.stat().st_mtime_ns for p in seed_dir.glob("*/COMPLETED.json")} == completed
+  assert len(completed) == 12 + len(pipeline.EVALUATORS)
 
 
 def _rows():

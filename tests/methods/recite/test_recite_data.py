@@ -186,21 +186,23 @@ def test_malformed_hotpotqa_entries_name_the_file_and_entry(tmp_path):
     data.read_hotpotqa(str(broken))
 
 
-def test_recite_eval_job_on_a_hotpotqa_file_with_a_hugging_face_model(tmp_path):
+def test_recite_notebook_evaluates_a_hotpotqa_file_with_a_hugging_face_model(tmp_path):
+  # launch/colab/recite_hugging_face.py, on a tiny model saved by transformers and two
+  # questions instead of a downloaded model and HotpotQA's dev set.
   from align_jax import main as entry
   from hf_fixtures import save_tiny_llama
+  from tests.notebooks import execute, outputs
   model_dir = tmp_path / "hf"
   save_tiny_llama(model_dir, max_positions=2048)  # a near-character-level tokenizer
   dev = tmp_path / "dev.json"
   dev.write_text(json.dumps([{"_id": "a", "question": "Where is Quill Works?", "answer": "Usk"},
                              {"_id": "b", "question": "Who founded it?", "answer": "Ada"}]))
   workdir = tmp_path / "run"
-  command = ["--gin_file=gin/methods/recite/hotpotqa.gin", f"--gin.WORKDIR='{workdir}'",
-             f"--gin.CHECKPOINT='{model_dir}'", f"--gin.HOTPOTQA_DEV='{dev}'",
-             "--gin.ReciteConfig.num_paths=2", "--gin.ReciteConfig.recitation_tokens=8",
-             "--gin.ReciteConfig.answer_tokens=4", "--gin.ReciteConfig.reasoning_tokens=6",
-             "--gin.recite_eval.path_counts=(1, 2)"]
-  scores = entry.main(command)
+  smaller = ["--gin.ReciteConfig.recitation_tokens=8", "--gin.ReciteConfig.answer_tokens=4",
+             "--gin.ReciteConfig.reasoning_tokens=6", "--gin.recite_eval.path_counts=(1, 2)"]
+  notebook = execute("recite_hugging_face", tmp_path, WORKDIR=str(workdir), MODEL=str(model_dir),
+                     HOTPOTQA_DEV=str(dev), QUESTIONS=2, PATHS=2, OVERRIDES=smaller)
+  scores = json.loads((workdir / "scores.json").read_text())
   assert set(scores) == {"direct", "direct_sc", "chain_of_thought", "chain_of_thought_sc",
                          "multi_recite"}
   assert all(s["n"] == 2 and s["convention"] == "squad" for s in scores.values())
@@ -214,7 +216,14 @@ def test_recite_eval_job_on_a_hotpotqa_file_with_a_hugging_face_model(tmp_path):
   assert abs(sum(shares.values()) - 1.0) < 1e-9
   rows = [json.loads(line) for line in (workdir / "multi_recite.jsonl").read_text().splitlines()]
   assert [len(r["paths"]) for r in rows] == [2, 2]
-  assert json.loads((workdir / "scores.json").read_text()) == json.loads(json.dumps(scores))
+  # The notebook prints every method's scores, plots EM by paths and shows recitations.
+  printed = "".join(outputs(notebook, "stream"))
+  for method, entry_scores in scores.items():
+    assert f"{method:>22}: EM {entry_scores['em']:.3f}  F1 {entry_scores['f1']:.3f}" in printed
+  assert len(outputs(notebook, "image/png")) == 1
+  assert printed.count("Q: ") == 2 and "recitation 1: " in printed
+  command = ["--gin_file=gin/methods/recite/hotpotqa.gin", f"--gin.WORKDIR='{workdir}'",
+             f"--gin.CHECKPOINT='{model_dir}'", f"--gin.HOTPOTQA_DEV='{dev}'"]
   with pytest.raises(FileExistsError, match="already exists"):
     entry.main(command)
 

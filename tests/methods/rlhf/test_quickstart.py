@@ -1,16 +1,18 @@
 """The quickstart (the RLHF pipeline on one seed) and the RLHF demo (the same over seeds),
-each from its README command, on a small world and schedule. The learning result is the
-full runs' (docs/methods/rlhf.md and docs/results/)."""
+each run by its Colab notebook (launch/colab/) with its README command, on a small world
+and schedule. The learning result is the full runs' (docs/methods/rlhf.md and
+docs/results/)."""
+
+import json
 
 import pytest
 
-from align_jax import main as entry
 from align_jax.data.jsonl import read_jsonl
 from align_jax.parallel import create_mesh
 from align_jax.rewards import RewardContext, RewardModelTerm, text_input
 from align_jax.rewards.reward_model import batch_from_records
 from align_jax.training import read_metrics
-from tests.readme_commands import readme_command
+from tests.notebooks import execute, outputs, runs_readme_command
 
 SMALL = [
     "--gin.ArithmeticConfig.max_operand=29",
@@ -25,12 +27,13 @@ SMALL = [
 
 
 @pytest.mark.slow
-def test_quickstart_runs_every_stage_and_writes_its_report(tmp_path):
+def test_quickstart_notebook_runs_every_stage_and_writes_its_report(tmp_path):
+  assert runs_readme_command("quickstart", "gin/quickstart.gin")
   workdir = tmp_path / "quickstart"
-  results = entry.main(readme_command("gin/quickstart.gin") + [f"--gin.WORKDIR='{workdir}'"]
-                       + SMALL)
-  assert list(results["seeds"]) == [0]
-  rows = {r["policy"]: r for r in results["seeds"][0]}
+  notebook = execute("quickstart", tmp_path, WORKDIR=str(workdir), OVERRIDES=SMALL)
+  assert sorted(p.name for p in workdir.glob("seed_*")) == ["seed_0"]
+  evaluated = json.loads((workdir / "seed_0" / "eval" / "COMPLETED.json").read_text())
+  rows = {r["policy"]: r for r in evaluated["result"]["rows"]}
   assert set(rows) == {"sft", "ppo", "ppo_no_kl"}
   # Accuracies are shares of the 64 held-out problems (sampled: of 4 samples each).
   for r in rows.values():
@@ -61,18 +64,32 @@ def test_quickstart_runs_every_stage_and_writes_its_report(tmp_path):
   assert "Gold accuracy across seeds" in report and "| 0 | ppo |" in report
   for name in ("reward", "kl", "length", "gold"):
     assert (workdir / "report" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+  # The notebook shows the report, its four curves and each policy's answers, judged.
+  assert len(outputs(notebook, "image/png")) == 4
+  printed = "".join(outputs(notebook, "stream"))
+  for policy in ("sft", "ppo", "ppo_no_kl"):
+    assert f"{policy}:\n" in printed
+  assert printed.count(" right\n") + printed.count(" wrong\n") == 3 * 8
 
 
 @pytest.mark.slow
-def test_rlhf_demo_reports_mean_and_spread_across_seeds(tmp_path):
+def test_rlhf_demo_notebook_reports_mean_and_spread_across_seeds(tmp_path):
+  assert runs_readme_command("rlhf_demo", "gin/methods/rlhf_demo.gin")
   workdir = tmp_path / "demo"
-  command = readme_command("gin/methods/rlhf_demo.gin")
-  results = entry.main(command + [f"--gin.WORKDIR='{workdir}'", "--gin.SEEDS=(0, 1)"] + SMALL
-                       + ["--gin.ppo/TrainingSchedule.steps=2"])
-  assert sorted(results["seeds"]) == [0, 1]
+  notebook = execute("rlhf_demo", tmp_path, WORKDIR=str(workdir), SEEDS=(0, 1),
+                     OVERRIDES=SMALL + ["--gin.ppo/TrainingSchedule.steps=2"])
+  assert sorted(p.name for p in workdir.glob("seed_*")) == ["seed_0", "seed_1"]
   report = (workdir / "report.md").read_text()
   assert "| 0 | ppo |" in report and "| 1 | ppo |" in report
-  ppo = [r["greedy"] for seed in (0, 1) for r in results["seeds"][seed] if r["policy"] == "ppo"]
+  ppo = [r["greedy"] for seed in (0, 1)
+         for r in json.loads((workdir / f"seed_{seed}" / "eval" / "COMPLETED.json").read_text()
+                             )["result"]["rows"] if r["policy"] == "ppo"]
   # The across-seeds row is the mean and the sample spread of the per-seed values.
   mean = sum(ppo) / 2
   assert f"{mean:.3f} ±" in report
+  # The reward model's histogram (right against wrong samples) and the PPO curves.
+  assert len(outputs(notebook, "image/png")) == 2
+  printed = "".join(outputs(notebook, "stream"))
+  judged = [json.loads(line) for line in
+            (workdir / "seed_0" / "preferences" / "judged_samples.jsonl").read_text().splitlines()]
+  assert f"{sum(len(r['responses']) for r in judged)} samples, " in printed
