@@ -7,11 +7,13 @@ from pathlib import Path
 from tests.methods.self_align.test_self_align_world import command_for
 from tests.process_fixtures import kill_after, start, tail
 
-# The sampling files to kill the pipeline inside, and chunks small enough to do so.
+# The sampling files to kill the pipeline inside, and chunks that split each of them in
+# three (6 self-instruct prompts a round, 42 red-team questions, 52 queries to answer), so
+# that the kill lands after a complete chunk with work left.
 KILL_POINTS = ("self_instruct/round_1.jsonl", "red_team/question_samples.jsonl",
                "principle_answers/samples.jsonl", "verbose_answers/samples.jsonl")
-CHUNKS = ["--gin.SelfInstructConfig.chunk_size=1", "--gin.RedTeamConfig.chunk_size=2",
-          "--gin.AnswerConfig.chunk_size=4", "--gin.VerboseConfig.chunk_size=4"]
+CHUNKS = ["--gin.SelfInstructConfig.chunk_size=2", "--gin.RedTeamConfig.chunk_size=14",
+          "--gin.AnswerConfig.chunk_size=18", "--gin.VerboseConfig.chunk_size=18"]
 
 
 def _start(workdir, log):
