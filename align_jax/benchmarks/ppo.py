@@ -1,6 +1,7 @@
 """Time of one PPO iteration, split into generation, scoring and training.
 
     python -m align_jax.benchmarks.ppo [--iterations 3] [--configs tiny,d512,d512_inexact]
+    python -m align_jax.benchmarks.ppo --configs 1b       # on a GPU or TPU
 
 For each config, the four roles (policy, reference, value, reward model) are random
 models of that size on one mesh; prompts are random texts. Each iteration is what
@@ -45,6 +46,13 @@ CONFIGS = {
                                num_kv_heads=8, head_dim=64, mlp_dim=1536, max_seq_len=256),
              PPOConfig(rollout_batch_size=16, mini_batch_size=8, num_epochs=2,
                        max_prompt_len=64, max_new_tokens=64)),
+    # About 1B parameters per role in bfloat16 compute (fp32 master weights), for a GPU or
+    # TPU: the size launch/gpu/check.sh times.
+    "1b": (TransformerConfig(vocab_size=32000, num_layers=16, d_model=2048, num_heads=16,
+                             num_kv_heads=16, head_dim=128, mlp_dim=5504, max_seq_len=512,
+                             dtype="bfloat16"),
+           PPOConfig(rollout_batch_size=64, mini_batch_size=16, num_epochs=2,
+                     max_prompt_len=128, max_new_tokens=256)),
 }
 # The peer: the same d512 iteration without rematerialising the loss's forward pass
 # (first ratio 1 +- 1e-8 instead of exactly 1): what the exactness costs.

@@ -39,7 +39,8 @@ def test_each_notebook_is_its_source_opens_in_colab_and_is_executed_by_a_test(na
       f"`jupytext --sync launch/colab/{name}.py`")
   code = [c for c in paired.cells if c.cell_type == "code"]
   assert all(c.outputs == [] and c.execution_count is None for c in code)
-  link = f"https://colab.research.google.com/github/{REPOSITORY}/blob/main/launch/colab/{name}.ipynb"
+  link = (f"https://colab.research.google.com/github/{REPOSITORY}/blob/main/launch/colab/"
+          f"{name}.ipynb")
   assert link in paired.cells[0].source
   # The first code cell installs the same way in every notebook.
   assert code[0].source == source("quickstart").cells[1].source
