@@ -1,13 +1,15 @@
 """Self-Align's world experiment (the base model's rule following) end to end on a tiny
-configuration, and its prompts."""
+configuration, run as a subprocess and killed inside every sampling stage on a second
+run, and its prompts."""
 
 import json
+from pathlib import Path
 
 import pytest
 
-from align_jax import main as entry
 from align_jax.methods.self_align import world
 from align_jax.worlds import principles as pw
+from tests.process_fixtures import kill_after, start, tail
 from tests.readme_commands import readme_command
 
 # A tiny model pretrained just long enough to write the world's turns (principle-driven
@@ -40,10 +42,9 @@ def command_for(workdir):
           + SMALL)
 
 
-def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
-  command = command_for(tmp_path)
-  result = entry.main(command)
-  seed_dir = tmp_path / "seed_0"
+def _check_world_run(workdir):
+  """What the tiny world run must have written: every stage's records and the report."""
+  seed_dir = workdir / "seed_0"
   done = json.load(open(seed_dir / "base_eval" / "COMPLETED.json"))["result"]
   assert set(done["compliance"]) == set(world.CONDITIONS)
   samples = [json.loads(line) for line in open(seed_dir / "base_eval" / "samples.jsonl")]
@@ -56,12 +57,12 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
   corpus = [json.loads(line)["text"] for line in open(seed_dir / "world" / "corpus.jsonl")]
   assert len(corpus) == 560
   assert sum(t.startswith(pw.JUDGE_LAYOUT.split("\n")[0]) for t in corpus) == 40
-  report = open(result["report"]).read()
+  report = (workdir / "report.md").read_text()
   for heading in ("Principled compliance", "Compliance per principle", "Stage counts",
                   "What the pipeline trained on",
                   "Answer lengths", "rule following", "Set-up per seed"):
     assert heading in report
-  assert (tmp_path / "answer_lengths.png").stat().st_size > 0
+  assert (workdir / "answer_lengths.png").stat().st_size > 0
   # Self-Align's stages: the engraving data is what the filters kept, queries are never
   # held-out requests, and each model's compliance is its samples' judged share.
   answers = json.load(open(seed_dir / "principle_answers" / "COMPLETED.json"))["result"]
@@ -79,7 +80,61 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
     assert len(rows) == len(pw.KINDS) * 2
     assert final["compliance"][name]["mean over kinds"] == pytest.approx(
         sum(s["principled"] for s in rows) / len(rows))
-  assert entry.main(command)["seeds"] == result["seeds"]   # a rerun does nothing new
+
+
+# The sampling files to kill the pipeline inside, and chunks that split each of them in
+# three (6 self-instruct prompts a round, 42 red-team questions, 52 queries to answer), so
+# that the kill lands after a complete chunk with work left.
+KILL_POINTS = ("self_instruct/round_1.jsonl", "red_team/question_samples.jsonl",
+               "principle_answers/samples.jsonl", "verbose_answers/samples.jsonl")
+CHUNKS = ["--gin.SelfInstructConfig.chunk_size=2", "--gin.RedTeamConfig.chunk_size=14",
+          "--gin.AnswerConfig.chunk_size=18", "--gin.VerboseConfig.chunk_size=18"]
+
+
+def _start(workdir, log):
+  return start(["-m", "align_jax.main", *command_for(workdir), *CHUNKS], log)
+
+
+def _kill_inside(workdir, relative):
+  """Runs the pipeline until `relative` has a complete chunk, SIGKILLs it there and
+  checks the file was not finished; returns the records done at the kill."""
+  sidecar = Path(workdir) / "seed_0" / f"{relative}.progress.json"
+  log = Path(workdir).parent / f"{Path(relative).parent}.log"
+  state = kill_after(_start(workdir, log), sidecar, 1, timeout=600)
+  assert not state["complete"], f"{relative} finished before the kill"
+  return state["records_done"]
+
+
+def _outputs(workdir):
+  """Every jsonl row the stages wrote, by file (checkpoints and logs aside)."""
+  root = Path(workdir) / "seed_0"
+  return {str(p.relative_to(root)): p.read_text().splitlines()
+          for p in sorted(root.rglob("*.jsonl"))
+          if "metrics" not in p.name and "tensorboard" not in str(p)}
+
+
+@pytest.mark.slow
+def test_world_pipeline_reports_and_resumes_after_a_kill_in_every_sampling_stage(tmp_path):
+  """The README's command runs every stage and reports; killed inside each sampling stage
+  (after a complete chunk, before the stage ends) and rerun each time, it ends with the
+  files of the uninterrupted run, no row written twice."""
+  reference = tmp_path / "reference"
+  child = _start(reference, tmp_path / "reference.log")
+  assert child.wait(900) == 0, tail(child)
+  _check_world_run(reference)
+
+  killed = tmp_path / "killed"
+  for relative in KILL_POINTS:
+    assert _kill_inside(killed, relative) > 0
+  child = _start(killed, tmp_path / "final.log")
+  assert child.wait(900) == 0, tail(child)
+
+  want, got = _outputs(reference), _outputs(killed)
+  assert set(got) == set(want)
+  for name, rows in want.items():
+    assert got[name] == rows, name
+    if name.endswith("samples.jsonl") or "round_" in name:
+      assert len(set(got[name])) == len(got[name]), f"{name} has a duplicated row"
 
 
 def test_prompts_and_thoughts():
