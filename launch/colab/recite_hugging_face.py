@@ -22,8 +22,8 @@
 # safetensors: for each two-hop HotpotQA question the model recites what it remembers
 # about each hop, then answers from its own recitations; direct answers and chain of
 # thought, greedy and self-consistent over the same number of sampled paths, are the
-# baselines. Answers are scored as HotpotQA's official script scores them. A GPU or TPU
-# runtime is recommended: a 0.5B model answers a few questions a minute on two CPU cores.
+# baselines. Answers are scored as HotpotQA's official script scores them. Use a GPU or
+# TPU runtime: every question takes several hundred sampled tokens per method.
 
 # %%
 # On Colab: fetch align_jax and install it with the JAX build of this runtime (CPU, GPU or

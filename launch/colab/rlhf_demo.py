@@ -23,7 +23,8 @@
 # on (right, wrong) pairs of the policy's own samples, PPO against it with the KL penalty and
 # without. Then a look inside: how the reward model scores right and wrong answers, and
 # what PPO does to reward and KL. Each seed runs longer schedules than the quickstart's
-# (1,200 SFT steps, 150 reward-model steps, 40 PPO iterations).
+# (1,200 SFT steps, 150 reward-model steps, 40 PPO iterations): three seeds took 644 s on
+# two CPU cores.
 
 # %%
 # On Colab: fetch align_jax and install it with the JAX build of this runtime (CPU, GPU or
