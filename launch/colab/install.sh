@@ -25,8 +25,8 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 python="${PYTHON:-python3}"
 runtime="${1:-}"
 if [[ -z "$runtime" ]]; then
-  # Colab's TPU VM runtimes name their accelerator; older TPU runtimes give its address.
-  if [[ -n "${TPU_ACCELERATOR_TYPE:-}${COLAB_TPU_ADDR:-}" || -e /dev/accel0 ]]; then
+  # A TPU VM (Colab's TPU runtimes are) names its accelerator and shows its chips.
+  if [[ -n "${TPU_ACCELERATOR_TYPE:-}" || -e /dev/accel0 ]]; then
     runtime=tpu
   elif command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
     runtime=gpu
@@ -43,4 +43,4 @@ case "$runtime" in
   *) die "unknown runtime '$runtime': expected cpu, gpu or tpu" ;;
 esac
 echo "Installing align_jax for the $runtime runtime (jax $jax_version)"
-"$python" -m pip install --quiet "$repo_root" "${accelerator[@]}"
+"$python" -m pip install --quiet "$repo_root" ${accelerator[@]+"${accelerator[@]}"}

@@ -26,14 +26,15 @@
 # TPU runtime: every question takes several hundred sampled tokens per method.
 
 # %%
-# On Colab: fetch align_jax and install it with the JAX build of this runtime (CPU, GPU or
-# TPU). Elsewhere the align_jax already installed is used. If Colab asks to restart the
-# session after the install, restart and run the notebook again: this cell then does nothing.
+# On Colab: fetch align_jax, install it with the JAX build of this runtime (CPU, GPU or TPU)
+# and restart the session, so that Python loads the installed versions (numpy among them);
+# then run the notebook again: this cell does nothing the second time. Elsewhere the
+# align_jax already installed is used.
 import os, subprocess, sys  # noqa: E401
 if "google.colab" in sys.modules and not os.path.exists("align_jax/setup.py"):
-  subprocess.run(["git", "clone", "--depth=1", "https://github.com/align-jax/align_jax"],
-                 check=True)
-  subprocess.run(["bash", "align_jax/launch/colab/install.sh"], check=True)
+  subprocess.run("git clone -q --depth=1 https://github.com/align-jax/align_jax && PYTHON="
+                 f"{sys.executable} bash align_jax/launch/colab/install.sh", shell=True, check=True)
+  os.kill(os.getpid(), 9)  # the restart: run the notebook again
 
 # %% tags=["parameters"]
 WORKDIR = "align_jax_recite_hotpotqa"

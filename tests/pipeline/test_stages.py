@@ -52,11 +52,11 @@ def test_report_with_plot(tmp_path):
   metrics = tmp_path / "metrics.jsonl"
   metrics.write_text("\n".join(json.dumps({"step": s, "loss": 1.0 / s}) for s in range(1, 6)))
   # A report's plot leaves the caller's matplotlib backend (a notebook's) and figures alone.
-  backend = matplotlib.get_backend()
+  backend, figures = matplotlib.get_backend(), plt.get_fignums()
   matplotlib.use("svg")
   try:
     png = plot_curves(str(tmp_path / "loss.png"), [(str(metrics), "loss", "train")], "Loss")
-    assert matplotlib.get_backend() == "svg" and plt.get_fignums() == []
+    assert matplotlib.get_backend() == "svg" and plt.get_fignums() == figures
   finally:
     matplotlib.use(backend)
   assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
