@@ -3,12 +3,11 @@ each run by its Colab notebook (launch/colab/) with its README command, on a sma
 and schedule. The learning result is the full runs' (docs/methods/rlhf.md and
 docs/results/)."""
 
-import json
-
 import pytest
 
 from align_jax.data.jsonl import read_jsonl
 from align_jax.parallel import create_mesh
+from align_jax.pipeline import read_completion
 from align_jax.rewards import RewardContext, RewardModelTerm, text_input
 from align_jax.rewards.reward_model import batch_from_records
 from align_jax.training import read_metrics
@@ -32,8 +31,8 @@ def test_quickstart_notebook_runs_every_stage_and_writes_its_report(tmp_path):
   workdir = tmp_path / "quickstart"
   notebook = execute("quickstart", tmp_path, WORKDIR=str(workdir), OVERRIDES=SMALL)
   assert sorted(p.name for p in workdir.glob("seed_*")) == ["seed_0"]
-  evaluated = json.loads((workdir / "seed_0" / "eval" / "COMPLETED.json").read_text())
-  rows = {r["policy"]: r for r in evaluated["result"]["rows"]}
+  evaluated = read_completion(str(workdir / "seed_0"), "eval")["result"]
+  rows = {r["policy"]: r for r in evaluated["rows"]}
   assert set(rows) == {"sft", "ppo", "ppo_no_kl"}
   # Accuracies are shares of the 64 held-out problems (sampled: of 4 samples each).
   for r in rows.values():
@@ -82,14 +81,13 @@ def test_rlhf_demo_notebook_reports_mean_and_spread_across_seeds(tmp_path):
   report = (workdir / "report.md").read_text()
   assert "| 0 | ppo |" in report and "| 1 | ppo |" in report
   ppo = [r["greedy"] for seed in (0, 1)
-         for r in json.loads((workdir / f"seed_{seed}" / "eval" / "COMPLETED.json").read_text()
-                             )["result"]["rows"] if r["policy"] == "ppo"]
+         for r in read_completion(str(workdir / f"seed_{seed}"), "eval")["result"]["rows"]
+         if r["policy"] == "ppo"]
   # The across-seeds row is the mean and the sample spread of the per-seed values.
   mean = sum(ppo) / 2
   assert f"{mean:.3f} ±" in report
   # The reward model's histogram (right against wrong samples) and the PPO curves.
   assert len(outputs(notebook, "image/png")) == 2
   printed = "".join(outputs(notebook, "stream"))
-  judged = [json.loads(line) for line in
-            (workdir / "seed_0" / "preferences" / "judged_samples.jsonl").read_text().splitlines()]
+  judged = read_jsonl(str(workdir / "seed_0" / "preferences" / "judged_samples.jsonl"))
   assert f"{sum(len(r['responses']) for r in judged)} samples, " in printed
