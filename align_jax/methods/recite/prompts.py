@@ -163,7 +163,8 @@ def question_prompt(exemplars: Sequence[Exemplar], passage: str) -> str:
 
 def hinted_recite_prompt(exemplars: Sequence[Exemplar], question: str,
                          hint: str | None = None) -> str:
-  """Question -> hint -> passage: open at 'Hint:', or, given the hint, at 'Recitation:'."""
+  """Question -> hint -> passage: open at 'Hint:', or, given the hint, at 'Recitation:'
+  (no exemplars: the bare question block, as a fine-tuned model reads it)."""
   _need(exemplars, "hints")
   query = [("Question", question), ("Hint", hint)]
   if hint is not None:

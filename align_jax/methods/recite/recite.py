@@ -62,6 +62,10 @@ class ReciteConfig:
   # Exemplars in the prompts that recall a passage from its hint (-1: all of them). A
   # model that learned passages under their bare hints recalls them best with 0.
   passage_shots: int = -1
+  # Exemplars in the hint fine-tuning format's prompts (question -> hint -> passage), and
+  # in the fine-tuning documents the world writes in that format (-1: all). A fine-tuned
+  # model needs none, and a small one copies an exemplar's hint and passage.
+  hinted_shots: int = -1
   # Where the recitation goes in the answer prompt: 'paper' (prepended to the plain
   # question -> answer exemplars) or 'reading' (every exemplar with its own passage).
   answer_layout: str = "paper"
@@ -225,13 +229,17 @@ class Reciter:
   def _hinted_prompt(self, hint_format: str) -> Callable[[str, str | None], str]:
     """(question, hint) -> the prompt that writes the hint (hint None) or its passage."""
     if hint_format == "plain":
-      shots = self.exemplars if self.config.passage_shots < 0 else (
-          self.exemplars[:self.config.passage_shots])
+      shots = self.shots(self.config.passage_shots)
       return lambda q, h: (prompt_lib.hint_prompt(self.exemplars, q) if h is None
                            else prompt_lib.passage_prompt(shots, h))
     if hint_format == "hinted":
-      return lambda q, h: prompt_lib.hinted_recite_prompt(self.exemplars, q, h)
+      hinted = self.shots(self.config.hinted_shots)
+      return lambda q, h: prompt_lib.hinted_recite_prompt(hinted, q, h)
     raise ValueError(f"unknown hint format {hint_format!r}; expected one of {HINT_FORMATS}")
+
+  def shots(self, count: int) -> list[prompt_lib.Exemplar]:
+    """The first `count` exemplars (all of them for a negative count)."""
+    return self.exemplars if count < 0 else self.exemplars[:count]
 
   def recite_from_hints(self, records: Sequence[Mapping[str, Any]],
                         hints: Sequence[Sequence[str]], hint_format: str = "plain"

@@ -70,9 +70,9 @@ from align_jax.pipeline.reports import (markdown_table, mean_std, plot_curves, p
 from align_jax.sampling import Sampler
 from align_jax.training.checkpoints import config_record
 from align_jax.training.runs import load_run
-from align_jax.worlds.encyclopedia import (WORLD_CONVENTION, EncyclopediaConfig,
-                                           EncyclopediaWorld, QAPair, build_world,
-                                           passage_hint)
+from align_jax.worlds.encyclopedia import (HINT_SEPARATOR, WORLD_CONVENTION,
+                                           EncyclopediaConfig, EncyclopediaWorld, QAPair,
+                                           build_world, passage_hint)
 
 NEWLINE_VOCABULARY = {"normalization_rule_name": "identity", "remove_extra_whitespaces": False,
                       "user_defined_symbols": ["\n"]}
@@ -369,10 +369,12 @@ def hint_data_stage(config: EncyclopediaConfig, corpus: CorpusConfig, hint_data:
                                            hint_data.questions_per_passage)
     pool = [exemplar_for(world, q) for q in world.qa(split="train", hops=1)]
     rng = np.random.default_rng([seed, 9])
+    # The fine-tuning documents have as many exemplars as the prompts that use the format.
+    count = corpus.shots if recite.hinted_shots < 0 else recite.hinted_shots
     examples, generated = [], []
     for (title, section, k, text), asked in zip(paragraphs, questions):
       for question in asked:
-        shots = [pool[i] for i in rng.choice(len(pool), corpus.shots, replace=False)]
+        shots = [pool[i] for i in rng.choice(len(pool), count, replace=False)]
         examples.append(prompt_lib.hinted_recitation_document(
             shots, question, passage_hint(title, section, k), text))
         generated.append({"hint": passage_hint(title, section, k), "passage": text,
@@ -413,16 +415,27 @@ def _diagnostics(reciter: Reciter, world: EncyclopediaWorld, questions: list[QAP
   exemplars = [exemplar_for(world, q) for q in questions]
   passages = reciter.greedy([prompt_lib.passage_prompt([], e.hints[0]) for e in exemplars],
                             reciter.config.recitation_tokens, reciter.config.recitation_stop)
-  hint_prompt = ((lambda q: prompt_lib.hinted_recite_prompt(reciter.exemplars, q)) if hinted
+  hinted_shots = reciter.shots(reciter.config.hinted_shots)
+  hint_prompt = ((lambda q: prompt_lib.hinted_recite_prompt(hinted_shots, q)) if hinted
                  else (lambda q: prompt_lib.hint_prompt(reciter.exemplars, q)))
   hints = reciter.greedy([hint_prompt(q.question) for q in questions],
                          reciter.config.hint_tokens)
+  title = lambda hint: hint.split(HINT_SEPARATOR, 1)[0].strip()  # noqa: E731
   out = {
       "passage recalled from its hint": float(np.mean(
           [p.strip() == e.passages[0] for p, e in zip(passages, exemplars)])),
       "gold hint written": float(np.mean(
           [h.strip() == e.hints[0] for h, e in zip(hints, exemplars)])),
+      "gold hint's title written": float(np.mean(
+          [title(h) == title(e.hints[0]) for h, e in zip(hints, exemplars)])),
   }
+  # The passage from the question and its gold hint, in the hint fine-tuning format.
+  recalled = reciter.greedy(
+      [prompt_lib.hinted_recite_prompt(hinted_shots, q.question, e.hints[0])
+       for q, e in zip(questions, exemplars)],
+      reciter.config.recitation_tokens, reciter.config.recitation_stop)
+  out["passage recalled from its hint (fine-tuning format)"] = float(np.mean(
+      [p.strip() == e.passages[0] for p, e in zip(recalled, exemplars)]))
   out.update(_reading(reciter, world, questions))
   out.update(_reading(reciter, unseen, unseen.qa(hops=1, variant=0)[:len(questions)],
                       "an unseen world's passage", layouts=("paper",)))

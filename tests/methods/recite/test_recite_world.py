@@ -182,11 +182,18 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
   tuned = [json.loads(line)["text"] for line in
            open(seed_dir / "hint_data_strict" / "hint_finetune.jsonl")]
   assert sum(t.startswith("Hint: ") and "\nRecitation: " in t for t in tuned) >= paragraphs
+  # The gin's ReciteConfig.hinted_shots = 0: each fine-tuning example is the bare
+  # question -> hint -> passage block, with no exemplar to copy from.
+  bare = [t for t in tuned if t.startswith("Question: ") and "\nHint: " in t
+          and "\nRecitation: " in t and "\n\n" not in t]
+  assert len(bare) == strict["examples"]
   # Reading is also measured on a world no training document came from.
   for model in ("pretrain", "hint_finetune_strict", "hint_finetune_corpus"):
     share = evaluation["diagnostics"][model][
         "answer read from an unseen world's passage (paper layout)"]
     assert 0.0 <= share <= 1.0
+    assert 0.0 <= evaluation["diagnostics"][model][
+        "passage recalled from its hint (fine-tuning format)"] <= 1.0
   # Rerunning finds every stage complete and trains nothing again.
   mtime = os.path.getmtime(seed_dir / "pretrain" / "metrics.jsonl")
   again = entry.main(command)

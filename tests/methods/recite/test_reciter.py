@@ -131,6 +131,20 @@ def test_hinted_recitation_and_question_generation(sampler):
   assert all(len(row) <= 2 and all(q and "\n" not in q for q in row) for row in questions)
 
 
+def test_hinted_format_prompts_carry_as_many_exemplars_as_configured(sampler):
+  """hinted_shots=0: the bare question block a fine-tuned model reads (with exemplars a
+  small model copies the exemplar's hint and passage); -1: every exemplar."""
+  bare = Reciter(sampler, EXEMPLARS, dataclasses.replace(CONFIG, hinted_shots=0),
+                 convention="squad")._hinted_prompt("hinted")
+  assert bare("Where was Bo born?", None) == "Question: Where was Bo born?\nHint:"
+  assert bare("Where was Bo born?", "Bo — Life — paragraph #1") == (
+      "Question: Where was Bo born?\nHint: Bo — Life — paragraph #1\nRecitation:")
+  full = Reciter(sampler, EXEMPLARS, CONFIG, convention="squad")._hinted_prompt("hinted")
+  assert full("Where was Bo born?", None) == (
+      "Question: Where was Ada born?\nHint: Ada — Life — paragraph #1\n"
+      "Recitation: Ada was born in Norbury.\n\nQuestion: Where was Bo born?\nHint:")
+
+
 def test_a_vocabulary_that_flattens_newlines_is_refused(tmp_path, sampler):
   flat = train_sentencepiece(["a b c\nd e"] * 20, str(tmp_path / "flat"), 280,
                              extra_options={"hard_vocab_limit": False})
