@@ -407,8 +407,10 @@ def hint_data_stage(config: EncyclopediaConfig, corpus: CorpusConfig, hint_data:
 def _diagnostics(reciter: Reciter, world: EncyclopediaWorld, questions: list[QAPair],
                  hinted: bool, unseen: EncyclopediaWorld) -> dict[str, float]:
   """Where recitation can fail, on the evaluation's single-hop questions: the passage
-  recalled from its gold hint (memorisation), the gold hint written for the question
-  (greedy; in the hinted format after hint fine-tuning), the answer read from the gold
+  recalled from its gold hint (memorisation), the gold hint (and its title: the right
+  entity) written for the question (greedy; in the hinted format after hint
+  fine-tuning), the passage recalled from the question and its gold hint in the hinted
+  format (hinted recitation's second step), the answer read from the gold
   passage (reading, in each answer layout), and the answer read from the passage of a
   world no training document came from (`unseen`: reading with nothing memorised to
   fall back on)."""
