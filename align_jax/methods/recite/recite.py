@@ -64,7 +64,7 @@ class ReciteConfig:
   passage_shots: int = -1
   # Exemplars in the hint fine-tuning format's prompts (question -> hint -> passage), and
   # in the fine-tuning documents the world writes in that format (-1: all). A fine-tuned
-  # model needs none, and a small one copies an exemplar's hint and passage.
+  # model needs none; the world's small one recalls held-out passages far better without.
   hinted_shots: int = -1
   # Where the recitation goes in the answer prompt: 'paper' (prepended to the plain
   # question -> answer exemplars) or 'reading' (every exemplar with its own passage).

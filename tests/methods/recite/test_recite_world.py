@@ -183,7 +183,7 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
            open(seed_dir / "hint_data_strict" / "hint_finetune.jsonl")]
   assert sum(t.startswith("Hint: ") and "\nRecitation: " in t for t in tuned) >= paragraphs
   # The gin's ReciteConfig.hinted_shots = 0: each fine-tuning example is the bare
-  # question -> hint -> passage block, with no exemplar to copy from.
+  # question -> hint -> passage block, with no exemplar.
   bare = [t for t in tuned if t.startswith("Question: ") and "\nHint: " in t
           and "\nRecitation: " in t and "\n\n" not in t]
   assert len(bare) == strict["examples"]

@@ -132,8 +132,8 @@ def test_hinted_recitation_and_question_generation(sampler):
 
 
 def test_hinted_format_prompts_carry_as_many_exemplars_as_configured(sampler):
-  """hinted_shots=0: the bare question block a fine-tuned model reads (with exemplars a
-  small model copies the exemplar's hint and passage); -1: every exemplar."""
+  """hinted_shots=0: the bare question block a fine-tuned model reads; -1: every
+  exemplar."""
   bare = Reciter(sampler, EXEMPLARS, dataclasses.replace(CONFIG, hinted_shots=0),
                  convention="squad")._hinted_prompt("hinted")
   assert bare("Where was Bo born?", None) == "Question: Where was Bo born?\nHint:"
