@@ -370,7 +370,7 @@ def hint_data_stage(config: EncyclopediaConfig, corpus: CorpusConfig, hint_data:
     pool = [exemplar_for(world, q) for q in world.qa(split="train", hops=1)]
     rng = np.random.default_rng([seed, 9])
     # The fine-tuning documents have as many exemplars as the prompts that use the format.
-    count = corpus.shots if recite.hinted_shots < 0 else recite.hinted_shots
+    count = len(reciter.shots(recite.hinted_shots))
     examples, generated = [], []
     for (title, section, k, text), asked in zip(paragraphs, questions):
       for question in asked:
@@ -423,21 +423,22 @@ def _diagnostics(reciter: Reciter, world: EncyclopediaWorld, questions: list[QAP
   hints = reciter.greedy([hint_prompt(q.question) for q in questions],
                          reciter.config.hint_tokens)
   title = lambda hint: hint.split(HINT_SEPARATOR, 1)[0].strip()  # noqa: E731
+
+  def share(texts: Sequence[str], golds: Sequence[str], key=str.strip) -> float:
+    return float(np.mean([key(t) == key(g) for t, g in zip(texts, golds)]))
+  gold_passages = [e.passages[0] for e in exemplars]
+  gold_hints = [e.hints[0] for e in exemplars]
   out = {
-      "passage recalled from its hint": float(np.mean(
-          [p.strip() == e.passages[0] for p, e in zip(passages, exemplars)])),
-      "gold hint written": float(np.mean(
-          [h.strip() == e.hints[0] for h, e in zip(hints, exemplars)])),
-      "gold hint's title written": float(np.mean(
-          [title(h) == title(e.hints[0]) for h, e in zip(hints, exemplars)])),
+      "passage recalled from its hint": share(passages, gold_passages),
+      "gold hint written": share(hints, gold_hints),
+      "gold hint's title written": share(hints, gold_hints, title),
   }
   # The passage from the question and its gold hint, in the hint fine-tuning format.
   recalled = reciter.greedy(
       [prompt_lib.hinted_recite_prompt(hinted_shots, q.question, e.hints[0])
        for q, e in zip(questions, exemplars)],
       reciter.config.recitation_tokens, reciter.config.recitation_stop)
-  out["passage recalled from its hint (fine-tuning format)"] = float(np.mean(
-      [p.strip() == e.passages[0] for p, e in zip(recalled, exemplars)]))
+  out["passage recalled from its hint (fine-tuning format)"] = share(recalled, gold_passages)
   out.update(_reading(reciter, world, questions))
   out.update(_reading(reciter, unseen, unseen.qa(hops=1, variant=0)[:len(questions)],
                       "an unseen world's passage", layouts=("paper",)))
