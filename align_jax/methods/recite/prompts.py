@@ -179,6 +179,13 @@ def hinted_recitation_document(exemplars: Sequence[Exemplar], question: str, hin
   return f"{hinted_recite_prompt(exemplars, question, hint)} {_one_line(passage)}"
 
 
+def join_recitations(passages: Sequence[str]) -> str:
+  """What a multi-recitation continues 'Recitation 1:' with, for these passages:
+  ['p1', 'p2'] -> 'p1\\nRecitation 2: p2' (the inverse of `split_recitations`)."""
+  return "\n".join([_one_line(passages[0])] + [f"Recitation {i + 1}: {_one_line(p)}"
+                                              for i, p in enumerate(passages) if i > 0])
+
+
 def split_recitations(text: str) -> list[str]:
   """The passages of a multi-recitation continuation of 'Recitation 1:'.
 

@@ -198,14 +198,19 @@ class Reciter:
     return self._results(records, [[Path((p,), answers[i * n + j]) for j, p in enumerate(row)]
                                    for i, row in enumerate(recitations)])
 
+  @property
+  def multi_recitation_tokens(self) -> int:
+    """Multiple recitation's token budget: `recitation_tokens` per hop of the exemplars."""
+    return max(max((len(e.passages) for e in self.exemplars), default=1), 1) * (
+        self.config.recitation_tokens)
+
   def multi_recite_and_answer(self, records: Sequence[Mapping[str, Any]], key: jax.Array,
                               num_paths: int | None = None) -> list[QuestionResult]:
     """'Recitation 1', 'Recitation 2', ... in one decoding pass per path (multi-hop)."""
     n = num_paths or self.config.num_paths
     texts = [prompt_lib.multi_recite_prompt(self.exemplars, r["question"]) for r in records]
-    hops = max(max(len(e.passages) for e in self.exemplars), 1)
     generated = self._generate(texts, n, self.config.temperature,
-                               hops * self.config.recitation_tokens, BLANK_LINE, key)
+                               self.multi_recitation_tokens, BLANK_LINE, key)
     recited = [[prompt_lib.split_recitations(t) for t in row] for row in generated]
     flat = [(r_list, rec["question"]) for rec, row in zip(records, recited) for r_list in row]
     answers = self._answers([f[0] or [""] for f in flat], [f[1] for f in flat])

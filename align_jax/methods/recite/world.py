@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -178,9 +178,7 @@ def _qa_documents(world: EncyclopediaWorld, qas: list[QAPair], formats: tuple[st
         docs.append(_complete(prompt_lib.hint_prompt(pick(), target.question), target.hints[0]))
       elif name == "multi_recite":
         docs.append(_complete(prompt_lib.multi_recite_prompt(pick(), target.question),
-                              "\n".join([target.passages[0]] + [
-                                  f"Recitation {i + 1}: {p}"
-                                  for i, p in enumerate(target.passages) if i > 0])))
+                              prompt_lib.join_recitations(target.passages)))
       else:
         raise ValueError(f"unknown document format {name!r}")
   return docs
@@ -461,34 +459,65 @@ def _reading(reciter: Reciter, world: EncyclopediaWorld, questions: list[QAPair]
   return out
 
 
+def two_hop_path_shares(world: EncyclopediaWorld, questions: list[QAPair],
+                        results: Sequence[QuestionResult], budget: int,
+                        count_tokens: Callable[[str], int]) -> dict[str, float]:
+  """Per sampled path of multiple recitation: whether recitation 1 is the first hop's
+  gold passage, whether recitation 2 is the second hop's (all paths, and paths whose
+  first is right), whether the answer is right when both are, when recitation 1 is the
+  gold passage and that passage states the answer (a first hop's paragraph often names
+  its bridge entity's own fact: 'Forgigis is a city in Bresdasmar'), and when the
+  recitations state the answer at all; whether the recitations reach 95% of the token
+  budget (`budget` tokens, counted by `count_tokens` on the continuation they form: a
+  path cut by the budget); and the share of questions whose first gold passage states
+  the answer."""
+  c = dict.fromkeys(("paths", "first", "second", "both", "both_right", "first_holds",
+                     "first_holds_right", "holds", "holds_right", "full"), 0)
+  answer_in_first = 0
+  for q, result in zip(questions, results):
+    gold = exemplar_for(world, q).passages
+    in_first = any(a in gold[0] for a in q.answers)
+    answer_in_first += in_first
+    for path in result.paths:
+      recited = path.recitations
+      right = world.judge(q, path.answer)
+      ok1 = len(recited) > 0 and recited[0] == gold[0]
+      ok2 = len(recited) > 1 and recited[1] == gold[1]
+      holds = any(a in " ".join(recited) for a in q.answers)
+      for key, hit in (("paths", True), ("first", ok1), ("second", ok2),
+                       ("both", ok1 and ok2),
+                       ("both_right", ok1 and ok2 and right),
+                       ("first_holds", ok1 and in_first),
+                       ("first_holds_right", ok1 and in_first and right),
+                       ("holds", holds), ("holds_right", holds and right),
+                       ("full", bool(recited) and count_tokens(
+                           prompt_lib.join_recitations(recited)) >= 0.95 * budget)):
+        c[key] += bool(hit)
+  return {
+      "paths: recitation 1 is hop 1's gold passage": c["first"] / max(c["paths"], 1),
+      "paths: recitation 2 is hop 2's gold passage": c["second"] / max(c["paths"], 1),
+      "paths: recitation 2 right when recitation 1 is": c["both"] / max(c["first"], 1),
+      "paths: answer right when both recitations are": c["both_right"] / max(c["both"], 1),
+      "questions: hop 1's gold passage states the answer": answer_in_first / max(
+          len(questions), 1),
+      "paths: answer right when recitation 1 is gold and states it": (
+          c["first_holds_right"] / max(c["first_holds"], 1)),
+      "paths: the recitations state the answer": c["holds"] / max(c["paths"], 1),
+      "paths: answer right when the recitations state it": c["holds_right"] / max(
+          c["holds"], 1),
+      "paths: recitations at the token budget": c["full"] / max(c["paths"], 1),
+  }
+
+
 def two_hop_diagnostics(reciter: Reciter, world: EncyclopediaWorld, questions: list[QAPair],
                         results: Sequence[QuestionResult]) -> dict[str, float]:
   """Where multiple recitation fails on two-hop questions: reading from the two gold
-  passages, and per sampled path whether recitation 1 is the first hop's gold passage,
-  whether recitation 2 is the second hop's (all paths, and paths whose first is right),
-  and whether the path's answer is right when both are."""
-  out = _reading(reciter, world, questions)
-  first = second = second_given_first = both = both_right = total = 0
-  for q, result in zip(questions, results):
-    gold = exemplar_for(world, q).passages
-    for path in result.paths:
-      total += 1
-      ok1 = len(path.recitations) > 0 and path.recitations[0] == gold[0]
-      ok2 = len(path.recitations) > 1 and path.recitations[1] == gold[1]
-      first += ok1
-      second += ok2
-      second_given_first += ok1 and ok2
-      if ok1 and ok2:
-        both += 1
-        both_right += world.judge(q, path.answer)
-  total = max(total, 1)
-  out.update({
-      "paths: recitation 1 is hop 1's gold passage": first / total,
-      "paths: recitation 2 is hop 2's gold passage": second / total,
-      "paths: recitation 2 right when recitation 1 is": second_given_first / max(first, 1),
-      "paths: answer right when both recitations are": both_right / max(both, 1),
-  })
-  return out
+  passages (each answer layout) and `two_hop_path_shares` (the budget is the
+  reciter's `multi_recitation_tokens`)."""
+  vocab = reciter.sampler.vocab
+  return {**_reading(reciter, world, questions),
+          **two_hop_path_shares(world, questions, results, reciter.multi_recitation_tokens,
+                                lambda text: len(vocab.encode(text)))}
 
 
 MODELS = {"pretrain": "pretrained", "hint_finetune_strict": "hint-FT strict",
@@ -753,11 +782,16 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
                f"{MODELS[model]}, {hops}-hop: EM by paths (mean ± std over seeds)",
                "sampled paths", "exact match", logx=True, xticks=path_counts)
     figure_links.append(f"![{MODELS[model]}, {hops}-hop](report/{name})")
-  diag_rows = [{"model": MODELS.get(stage, stage), **{k: mean_std([per_seed[s]["eval"]["diagnostics"][stage][k]
-                                                 for s in seeds]) for k in values}}
-               for stage, values in first["eval"]["diagnostics"].items()]
-  diag_columns = list(dict.fromkeys(k for values in first["eval"]["diagnostics"].values()
-                                    for k in values))
+  diagnostics = first["eval"]["diagnostics"]
+
+  def diagnostic_table(stages: Sequence[str]) -> str:
+    rows = [{"model": MODELS.get(stage, stage),
+             **{k: mean_std([per_seed[s]["eval"]["diagnostics"][stage][k] for s in seeds])
+                for k in diagnostics[stage]}} for stage in stages]
+    return markdown_table(rows, ["model"] + list(dict.fromkeys(
+        k for stage in stages for k in diagnostics[stage])))
+  single_stages = [stage for stage in diagnostics if stage in MODELS]
+  two_hop_stages = [stage for stage in diagnostics if stage not in MODELS]
   training = [name for name in first if name == "pretrain" or name.startswith("hint_finetune_")]
   plot_curves(fs.join(figures, "loss.png"),
               [(fs.join(per_seed[s][stage]["workdir"], "metrics.jsonl"), "loss",
@@ -807,8 +841,9 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]],
            r[f"recited={a},correct={c}"] for a in (True, False) for c in (True, False))],
                       ["method"] + [f"recited={r},correct={c}" for r in (True, False)
                                     for c in (True, False)])),
-      ("Where recitation can fail (held-out)", markdown_table(diag_rows,
-                                                              ["model"] + diag_columns)),
+      ("Where recitation can fail (held-out)", diagnostic_table(single_stages)),
+      ("Where multiple recitation fails (two-hop, held-out; share of paths or questions)",
+       diagnostic_table(two_hop_stages) if two_hop_stages else "No two-hop evaluation."),
       ("Training loss", "![training loss](report/loss.png)"),
       ("Stage seconds", markdown_table(times, list(times[0]))),
       ("Set-up (first seed)", "```\n" + json.dumps(setup, indent=2) + "\n```"),

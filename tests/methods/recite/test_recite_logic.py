@@ -68,6 +68,12 @@ def test_multi_recitation_prompt_and_its_parsing():
   assert text.endswith("Question: q?\nRecitation 1:")
   assert prompts.split_recitations(" first passage.\nRecitation 2: second one.\n\nQuestion: x") \
       == ["first passage.", "second one."]
+  # What the exemplar's block holds after 'Recitation 1:', and back.
+  joined = prompts.join_recitations(two_hop[0].passages)
+  assert joined == ("Quill Works was founded by Ada Vell.\n"
+                    "Recitation 2: Ada Vell was born in Norbury.")
+  assert text.split("Recitation 1: ", 1)[1].startswith(joined)
+  assert prompts.split_recitations(joined) == list(two_hop[0].passages)
 
 
 def test_hint_prompts_and_deduplication():

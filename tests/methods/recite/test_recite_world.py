@@ -11,7 +11,8 @@ import sentencepiece as spm
 from align_jax import main as entry
 from align_jax.data.vocab import train_sentencepiece
 from align_jax.methods.recite import world as recite_world
-from align_jax.methods.recite.analysis import ERROR_CLASSES
+from align_jax.methods.recite import prompts
+from align_jax.methods.recite.analysis import ERROR_CLASSES, Path, QuestionResult
 from align_jax.worlds.encyclopedia import EncyclopediaConfig, build_world, passage_hint
 from tests.readme_commands import readme_command
 
@@ -69,6 +70,38 @@ def test_skill_worlds_bring_other_names_in_reading_and_hint_documents_only():
   # Reading among distractors: the gold passage and CORPUS.context_distractors others.
   contexts = [d for d in skill_docs if f"Recitation {CORPUS.context_distractors + 1}: " in d]
   assert len(contexts) == CORPUS.skill_worlds * CORPUS.skill_questions[0] * 2
+
+
+def test_two_hop_path_shares_on_a_hand_worked_case():
+  world = build_world(EncyclopediaConfig.preset("tiny"))
+  questions = world.qa(hops=2, variant=0)
+  states = lambda q: any(a in recite_world.exemplar_for(world, q).passages[0]
+                         for a in q.answers)
+  q_in = next(q for q in questions if states(q))       # hop 1's passage names the answer
+  q_out = next(q for q in questions if not states(q))
+  gold = recite_world.exemplar_for(world, q_in).passages
+  words = lambda text: len(text.split())
+  budget = words(prompts.join_recitations(gold))
+  assert words(prompts.join_recitations([gold[0], "made up"])) < 0.95 * budget
+  paths = [Path(gold, q_in.answers[0]),                 # both gold, right, at the budget
+           Path((gold[0], "made up"), "nowhere"),      # first gold, wrong
+           Path((), ""),                                # nothing recited
+           ]
+  results = [QuestionResult(q_in.question, q_in.answers, paths, 2, convention="squad"),
+             QuestionResult(q_out.question, q_out.answers, [Path(("foo",), q_out.answers[0])],
+                            2, convention="squad")]
+  shares = recite_world.two_hop_path_shares(world, [q_in, q_out], results, budget, words)
+  assert shares == {
+      "paths: recitation 1 is hop 1's gold passage": 0.5,
+      "paths: recitation 2 is hop 2's gold passage": 0.25,
+      "paths: recitation 2 right when recitation 1 is": 0.5,
+      "paths: answer right when both recitations are": 1.0,
+      "questions: hop 1's gold passage states the answer": 0.5,
+      "paths: answer right when recitation 1 is gold and states it": 0.5,
+      "paths: the recitations state the answer": 0.5,
+      "paths: answer right when the recitations state it": 0.5,
+      "paths: recitations at the token budget": 0.25,
+  }
 
 
 def test_reading_sets_put_every_single_hop_question_after_its_passage():
@@ -152,7 +185,8 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
   assert all(r["n"] == 3 for r in rows)
   report = open(result["report"]).read()
   for heading in ("Headline", "Error analysis", "EM by number of paths",
-                  "overlap with the evaluation", "Where recitation can fail", "Stage seconds"):
+                  "overlap with the evaluation", "Where recitation can fail",
+                  "Where multiple recitation fails", "Stage seconds"):
     assert heading in report
   assert "best compute-matched non-recitation method" in report
   for model in ("pretrain", "hint_finetune_strict", "hint_finetune_corpus"):
@@ -194,6 +228,8 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
     assert 0.0 <= share <= 1.0
     assert 0.0 <= evaluation["diagnostics"][model][
         "passage recalled from its hint (fine-tuning format)"] <= 1.0
+  two_hop = evaluation["diagnostics"]["pretrain, two-hop"]
+  assert 0.0 <= two_hop["paths: recitations at the token budget"] <= 1.0
   # Rerunning finds every stage complete and trains nothing again.
   mtime = os.path.getmtime(seed_dir / "pretrain" / "metrics.jsonl")
   again = entry.main(command)
