@@ -471,41 +471,41 @@ def two_hop_path_shares(world: EncyclopediaWorld, questions: list[QAPair],
   budget (`budget` tokens, counted by `count_tokens` on the continuation they form: a
   path cut by the budget); and the share of questions whose first gold passage states
   the answer."""
-  c = dict.fromkeys(("paths", "first", "second", "both", "both_right", "first_holds",
-                     "first_holds_right", "holds", "holds_right", "full"), 0)
-  answer_in_first = 0
+  paths, answer_in_first = [], 0   # one record per sampled path
   for q, result in zip(questions, results):
     gold = exemplar_for(world, q).passages
     in_first = any(a in gold[0] for a in q.answers)
     answer_in_first += in_first
     for path in result.paths:
       recited = path.recitations
-      right = world.judge(q, path.answer)
-      ok1 = len(recited) > 0 and recited[0] == gold[0]
-      ok2 = len(recited) > 1 and recited[1] == gold[1]
-      holds = any(a in " ".join(recited) for a in q.answers)
-      for key, hit in (("paths", True), ("first", ok1), ("second", ok2),
-                       ("both", ok1 and ok2),
-                       ("both_right", ok1 and ok2 and right),
-                       ("first_holds", ok1 and in_first),
-                       ("first_holds_right", ok1 and in_first and right),
-                       ("holds", holds), ("holds_right", holds and right),
-                       ("full", bool(recited) and count_tokens(
-                           prompt_lib.join_recitations(recited)) >= 0.95 * budget)):
-        c[key] += bool(hit)
+      paths.append({
+          "first": len(recited) > 0 and recited[0] == gold[0],
+          "second": len(recited) > 1 and recited[1] == gold[1],
+          "in_first": in_first, "right": world.judge(q, path.answer),
+          "holds": any(a in " ".join(recited) for a in q.answers),
+          "full": bool(recited) and count_tokens(
+              prompt_lib.join_recitations(recited)) >= 0.95 * budget})
+
+  def share(hit: Callable[[dict], bool], among: Callable[[dict], bool] = lambda p: True
+            ) -> float:
+    pool = [p for p in paths if among(p)]
+    return sum(bool(hit(p)) for p in pool) / max(len(pool), 1)
+
+  both = lambda p: p["first"] and p["second"]
   return {
-      "paths: recitation 1 is hop 1's gold passage": c["first"] / max(c["paths"], 1),
-      "paths: recitation 2 is hop 2's gold passage": c["second"] / max(c["paths"], 1),
-      "paths: recitation 2 right when recitation 1 is": c["both"] / max(c["first"], 1),
-      "paths: answer right when both recitations are": c["both_right"] / max(c["both"], 1),
+      "paths: recitation 1 is hop 1's gold passage": share(lambda p: p["first"]),
+      "paths: recitation 2 is hop 2's gold passage": share(lambda p: p["second"]),
+      "paths: recitation 2 right when recitation 1 is": share(
+          lambda p: p["second"], lambda p: p["first"]),
+      "paths: answer right when both recitations are": share(lambda p: p["right"], both),
       "questions: hop 1's gold passage states the answer": answer_in_first / max(
           len(questions), 1),
-      "paths: answer right when recitation 1 is gold and states it": (
-          c["first_holds_right"] / max(c["first_holds"], 1)),
-      "paths: the recitations state the answer": c["holds"] / max(c["paths"], 1),
-      "paths: answer right when the recitations state it": c["holds_right"] / max(
-          c["holds"], 1),
-      "paths: recitations at the token budget": c["full"] / max(c["paths"], 1),
+      "paths: answer right when recitation 1 is gold and states it": share(
+          lambda p: p["right"], lambda p: p["first"] and p["in_first"]),
+      "paths: the recitations state the answer": share(lambda p: p["holds"]),
+      "paths: answer right when the recitations state it": share(
+          lambda p: p["right"], lambda p: p["holds"]),
+      "paths: recitations at the token budget": share(lambda p: p["full"]),
   }
 
 
