@@ -15,7 +15,9 @@ Stages per seed (in WORKDIR/seed_<k>/<stage>/, resumable, see `align_jax.pipelin
                 from it reach the right answer)
   evaluator_data  process records (PRM), outcome records (ORM), both (OPRM), with a
                 held-out tenth of the problems for evaluation
-  prm, orm, oprm  the three evaluators (backbone from the small policy)
+  prm, orm, oprm  the three evaluators (backbone from the small policy, or with
+                `evaluator_backbone='sft_large'` from the large one: an evaluator larger
+                than the policy whose samples it was trained on and reranks)
   samples_small, samples_large  N samples per held-out question from each policy
   rerank        each evaluator scores every sample; majority, weighted majority and
                 best-of-N accuracy for N = 1, 2, 4, ..., N (averaged over random subsets)
@@ -40,7 +42,8 @@ from jax.sharding import Mesh
 
 from align_jax import fs
 from align_jax.data.jsonl import read_jsonl, write_jsonl
-from align_jax.eval.math import answers_equal, extract_answer, process_steps, split_steps
+from align_jax.eval.math import (answers_equal, extract_answer, join_steps, process_steps,
+                                split_steps)
 from align_jax.models import TransformerConfig
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
 from align_jax.pipeline import (Pipeline, Stage, TrainingSchedule, is_writer, run_seeds,
@@ -59,6 +62,7 @@ from align_jax.worlds.leveled_math import (LeveledMathConfig, build_world, check
 EVALUATORS = ("prm", "orm", "oprm")
 LABELS = ("checker", "monte_carlo")
 AFTER_ERROR = ("negative", "drop")
+BACKBONES = ("sft", "sft_large")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,10 +278,10 @@ def evaluator_data_stage(config: EvaluatorDataConfig, seed: int):
   return run
 
 
-def evaluator_stage(kind: str, model: TransformerConfig, schedule: TrainingSchedule,
-                    chat_template: str, mesh_fn, rules, seed: int):
+def evaluator_stage(kind: str, model: TransformerConfig, backbone: str,
+                    schedule: TrainingSchedule, chat_template: str, mesh_fn, rules, seed: int):
   """A process ('prm'), outcome ('orm') or mixed ('oprm') reward model; the backbone
-  comes from the small SFT policy."""
+  (`model`) comes from the SFT stage `backbone`."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     data = results["evaluator_data"]
     kinds = {"prm": ("prm",), "orm": ("orm",), "oprm": ("prm", "orm")}[kind]
@@ -287,7 +291,7 @@ def evaluator_stage(kind: str, model: TransformerConfig, schedule: TrainingSched
                         seq_len=schedule.seq_len, seed=seed, eval_batches=4, pack=False)
     summary = train_reward_model(stage_dir, model, config, results["vocabulary"]["model"],
                                  schedule.optimizer(), schedule.loop(),
-                                 init_from=results["sft"]["workdir"], mesh=mesh_fn(),
+                                 init_from=results[backbone]["workdir"], mesh=mesh_fn(),
                                  rules=rules, seed=seed)
     final = summary["final_metrics"]
     return {"workdir": stage_dir, "eval_accuracy": final.get("eval/accuracy"),
@@ -326,6 +330,56 @@ def score_samples(rows: Sequence[Mapping[str, Any]], evaluator: ProcessRewardMod
   scored = evaluator.score(prompts, texts)
   return [{"steps": [round(float(p), 5) for p in s.probabilities],
            "outcome": round(float(1 / (1 + np.exp(-s.outcome))), 5)} for s in scored]
+
+
+def likelihood_scores(rows: Sequence[Mapping[str, Any]], policy, chat_template: str
+                      ) -> list[dict[str, Any]]:
+  """Each sample's steps scored by a policy's own language model: the mean token
+  log-probability of each piece a process reward model sees (`process_steps`), in the
+  format of `score_samples` (no outcome); a piece with no tokens (an empty solution)
+  scores -inf. A diagnostic: how much of the step check the policy's next-token
+  distribution already holds, next to what an evaluator learned."""
+  make_prompt = prompt_renderer(policy.vocab, chat_template)
+  prompts, continuations, lengths = [], [], []
+  for row in rows:
+    prompt = make_prompt(row)
+    for sample in row["samples"]:
+      pieces = [[int(t) for t in policy.vocab.encode(piece)]
+                for piece in process_steps(sample["text"]) or [sample["text"]]]
+      prompts.append(prompt)
+      continuations.append([t for piece in pieces for t in piece])
+      lengths.append([len(piece) for piece in pieces])
+  logprobs = policy.sampler(batch_size=256).score(prompts, continuations)
+  out = []
+  for values, sizes in zip(logprobs, lengths):
+    ends = np.cumsum(sizes)
+    out.append({"steps": [round(float(values[end - size:end].mean()), 5) if size else -np.inf
+                          for size, end in zip(sizes, ends)]})
+  return out
+
+
+def corrupted_first_steps(rows: Sequence[Mapping[str, Any]]
+                          ) -> dict[str, list[tuple[str, str]]]:
+  """Gold solutions of the questions with two or more operations, each beside one whose
+  first step is wrong and everything else gold: 'result' writes the first result one
+  too high, 'rest' miscopies the last digit of the operations left. Both first steps
+  follow the same prompt, so a step check scores the gold one higher and a score that
+  knows only the question scores both alike. {kind: [(prompt, gold, corrupted)]}"""
+  out: dict[str, list[tuple[str, str]]] = {"result": [], "rest": []}
+  for row in rows:
+    problem = parse_question(row["prompt"], int(row["level"]))
+    if len(problem.ops) < 2:
+      continue
+    steps = problem.steps()
+    done, rest = steps[0].split(";", 1)
+    head, value = done.rsplit("=", 1)
+    wrong = {"result": f"{head}={int(value) + 1};{rest}",
+             "rest": f"{done};{rest[:-1]}{(int(rest[-1]) + 1) % 10}"}
+    gold = problem.solution()
+    for kind, first in wrong.items():
+      out[kind].append((row["prompt"], gold,
+                        join_steps([first] + steps[1:], str(problem.answer))))
+  return out
 
 
 def solution_scores(scored: Sequence[Mapping[str, Any]], evaluator: str, how: str
@@ -472,26 +526,54 @@ def step_separation(rows: Sequence[Mapping[str, Any]],
   return out
 
 
-def rerank_stage(config: RerankConfig, model: TransformerConfig, easy_levels: Sequence[int],
-                 mesh_fn, rules, seed: int):
-  """Scores both policies' samples with the three evaluators and measures reranking."""
+def first_step_check(rows: Sequence[Mapping[str, Any]], score, easy_levels: Sequence[int]
+                     ) -> dict[str, dict[str, float]]:
+  """How often a score puts a gold first step above a corrupted one (`corrupted_first_steps`
+  of the held-out questions; ties count half), per group (easy: `easy_levels`) and kind.
+  score(pseudo-rows) returns `score_samples`-style entries, two samples per row."""
+  out: dict[str, dict[str, float]] = {}
+  easy = {r["prompt"] for r in rows if r["level"] in easy_levels}
+  for kind, triples in corrupted_first_steps(rows).items():
+    pseudo = [{"prompt": p, "samples": [{"text": gold}, {"text": bad}]}
+              for p, gold, bad in triples]
+    scored = score(pseudo)
+    for group in ("easy", "hard"):
+      wins = [float(a["steps"][0] > b["steps"][0]) + 0.5 * float(a["steps"][0] == b["steps"][0])
+              for row, a, b in zip(pseudo, scored[::2], scored[1::2])
+              if (row["prompt"] in easy) == (group == "easy")]
+      out.setdefault(group, {})[kind] = float(np.mean(wins)) if wins else float("nan")
+  return out
+
+
+def rerank_stage(config: RerankConfig, model: TransformerConfig,
+                 policies: Mapping[str, TransformerConfig], easy_levels: Sequence[int],
+                 chat_template: str, mesh_fn, rules, seed: int):
+  """Scores both policies' samples with the three evaluators (`model`: their
+  architecture) and measures reranking. Beside them, as diagnostics of the step check:
+  each policy's (`policies`: SFT stage -> its architecture) own likelihood of the small
+  policy's steps, and every score on gold against corrupted first steps."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     mesh = mesh_fn()
     evaluators = {e: ProcessRewardModel.load(results[e]["workdir"], config=model, mesh=mesh,
                                              rules=rules, batch_size=128) for e in EVALUATORS}
     out = {}
+
+    def cached(name: str, compute):
+      path = fs.join(stage_dir, name)
+      if fs.exists(path):
+        with fs.open(path) as f:
+          return json.load(f)
+      value = compute()
+      if is_writer():
+        fs.write_atomically(path, json.dumps(value))
+      return value
+
     # The large policy's samples are scored by the PRM only (its curves); the evaluators
     # are compared on the small policy, whose samples they were trained on.
     for policy, names in (("samples_small", EVALUATORS), ("samples_large", ("prm",))):
       rows = list(read_jsonl(results[policy]["path"]))
-      cache = fs.join(stage_dir, f"{policy}_scores.json")
-      if fs.exists(cache):
-        with fs.open(cache) as f:
-          scored = json.load(f)
-      else:
-        scored = {e: score_samples(rows, evaluators[e]) for e in names}
-        if is_writer():
-          fs.write_atomically(cache, json.dumps(scored))
+      scored = cached(f"{policy}_scores.json",
+                      lambda: {e: score_samples(rows, evaluators[e]) for e in names})
       scores = {}
       for _, evaluator, how in strategies(config, names):
         if evaluator is not None:
@@ -500,6 +582,17 @@ def rerank_stage(config: RerankConfig, model: TransformerConfig, easy_levels: Se
       out[policy] = rerank_curves(rows, scores, config, easy_levels, seed, names)
       out[policy]["sample_accuracy"] = float(np.mean(
           [s["correct"] for r in rows for s in r["samples"]]))
+    rows = list(read_jsonl(results["samples_small"]["path"]))
+    loaded = {stage: trained_run(results, stage, arch, mesh, rules)
+              for stage, arch in policies.items()}
+    cached("samples_small_likelihoods.json", lambda: {
+        stage: likelihood_scores(rows, run, chat_template) for stage, run in loaded.items()})
+    heldout = list(read_jsonl(results["world"]["eval_prompts"]))
+    checks = {e: (lambda pseudo, e=e: score_samples(pseudo, evaluators[e])) for e in EVALUATORS}
+    checks.update({f"likelihood/{stage}": (lambda pseudo, run=run: likelihood_scores(
+        pseudo, run, chat_template)) for stage, run in loaded.items()})
+    out["first_step_check"] = {name: first_step_check(heldout, score, easy_levels)
+                               for name, score in checks.items()}
     return out
   return run
 
@@ -562,11 +655,17 @@ def seed_pipeline(workdir: str, model: TransformerConfig, model_large: Transform
                   evaluator: TrainingSchedule, evaluator_data: EvaluatorDataConfig,
                   rerank: RerankConfig, ppo_schedule: TrainingSchedule, ppo: PPOConfig,
                   process_scale: float, format_penalty: float, vocab_size: int,
-                  chat_template: str, eval_samples: int, mesh_fn, rules, seed: int
-                  ) -> dict[str, Any]:
+                  chat_template: str, eval_samples: int, mesh_fn, rules, seed: int,
+                  evaluator_backbone: str = "sft") -> dict[str, Any]:
   """Runs one seed's stages, world to rl_eval, in `workdir` and returns their results."""
+  if evaluator_backbone not in BACKBONES:
+    raise ValueError(f"evaluator_backbone must be one of {BACKBONES}, got "
+                     f"{evaluator_backbone!r}")
   settings = {"model": config_record(model), "seed": seed, "chat_template": chat_template}
   large = {**settings, "model": config_record(model_large)}
+  model_evaluator = model if evaluator_backbone == "sft" else model_large
+  evaluator_settings = {**(settings if evaluator_backbone == "sft" else large),
+                        "backbone": evaluator_backbone}
   world = dataclasses.replace(world, seed=seed)
   stages = [
       Stage("world", world_stage(world, chat_template), {"world": config_record(world),
@@ -588,8 +687,9 @@ def seed_pipeline(workdir: str, model: TransformerConfig, model_large: Transform
             {**settings, "data": config_record(evaluator_data)}),
       Stage("evaluator_data", evaluator_data_stage(evaluator_data, seed),
             {"data": config_record(evaluator_data), "seed": seed}),
-      *[Stage(kind, evaluator_stage(kind, model, evaluator, chat_template, mesh_fn, rules,
-                                    seed), {**settings, "schedule": config_record(evaluator)})
+      *[Stage(kind, evaluator_stage(kind, model_evaluator, evaluator_backbone, evaluator,
+                                    chat_template, mesh_fn, rules, seed),
+              {**evaluator_settings, "schedule": config_record(evaluator)})
         for kind in EVALUATORS],
       Stage("samples_small", samples_stage("sft", model, rerank, chat_template, mesh_fn,
                                            rules, seed),
@@ -597,8 +697,10 @@ def seed_pipeline(workdir: str, model: TransformerConfig, model_large: Transform
       Stage("samples_large", samples_stage("sft_large", model_large, rerank, chat_template,
                                            mesh_fn, rules, seed),
             {**large, "rerank": config_record(rerank)}),
-      Stage("rerank", rerank_stage(rerank, model, world.easy_levels, mesh_fn, rules, seed),
-            {**settings, "rerank": config_record(rerank)}),
+      Stage("rerank", rerank_stage(rerank, model_evaluator, {"sft": model,
+                                                             "sft_large": model_large},
+                                   world.easy_levels, chat_template, mesh_fn, rules, seed),
+            {**evaluator_settings, "rerank": config_record(rerank)}),
       Stage("ppo_outcome", ppo_stage(model, ppo, ppo_schedule, chat_template,
                                      "rl_easy_prompts", False, process_scale, format_penalty,
                                      mesh_fn, rules, seed),
@@ -634,9 +736,13 @@ def easy_to_hard_world(workdir: str, model: TransformerConfig, model_large: Tran
                        process_scale: float = 1.0, format_penalty: float = -1.0,
                        vocab_size: int = 384, chat_template: str = "plain",
                        eval_samples: int = 4, seeds: Sequence[int] = (0,),
-                       mesh: Mesh | None = None, rules: LogicalRules = DEFAULT_RULES
-                       ) -> dict[str, Any]:
-  """Runs the experiment for each seed in WORKDIR/seed_<k>/ and writes WORKDIR/report.md."""
+                       mesh: Mesh | None = None, rules: LogicalRules = DEFAULT_RULES,
+                       evaluator_backbone: str = "sft") -> dict[str, Any]:
+  """Runs the experiment for each seed in WORKDIR/seed_<k>/ and writes WORKDIR/report.md.
+
+  evaluator_backbone: the SFT stage the evaluators start from, 'sft' (the small policy,
+  whose samples they are trained on and rerank) or 'sft_large' (the large policy: an
+  evaluator larger than the policy it judges)."""
   from align_jax.methods.easy_to_hard.report import report_rows, write_world_report
   mesh_fn = (lambda: mesh) if mesh is not None else create_mesh
   return run_seeds(
@@ -644,6 +750,7 @@ def easy_to_hard_world(workdir: str, model: TransformerConfig, model_large: Tran
       lambda seed_dir, seed: seed_pipeline(
           seed_dir, model, model_large, world, sft, sft_large, evaluator, evaluator_data,
           rerank, ppo_schedule, ppo, process_scale, format_penalty, vocab_size, chat_template,
-          eval_samples, mesh_fn, rules, seed),
-      lambda per_seed, seconds: write_world_report(workdir, per_seed, rerank, world, seconds),
+          eval_samples, mesh_fn, rules, seed, evaluator_backbone),
+      lambda per_seed, seconds: write_world_report(workdir, per_seed, rerank, world, seconds,
+                                                   evaluator_backbone),
       report_rows, ["policy", "strategy", "N", "easy", "hard"])

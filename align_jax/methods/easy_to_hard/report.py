@@ -14,6 +14,8 @@ from align_jax.pipeline.reports import markdown_table, mean_std, plot_lines, wri
 from align_jax.pipeline.stages import stage_seconds
 
 POLICIES = {"samples_small": "small", "samples_large": "large"}
+# The diagnostics' scores by the SFT stage whose language model gives them.
+SCORE_NAMES = {"sft": "small policy's likelihood", "sft_large": "large policy's likelihood"}
 TABLE_SIZES = (1, 4, 16, 64, 256)
 
 
@@ -74,8 +76,12 @@ def _separation_rows(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], re
   values: dict[str, dict[str, list[float]]] = {}
   for seed, results in per_seed.items():
     rows = list(read_jsonl(results["samples_small"]["path"]))
-    with fs.open(fs.join(workdir, f"seed_{seed}", "rerank", "samples_small_scores.json")) as f:
-      scored = json.load(f)
+    scored = {}
+    for name in ("samples_small_scores.json", "samples_small_likelihoods.json"):
+      path = fs.join(workdir, f"seed_{seed}", "rerank", name)
+      if fs.exists(path):  # runs before the likelihood diagnostic have none
+        with fs.open(path) as f:
+          scored.update({SCORE_NAMES.get(k, k): v for k, v in json.load(f).items()})
     for evaluator in scored:
       how = "outcome" if evaluator == "orm" else rerank.aggregation
       flat = solution_scores(scored[evaluator], evaluator, how)
@@ -97,8 +103,9 @@ def _separation_rows(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], re
 
 
 def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], rerank,
-                       world, seconds: float) -> str:
+                       world, seconds: float, evaluator_backbone: str = "sft") -> str:
   """report.md with the goals first, then tables, curves and the set-up."""
+  backbone = {"sft": "small", "sft_large": "large"}[evaluator_backbone]
   figures = fs.join(workdir, "report")
   fs.makedirs(figures)
   first = next(iter(per_seed.values()))
@@ -177,6 +184,14 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
       curves.append(f"![{group} {axis}](report/{group}_{axis}.png)")
 
   separation_rows = _separation_rows(workdir, per_seed, rerank, easy_levels)
+  check_rows = []
+  for name in first["rerank"].get("first_step_check", {}):
+    entry = {"score": SCORE_NAMES.get(name.removeprefix("likelihood/"), name)}
+    for group in ("easy", "hard"):
+      for kind in ("result", "rest"):
+        entry[f"{group}: {kind}"] = mean_std([r["rerank"]["first_step_check"][name][group][kind]
+                                              for r in per_seed.values()])
+    check_rows.append(entry)
 
   setup = []
   for seed, r in per_seed.items():
@@ -214,7 +229,17 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
        "that the right version of that step scores above a wrong one (the step's own score; "
        "0.5 when the evaluator only knows where errors are likely, not whether this step is "
        "one); `prefixes`: per seed, how many such shared prefixes had both.\n\n"
-       + markdown_table(separation_rows, list(separation_rows[0]))),
+       + markdown_table(separation_rows, list(separation_rows[0]))
+       + "\n\nThe policies' likelihood rows score each step by the mean log-probability of "
+       "its tokens under that policy's own language model (no training on labels): how "
+       "much of the step check the models already hold."),
+      *([("Gold first steps against corrupted ones (held-out questions)",
+          "For each held-out question with two or more operations: its gold solution "
+          "against the same solution with a wrong first step, `result` one too high or the "
+          "operations left (`rest`) miscopied in their last digit; the share of questions "
+          "whose gold first step scores higher (ties count half; 0.5 for a score that "
+          "knows only the question).\n\n"
+          + markdown_table(check_rows, list(check_rows[0])))] if check_rows else []),
       ("Inference-compute curves (mean ± std over seeds)", "\n\n".join(curves)),
       ("Set-up per seed", markdown_table(setup, list(setup[0]))),
       ("Where the time goes", markdown_table(time_rows, ["stage",
@@ -222,7 +247,8 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
       ("What ran", f"{len(per_seed)} seed(s); policies trained from scratch on gold solutions "
                    f"of levels {list(easy_levels)} only; the evaluators (PRM, ORM, OPRM) on the "
                    f"small policy's own samples of levels {list(easy_levels)}, labelled by the "
-                   "exact checker; reranking of N samples per held-out question at "
-                   f"T={rerank.temperature}, each N < {sizes[-1]} averaged over "
-                   f"{rerank.subsets} random subsets. Total wall time {seconds:.0f} s."),
+                   f"exact checker, each on the {backbone} policy's backbone; reranking of N "
+                   f"samples per held-out question at T={rerank.temperature}, each "
+                   f"N < {sizes[-1]} averaged over {rerank.subsets} random subsets. "
+                   f"Total wall time {seconds:.0f} s."),
   ])

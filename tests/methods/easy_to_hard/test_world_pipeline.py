@@ -15,9 +15,13 @@ from tests.readme_commands import readme_command
 
 TINY_MODEL = ["num_layers=1", "d_model=32", "num_heads=2", "num_kv_heads=1", "head_dim=16",
               "mlp_dim=64"]
+# The evaluators start from the large policy here (a width of their own, so that loading
+# them with the small policy's architecture would fail); world.gin starts them from the small.
 SMALL = (
     [f"--gin.{size}/TransformerConfig.{field}" for size in ("small", "large")
        for field in TINY_MODEL]
+    + ["--gin.large/TransformerConfig.d_model=48", "--gin.large/TransformerConfig.mlp_dim=96",
+       "--gin.easy_to_hard_world.evaluator_backbone='sft_large'"]
     + ["--gin.LeveledMathConfig.num_sft=40", "--gin.LeveledMathConfig.num_label=6",
        "--gin.LeveledMathConfig.num_rl=8", "--gin.LeveledMathConfig.num_eval=3",
        "--gin.sft/TrainingSchedule.steps=4", "--gin.sft/TrainingSchedule.batch_size=8",
@@ -56,7 +60,19 @@ def test_world_notebook_runs_every_stage_and_reports(tmp_path):
     sample = by_text[(record["prompt"], tuple(record["steps"]))]
     assert record["labels"] == [int(x) for x in sample["step_labels"]]
     assert all(a >= b for a, b in zip(record["labels"], record["labels"][1:]))  # no recovery
+  # Every evaluator is the large policy with a head.
+  for kind in pipeline.EVALUATORS:
+    settings = read_completion(str(seed_dir), kind)["settings"]
+    assert settings["backbone"] == "sft_large" and settings["model"]["d_model"] == 48
+    assert settings["upstream"]["sft_large"]["workdir"].endswith("sft_large")
   rerank = completed("rerank")
+  # The step-check diagnostics: every evaluator and both policies' likelihoods, on gold
+  # against corrupted first steps of the held-out questions.
+  assert set(rerank["first_step_check"]) == {"prm", "orm", "oprm", "likelihood/sft",
+                                             "likelihood/sft_large"}
+  for check in rerank["first_step_check"].values():
+    assert all(0.0 <= v <= 1.0 or np.isnan(v) for group in check.values()
+               for v in group.values())
   # Every evaluator reranks the small policy's samples; the PRM alone the large one's.
   expected = {"samples_small": {"majority", "weighted/prm/min", "best_of_n/prm/product",
                                 "weighted/orm/outcome", "weighted/oprm/min", "pass@n"},
@@ -81,7 +97,8 @@ def test_world_notebook_runs_every_stage_and_reports(tmp_path):
   report = (workdir / "report.md").read_text()
   for heading in ("Goals", "Reranking, small policy", "Reranking, large policy",
                   "RL: accuracy per level", "How well the evaluators tell right from wrong",
-                  "Inference-compute curves", "Set-up per seed"):
+                  "Inference-compute curves", "Set-up per seed",
+                  "Gold first steps against corrupted ones", "large policy's likelihood (min)"):
     assert heading in report
   for name in ("easy_samples", "easy_tokens", "hard_samples", "hard_tokens"):
     assert (workdir / "report" / f"{name}.png").exists()
@@ -200,10 +217,8 @@ def test_evaluator_data_can_end_a_record_at_its_first_wrong_step(tmp_path):
     pipeline.EvaluatorDataConfig(after_error="ignore")
 
 
-def test_monte_carlo_labels_roll_out_from_every_step(tmp_path):
-  """Math-Shepherd labels through the generation stage, with a random tiny policy: one
-  row per (sample, step); a step whose prefix already holds the answer is labelled by
-  that answer alone, whatever the rollouts say."""
+def _tiny_policy(tmp_path):
+  """A random one-layer policy over a vocabulary of the world's format."""
   import jax
 
   from align_jax.data.vocab import train_sentencepiece
@@ -211,7 +226,7 @@ def test_monte_carlo_labels_roll_out_from_every_step(tmp_path):
   from align_jax.models.init import init_params
   from align_jax.parallel import DEFAULT_RULES, create_mesh
   from align_jax.training.runs import LoadedRun
-  from align_jax.worlds.leveled_math import LeveledMathConfig, Problem, build_world
+  from align_jax.worlds.leveled_math import LeveledMathConfig, build_world
 
   world = build_world(LeveledMathConfig(num_sft=50, num_label=0, num_rl=2, num_eval=2))
   vocab = train_sentencepiece(world.texts() + ["User: \nAssistant: "], str(tmp_path / "spm"),
@@ -221,8 +236,17 @@ def test_monte_carlo_labels_roll_out_from_every_step(tmp_path):
                                   "user_defined_symbols": "\n", "hard_vocab_limit": False})
   config = TransformerConfig(vocab_size=320, num_layers=1, d_model=32, num_heads=2,
                              num_kv_heads=1, head_dim=16, mlp_dim=64, max_seq_len=128)
-  policy = LoadedRun("policy", config, init_params(Transformer(config), jax.random.key(0)),
-                     vocab, {}, create_mesh(), DEFAULT_RULES)
+  return LoadedRun("policy", config, init_params(Transformer(config), jax.random.key(0)),
+                   vocab, {}, create_mesh(), DEFAULT_RULES)
+
+
+def test_monte_carlo_labels_roll_out_from_every_step(tmp_path):
+  """Math-Shepherd labels through the generation stage, with a random tiny policy: one
+  row per (sample, step); a step whose prefix already holds the answer is labelled by
+  that answer alone, whatever the rollouts say."""
+  from align_jax.worlds.leveled_math import Problem
+
+  policy = _tiny_policy(tmp_path)
   problem = Problem(7, (("+", 5), ("*", 2)), level=1)
   right = problem.solution()                       # 7+5=12;*2 / 12*2=24 / # Answer / 24
   wrong = "7+5=13;*2\n\n13*2=26\n\n# Answer\n\n26"
@@ -240,3 +264,63 @@ def test_monte_carlo_labels_roll_out_from_every_step(tmp_path):
   written = [json.loads(line) for line in open(tmp_path / "mc.jsonl")]
   assert [(r["sample"], r["step"]) for r in written] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1),
                                                          (1, 2)]
+
+
+def test_likelihood_scores_are_each_pieces_mean_token_log_probability(tmp_path):
+  """Against log-probabilities computed here from the model's logits over the whole
+  rendered sequence (prompt, then the pieces a process reward model sees)."""
+  import jax
+
+  from align_jax.models import Transformer
+  from align_jax.pipeline.generation import prompt_renderer
+  from align_jax.worlds.leveled_math import Problem
+
+  policy = _tiny_policy(tmp_path)
+  problem = Problem(7, (("+", 5), ("*", 2)), level=1)
+  texts = [problem.solution(), "7+5=13;*2\n\n13*2=26\n\n# Answer\n\n26", "7+5=12"]
+  rows = [{"prompt": problem.question, "level": 1, "samples": [{"text": t} for t in texts]}]
+  found = pipeline.likelihood_scores(rows, policy, "plain")
+  prompt = prompt_renderer(policy.vocab, "plain")(rows[0])
+  for text, entry in zip(texts, found):
+    pieces = [[int(t) for t in policy.vocab.encode(p)] for p in process_steps(text)]
+    tokens = prompt + [t for piece in pieces for t in piece]
+    logits = np.asarray(Transformer(policy.config).apply({"params": policy.params},
+                                                         np.array([tokens])))[0]
+    logprobs = np.asarray(jax.nn.log_softmax(logits, axis=-1))
+    start, expected = len(prompt), []
+    for piece in pieces:
+      expected.append(np.mean([logprobs[start + k - 1, t] for k, t in enumerate(piece)]))
+      start += len(piece)
+    assert len(entry["steps"]) == len(pieces) == len(process_steps(text))
+    np.testing.assert_allclose(entry["steps"], expected, atol=2e-5)
+
+
+def test_corrupted_first_steps_and_the_first_step_check_on_hand_cases():
+  """7+5*2-8: the first step 7+5=12;*2-8 becomes 7+5=13;*2-8 (result) and 7+5=12;*2-9
+  (rest), the rest of the solution gold; a one-operation question has no second step to
+  carry an error and is left out."""
+  from align_jax.worlds.leveled_math import Problem
+  easy = Problem(7, (("+", 5), ("*", 2), ("-", 8)), level=1)
+  hard = Problem(3, (("*", 12), ("-", 11), ("+", 4), ("-", 9)), level=4)
+  short = Problem(2, (("+", 3),), level=1)
+  rows = [{"prompt": p.question, "level": p.level} for p in (easy, hard, short)]
+  found = pipeline.corrupted_first_steps(rows)
+  tail = "\n\n12*2=24;-8\n\n24-8=16\n\n# Answer\n\n16"
+  assert found["result"][0] == (easy.question, easy.solution(), "7+5=13;*2-8" + tail)
+  assert found["rest"][0] == (easy.question, easy.solution(), "7+5=12;*2-9" + tail)
+  assert found["rest"][1][2].startswith("3*12=36;-11+4-0\n\n36-11=25;+4-9")
+  assert len(found["result"]) == len(found["rest"]) == 2
+
+  def score(pseudo):
+    """Checks results, not rests: the first step scores 0.2 when its result is wrong."""
+    out = []
+    for row in pseudo:
+      problem = pipeline.parse_question(row["prompt"])
+      gold = problem.steps()[0].split(";")[0]
+      for sample in row["samples"]:
+        first = sample["text"].split("\n\n")[0].split(";")[0]
+        out.append({"steps": [0.9 if first == gold else 0.2, 0.5]})
+    return out
+
+  check = pipeline.first_step_check(rows, score, easy_levels=(1, 2, 3))
+  assert check == {"easy": {"result": 1.0, "rest": 0.5}, "hard": {"result": 1.0, "rest": 0.5}}
