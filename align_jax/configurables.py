@@ -40,6 +40,7 @@ register((
     (lm_trainer.train_lm, "train_lm"),
     (lm_trainer.DataConfig, "DataConfig"),
     (lm_trainer.train_reward_model, "train_reward_model"),
+    (lm_trainer.train_dpo, "train_dpo"),
     (ppo_config.PPOConfig, "PPOConfig"),
     (ppo_trainer.train_ppo, "train_ppo"),
     (optimizer.OptimizerConfig, "OptimizerConfig"),

@@ -52,6 +52,9 @@ SMALLER = {
     "gin/runs/reward.gin": ["--gin.STEPS=3", "--gin.DataConfig.batch_size=2",
                             "--gin.OptimizerConfig.warmup_steps=1",
                             "--gin.LoopConfig.checkpoint_every=3"],
+    "gin/runs/dpo.gin": ["--gin.STEPS=3", "--gin.DataConfig.batch_size=2",
+                         "--gin.OptimizerConfig.warmup_steps=1",
+                         "--gin.LoopConfig.checkpoint_every=3"],
     "gin/runs/ppo.gin": ["--gin.STEPS=2", "--gin.PPOConfig.rollout_batch_size=4",
                          "--gin.PPOConfig.mini_batch_size=2", "--gin.PPOConfig.num_epochs=1",
                          "--gin.LoopConfig.checkpoint_every=2"],
@@ -224,6 +227,7 @@ def test_user_workflow(tmp_path, monkeypatch):
                  (tmp_path / "runs/gen/generations.jsonl").read_text().splitlines()]
   assert len(completions) == 16
   assert (tmp_path / "runs/export/hf_export/config.json").exists()
+  assert (tmp_path / "runs/dpo/checkpoints").is_dir()
   assert (tmp_path / "runs/llama3_sft/hf_export/config.json").exists()
   assert json.loads((tmp_path / "runs/summary/model_summary.json").read_text())[
       "num_params"] == 8_030_261_248

@@ -18,6 +18,13 @@ every step gets `positive_total / number of steps`, so a solution whose steps al
 right earns `positive_total` in total. `ProcessRewardTerm` is that reward as a dense
 PPO reward term: each step's reward sits on the policy token that ends the step's
 separator. Only steps followed by a separator are scored (not the answer block).
+
+An implicit process reward model (`ImplicitProcessRewardModel`) is a `train_dpo` run: no
+head and no step labels, only pairs of right and wrong solutions. Its step logit is the
+implicit reward accumulated up to the step's last token, beta times the summed
+log-ratio of the trained model to its reference, and its outcome logit that sum over the
+whole response (EOS included), the quantity its training compared. `load_process_model`
+loads either kind from its run record; both score as `StepScores`.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from align_jax.models import TransformerConfig
 from align_jax.parallel import DEFAULT_RULES, LogicalRules
 from align_jax.rewards.terms import RewardBatch, RewardContext
 from align_jax.training.reward import SequenceScorer
-from align_jax.training.runs import LoadedRun, load_run
+from align_jax.training.runs import LoadedRun, load_run, read_run_record
 
 AGGREGATIONS = ("min", "product", "last", "mean")
 
@@ -132,6 +139,82 @@ class ProcessRewardModel:
             for (pieces, _, positions), token_scores in zip(rendered, scores)]
 
 
+class ImplicitProcessRewardModel:
+  """Scores solutions step by step with a DPO run's implicit reward (see the module
+  docstring): `policy` is the trained run, `reference` the run it was held to."""
+
+  def __init__(self, policy: LoadedRun, reference: LoadedRun, beta: float,
+               chat_template: str | None = "plain", batch_size: int = 64):
+    if policy.vocab is None:
+      raise ValueError(f"implicit reward model {policy.path}: its run names no vocabulary; "
+                       "load it with vocabulary=")
+    self.policy, self.reference, self.beta = policy, reference, float(beta)
+    self.template = get_template(chat_template) if chat_template else None
+    self.samplers = [run.sampler(batch_size=batch_size) for run in (policy, reference)]
+
+  @classmethod
+  def load(cls, run_dir: str, *, config: TransformerConfig | None = None,
+           vocabulary: str | None = None, mesh=None, rules: LogicalRules = DEFAULT_RULES,
+           chat_template: str | None = None, batch_size: int = 64
+           ) -> "ImplicitProcessRewardModel":
+    """A `train_dpo` run and the reference its record names; chat_template None: the
+    one it was trained with."""
+    policy = load_run(run_dir, config=config, vocabulary=vocabulary, mesh=mesh, rules=rules)
+    if policy.record.get("kind") != "dpo" or "reference" not in policy.record:
+      raise ValueError(f"{run_dir} is not a train_dpo run (kind {policy.record.get('kind')!r}); "
+                       "an implicit reward needs the reference it was trained against")
+    reference = load_run(policy.record["reference"], config=config, vocabulary=vocabulary,
+                         mesh=mesh, rules=rules)
+    template = chat_template or policy.record.get("chat_template", "plain")
+    return cls(policy, reference, policy.record["dpo_beta"], template, batch_size)
+
+  def inputs(self, prompt: str, solution: str) -> tuple[list[str], list[int], list[int],
+                                                         list[int]]:
+    """(pieces, prompt tokens, response tokens, index of each piece's last response
+    token) of one solution, rendered as a preference side of its training data (the
+    pieces joined: a solution in the step format is unchanged)."""
+    pieces = process_steps(solution) or [solution]
+    features = tokenize_record({"prompt": prompt, "response": "".join(pieces)}, "sft",
+                               self.policy.vocab, chat_template=self.template)
+    tokens, trained = features["tokens"], np.flatnonzero(features["loss_mask"])
+    if len(tokens) > self.policy.config.max_seq_len:
+      raise ValueError(f"implicit reward model {self.policy.path}: a solution takes "
+                       f"{len(tokens)} tokens, more than its max_seq_len="
+                       f"{self.policy.config.max_seq_len}")
+    start = int(trained[0]) if len(trained) else len(tokens)
+    response = [int(t) for t in tokens[start:]]
+    ends = np.cumsum([len(piece) for piece in pieces])
+    scored = response and "".join(pieces)  # an empty solution has no step to score
+    positions = [token_at(self.policy.vocab, response, int(end)) for end in ends] if scored \
+        else []
+    return pieces, [int(t) for t in tokens[:start]], response, positions
+
+  def score(self, prompts: Sequence[str], solutions: Sequence[str]) -> list[StepScores]:
+    """Each solution's step logits (the implicit reward up to each step's end) and its
+    outcome logit (the implicit reward of the whole response)."""
+    if len(prompts) != len(solutions):
+      raise ValueError(f"{len(prompts)} prompts but {len(solutions)} solutions")
+    rendered = [self.inputs(p, s) for p, s in zip(prompts, solutions)]
+    heads = [r[1] for r in rendered]
+    bodies = [r[2] for r in rendered]
+    policy, reference = (sampler.score(heads, bodies) for sampler in self.samplers)
+    out = []
+    for (pieces, _, _, positions), a, b in zip(rendered, policy, reference):
+      total = np.cumsum(self.beta * (np.asarray(a, np.float64) - np.asarray(b, np.float64)))
+      logits = total[positions] if len(total) else np.zeros(0)
+      out.append(StepScores(pieces, logits.astype(np.float32),
+                            float(total[-1]) if len(total) else 0.0))
+    return out
+
+
+def load_process_model(run_dir: str, **options) -> ProcessRewardModel | ImplicitProcessRewardModel:
+  """The process scorer a run is: an implicit one for a `train_dpo` run, otherwise a
+  reward model with a head (options as their `load`)."""
+  kind = read_run_record(run_dir).get("kind")
+  loader = ImplicitProcessRewardModel if kind == "dpo" else ProcessRewardModel
+  return loader.load(run_dir, **options)
+
+
 def token_at(vocab, tokens: Sequence[int], offset: int) -> int:
   """The first token whose text, decoded with every token before it, reaches `offset`
   characters (the last token when none does); a binary search over prefix decodings."""
@@ -149,21 +232,22 @@ def token_at(vocab, tokens: Sequence[int], offset: int) -> int:
 class ProcessRewardTerm:
   """A PRM's process reward as a dense PPO reward term (see the module docstring).
 
-  run: the process reward model's run; scale multiplies the rewards.
+  run: the process reward model's run (a head's, or a `train_dpo` run read as an
+  implicit process reward model); scale multiplies the rewards.
   """
 
   def __init__(self, run: str, *, upper_bound: float = 0.5, positive_total: float = 0.25,
                scale: float = 1.0, batch_size: int = 64):
     self.run_dir, self.upper_bound, self.positive_total = run, upper_bound, positive_total
     self.scale, self.batch_size = scale, batch_size
-    self.model: ProcessRewardModel | None = None
+    self.model: ProcessRewardModel | ImplicitProcessRewardModel | None = None
     self.policy_vocab = None
 
   def setup(self, context: RewardContext) -> None:
     if self.model is None:
-      self.model = ProcessRewardModel.load(self.run_dir, mesh=context.mesh,
-                                           rules=context.rules or DEFAULT_RULES,
-                                           batch_size=self.batch_size)
+      self.model = load_process_model(self.run_dir, mesh=context.mesh,
+                                      rules=context.rules or DEFAULT_RULES,
+                                      batch_size=self.batch_size)
       self.policy_vocab = context.policy_vocab
 
   def __call__(self, batch: RewardBatch) -> np.ndarray:

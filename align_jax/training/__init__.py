@@ -1,8 +1,10 @@
-"""Training: the shared loop, optimizers, checkpoints, losses, the LM and reward-model
-trainers, and the one loader of trained runs."""
+"""Training: the shared loop, optimizers, checkpoints, losses, the LM, DPO and
+reward-model trainers, and the one loader of trained runs."""
 
 from align_jax.training.checkpoints import Checkpointer, check_compatible, config_record, restore_params
-from align_jax.training.lm_trainer import DataConfig, train_lm, train_reward_model
+from align_jax.training.dpo import dpo_loss_sums, response_logprobs
+from align_jax.training.lm_trainer import (DataConfig, train_dpo, train_lm,
+                                          train_reward_model)
 from align_jax.training.loop import (Hook, LoopConfig, NonFiniteLossError, TrainState,
                                      init_train_state, state_shardings, train_loop)
 from align_jax.training.losses import accumulate_gradients, lm_loss_sums, token_nll

@@ -17,6 +17,7 @@ import hashlib
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
@@ -28,6 +29,7 @@ from align_jax.models import (Transformer, TransformerConfig, TransformerWithHea
                               merge_params, param_shardings, split_params)
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
 from align_jax.training.checkpoints import config_record
+from align_jax.training.dpo import REFERENCE_KEY, dpo_loss_sums
 from align_jax.training.loop import (LoopConfig, batch_shardings, global_batch, init_train_state,
                                      state_shardings, train_loop)
 from align_jax.training.losses import lm_loss_sums
@@ -200,6 +202,35 @@ def train_reward_model(workdir: str, model: TransformerConfig, data: DataConfig,
                 allow_foreign_vocabulary=allow_foreign_vocabulary)
 
 
+def train_dpo(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary: str,
+              optimizer: OptimizerConfig = OptimizerConfig(), loop: LoopConfig = LoopConfig(),
+              *, init_from: str, beta: float = 0.1, mesh: Mesh | None = None,
+              rules: LogicalRules = DEFAULT_RULES, num_micro_batches: int = 1, seed: int = 0,
+              export_hf: bool = False, allow_foreign_vocabulary: bool = False
+              ) -> dict[str, Any]:
+  """Trains a language model in WORKDIR by direct preference optimisation
+  (`align_jax.training.dpo`) on kind 'preference' data.
+
+  init_from: the language model the policy starts from, which is also the frozen
+  reference (an align_jax run or a Hugging Face directory). The run's record keeps
+  `dpo_beta` and the reference, so its implicit reward can be read back
+  (`align_jax.rewards.ImplicitProcessRewardModel`). Eval: pair accuracy, margin and
+  both sides' implicit rewards. Full fine-tuning only (lora_rank must be 0).
+  """
+  if data.kind != "preference":
+    raise ValueError(f"train_dpo trains on DataConfig.kind 'preference', got {data.kind!r}")
+  if not init_from:
+    raise ValueError("train_dpo needs init_from: the model it starts from and is held to")
+  if model.lora_rank > 0:
+    raise ValueError("train_dpo fine-tunes every weight; set lora_rank=0")
+  if not beta > 0:
+    raise ValueError(f"train_dpo needs beta > 0, got {beta}")
+  return _train(workdir, model, data, vocabulary, optimizer, loop, init_from=init_from,
+                mesh=mesh, rules=rules, num_micro_batches=num_micro_batches, seed=seed,
+                export_hf=export_hf, head=False,
+                allow_foreign_vocabulary=allow_foreign_vocabulary, dpo_beta=float(beta))
+
+
 def _batch_tokens(batch) -> int:
   """Real tokens in a batch; a preference batch holds both answers of each pair."""
   keys = [k for k in ("segment_ids", "chosen_segment_ids", "rejected_segment_ids") if k in batch]
@@ -209,7 +240,8 @@ def _batch_tokens(batch) -> int:
 def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary: str,
            optimizer: OptimizerConfig, loop: LoopConfig, *, init_from: str | None,
            mesh: Mesh | None, rules: LogicalRules, num_micro_batches: int, seed: int,
-           export_hf: bool, head: bool, allow_foreign_vocabulary: bool) -> dict[str, Any]:
+           export_hf: bool, head: bool, allow_foreign_vocabulary: bool,
+           dpo_beta: float | None = None) -> dict[str, Any]:
   if init_from and is_hf_dir(init_from):  # The model's length is the checkpoint's.
     from align_jax.hf import load_config
     check_seq_len(data.seq_len, load_config(init_from).max_seq_len,
@@ -256,7 +288,11 @@ def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary:
       params = {"backbone": params,
                 "head": fresh_head(model_module, jax.random.key(seed + 1), mesh, rules)}
   all_shardings = param_shardings(model_module, mesh, rules)
-  if config.lora_rank > 0:
+  if dpo_beta is not None:  # the reference: a copy (the state's buffers are donated)
+    trainable, trainable_shardings = params, all_shardings
+    frozen = {REFERENCE_KEY: jax.jit(lambda t: jax.tree.map(jnp.copy, t),
+                                     out_shardings=all_shardings)(params)}
+  elif config.lora_rank > 0:
     trainable, frozen = split_params(params, lora_trainable(head))
     trainable_shardings = split_params(all_shardings, lora_trainable(head))[0]
   else:
@@ -269,7 +305,8 @@ def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary:
       BatchIterator, task, kind=data.kind, batch_size=data.batch_size, seq_len=data.seq_len,
       split=train_split, seed=data.seed, pack=data.pack, truncate=data.truncate,
       data_shards=data.data_shards)
-  loss_sums = functools.partial(LOSSES[data.kind], model_module)
+  loss_sums = (functools.partial(dpo_loss_sums, model_module, beta=dpo_beta)
+               if dpo_beta is not None else functools.partial(LOSSES[data.kind], model_module))
   eval_fn = (_eval_fn(loss_sums, task, data, eval_split, mesh, rules)
              if eval_split is not None else None)
 
@@ -279,6 +316,8 @@ def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary:
   if init_from:
     # A LoRA run stores only its adapters (and head): loaders find the base here.
     record["init_from"] = absolute_path(init_from)
+  if dpo_beta is not None:  # a language model, not a reward model; its reward needs these
+    record.update(kind="dpo", dpo_beta=dpo_beta, reference=absolute_path(init_from))
   state, metrics = train_loop(
       workdir=workdir,
       step_fn=make_train_step(loss_sums, opt, optimizer, num_micro_batches),
@@ -287,5 +326,5 @@ def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary:
       mesh=mesh, rules=rules, shardings=shardings, frozen=frozen, eval_fn=eval_fn,
       record=record, batch_tokens=_batch_tokens)
 
-  full = merge_params(state.params, frozen) if frozen else state.params
+  full = merge_params(state.params, frozen) if frozen and dpo_beta is None else state.params
   return finish_run(workdir, state.step, metrics, config, full, vocabulary, export_hf)

@@ -9,11 +9,11 @@ from align_jax.data.chat import get_template
 from align_jax.data.tasks import tokenize_record
 from align_jax.data.vocab import train_sentencepiece
 from align_jax.eval.math import process_steps
-from align_jax.models import TransformerConfig, TransformerWithHead
+from align_jax.models import Transformer, TransformerConfig, TransformerWithHead
 from align_jax.models.init import init_params
 from align_jax.parallel import DEFAULT_RULES, create_mesh
-from align_jax.rewards import (ProcessRewardModel, ProcessRewardTerm, RewardBatch, aggregate,
-                               process_rewards)
+from align_jax.rewards import (ImplicitProcessRewardModel, ProcessRewardModel, ProcessRewardTerm,
+                               RewardBatch, aggregate, process_rewards)
 from align_jax.training.runs import LoadedRun
 from align_jax.worlds.leveled_math import LeveledMathConfig, build_world
 
@@ -129,3 +129,44 @@ def test_process_reward_term_puts_each_steps_reward_on_the_policys_separator_tok
     assert np.flatnonzero(dense[i]).tolist() == separators
     np.testing.assert_allclose(dense[i, separators], expected, atol=1e-6)
   assert len(np.flatnonzero(dense[0])) == 3 and len(np.flatnonzero(dense[1])) == 1
+
+
+@pytest.fixture(scope="module")
+def implicit(vocab):
+  module = Transformer(CONFIG)
+  policy, reference = (LoadedRun(name, CONFIG, init_params(module, jax.random.key(key)), vocab,
+                                 {"kind": "dpo"}, create_mesh(), DEFAULT_RULES)
+                       for name, key in (("policy", 1), ("reference", 2)))
+  return ImplicitProcessRewardModel(policy, reference, 0.5, "plain", batch_size=2)
+
+
+def _token_logprobs(run, tokens):
+  logits = np.asarray(run.module.apply({"params": run.params}, np.asarray(tokens)[None])[0],
+                      np.float64)
+  top = logits.max(-1, keepdims=True)
+  logp = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+  return np.array([logp[i - 1, tokens[i]] for i in range(1, len(tokens))])
+
+
+def test_the_implicit_prm_sums_the_log_ratio_up_to_each_steps_last_token(implicit, vocab):
+  short_prompt, short = "Compute from left to right: 3+4", "3+4=7\n\n# Answer\n\n7"
+  scored = implicit.score([PROMPT, PROMPT, short_prompt], [SOLUTION, "", short])
+  for prompt, solution, steps, result in ((PROMPT, SOLUTION, 4, scored[0]),
+                                          (short_prompt, short, 2, scored[2])):
+    features = tokenize_record({"prompt": prompt, "response": solution}, "sft", vocab,
+                               chat_template=get_template("plain"))
+    tokens = features["tokens"]
+    start = int(np.flatnonzero(features["loss_mask"])[0])
+    assert tokens[-1] == 1  # the EOS is part of the response the reward sums over
+    ratio = 0.5 * (_token_logprobs(implicit.policy, tokens)
+                   - _token_logprobs(implicit.reference, tokens))[start - 1:]
+    total = np.cumsum(ratio)
+    # By hand: each step ends on its separator's second newline; the answer block (whose
+    # blank line ends no step) on its last token, the one before the EOS.
+    pieces = [vocab.decode([int(t)]) for t in tokens[start:]]
+    blank = [k for k in range(1, len(pieces)) if pieces[k] == "\n" == pieces[k - 1]]
+    ends = blank[:steps - 1] + [len(pieces) - 2]
+    np.testing.assert_allclose(result.logits, total[ends], rtol=1e-4, atol=1e-4)
+    assert result.outcome == pytest.approx(float(total[-1]), rel=1e-4, abs=1e-4)
+    assert result.steps == process_steps(solution)
+  assert len(scored[1].logits) == 0  # an empty solution has no step to score

@@ -15,9 +15,14 @@ Stages per seed (in WORKDIR/seed_<k>/<stage>/, resumable, see `align_jax.pipelin
                 from it reach the right answer)
   evaluator_data  process records (PRM), outcome records (ORM), both (OPRM), with a
                 held-out tenth of the problems for evaluation
-  prm, orm, oprm  the three evaluators (backbone from the small policy, or with
-                `evaluator_backbone='sft_large'` from the large one: an evaluator larger
-                than the policy whose samples it was trained on and reranks)
+  prm, orm, oprm  the three evaluators with a scalar head (backbone from the small
+                policy, or with `evaluator_backbone='sft_large'` from the large one: an
+                evaluator larger than the policy whose samples it was trained on and
+                reranks)
+  iprm          an implicit process reward model: the same backbone's language model
+                trained by DPO on pairs of a label question's right and wrong samples
+                (outcome labels only); its step score is the implicit reward, beta times
+                the log-ratio to the backbone, summed up to the step's end
   samples_small, samples_large  N samples per held-out question from each policy
   rerank        each evaluator scores every sample; majority, weighted majority and
                 best-of-N accuracy for N = 1, 2, 4, ..., N (averaged over random subsets)
@@ -25,7 +30,8 @@ Stages per seed (in WORKDIR/seed_<k>/<stage>/, resumable, see `align_jax.pipelin
   ppo_outcome   PPO with the final-answer reward on easy RL questions only
   ppo_process   PPO on easy and hard RL questions: the final-answer reward on easy ones,
                 0.25 on hard ones ("Unavailable"), plus the PRM's process reward
-  rl_eval       greedy and sampled accuracy per level of SFT and both PPO policies
+  ppo_implicit  the same with the implicit PRM's process reward
+  rl_eval       greedy and sampled accuracy per level of SFT and the PPO policies
 Then `report.md` in WORKDIR: per-level accuracy tables (mean ± std over seeds), the
 goals with their margins in standard errors, and the curves as PNG.
 """
@@ -50,19 +56,21 @@ from align_jax.pipeline import (Pipeline, Stage, TrainingSchedule, is_writer, ru
                                 trained_run, training_stage, vocabulary_stage)
 from align_jax.pipeline.generation import generate_to_jsonl, prompt_renderer
 from align_jax.ppo import PPOConfig, train_ppo
-from align_jax.rewards import (AGGREGATIONS, CompositeReward, ProcessRewardModel,
-                               ProcessRewardTerm, aggregate, math_answer_term, math_format_term)
+from align_jax.rewards import (AGGREGATIONS, CompositeReward, ProcessRewardTerm, aggregate,
+                               load_process_model, math_answer_term, math_format_term)
 from align_jax.sampling import SamplingConfig
 from align_jax.sampling.voting import best_of_n, majority_vote, weighted_majority_vote
-from align_jax.training import DataConfig, train_reward_model
+from align_jax.training import DataConfig, train_dpo, train_reward_model
 from align_jax.training.checkpoints import config_record
 from align_jax.worlds.leveled_math import (LeveledMathConfig, build_world, check_answer,
                                            check_steps, parse_question)
 
-EVALUATORS = ("prm", "orm", "oprm")
+EVALUATORS = ("prm", "orm", "oprm", "iprm")
 LABELS = ("checker", "monte_carlo")
 AFTER_ERROR = ("negative", "drop")
 BACKBONES = ("sft", "sft_large")
+# The PPO stages with a process reward, and the evaluator whose reward each one reads.
+PROCESS_PPO = {"ppo_process": "prm", "ppo_implicit": "iprm"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,6 +286,58 @@ def evaluator_data_stage(config: EvaluatorDataConfig, seed: int):
   return run
 
 
+def outcome_pairs(records: Sequence[Mapping[str, Any]], gold: Mapping[str, str] | None = None
+                  ) -> list[dict[str, Any]]:
+  """Preference pairs from outcome records ({"prompt", "response", "label"}): every right
+  response of a prompt against every wrong one of the same prompt, in record order; the
+  responses as an implicit reward model reads them (`process_steps`, joined). gold:
+  prompt -> a right solution counted among that prompt's right responses (once)."""
+  groups: dict[str, tuple[list[str], list[str]]] = {}
+  for record in records:
+    text = "".join(process_steps(record["response"])) or record["response"]
+    groups.setdefault(record["prompt"], ([], []))[0 if record["label"] else 1].append(text)
+  for prompt, (rights, _) in groups.items():
+    solution = (gold or {}).get(prompt)
+    if solution is not None and "".join(process_steps(solution)) not in rights:
+      rights.append("".join(process_steps(solution)))
+  return [{"prompt": prompt, "chosen": right, "rejected": wrong}
+          for prompt, (rights, wrongs) in groups.items() for right in rights for wrong in wrongs]
+
+
+def implicit_evaluator_stage(model: TransformerConfig, backbone: str,
+                             schedule: TrainingSchedule, beta: float, gold: bool,
+                             chat_template: str, mesh_fn, rules, seed: int):
+  """The implicit PRM: the backbone's language model trained by DPO (`train_dpo`, the
+  backbone as its reference) on `outcome_pairs` of the outcome records; with `gold`,
+  each label question's gold solution is one of its right responses (pairs then exist
+  for questions the policy never solved)."""
+  def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
+    data = results["evaluator_data"]
+    files, counts = {}, {}
+    for split in ("train", "eval"):
+      records = list(read_jsonl(data[f"orm_{split}"]))
+      solutions = ({r["prompt"]: parse_question(r["prompt"]).solution() for r in records}
+                   if gold else None)
+      pairs = outcome_pairs(records, solutions)
+      files[split], counts[split] = _write(stage_dir, f"pairs_{split}.jsonl", pairs), len(pairs)
+    if not counts["train"]:
+      raise ValueError(f"{data['orm_train']}: no label question has both a right and a wrong "
+                       "sample, so there is no pair to train the implicit PRM on")
+    config = DataConfig(kind="preference", train_files=(files["train"],),
+                        eval_files=(files["eval"],) if counts["eval"] else (),
+                        chat_template=chat_template, batch_size=schedule.batch_size,
+                        seq_len=schedule.seq_len, seed=seed, eval_batches=4, pack=False)
+    summary = train_dpo(fs.join(stage_dir, "run"), model, config,
+                        results["vocabulary"]["model"], schedule.optimizer(), schedule.loop(),
+                        init_from=results[backbone]["workdir"], beta=beta, mesh=mesh_fn(),
+                        rules=rules, seed=seed)
+    final = summary["final_metrics"]
+    return {"workdir": fs.join(stage_dir, "run"), "pairs": counts,
+            "eval_accuracy": final.get("eval/accuracy"), "eval_loss": final.get("eval/loss"),
+            "steps": summary["steps"]}
+  return run
+
+
 def evaluator_stage(kind: str, model: TransformerConfig, backbone: str,
                     schedule: TrainingSchedule, chat_template: str, mesh_fn, rules, seed: int):
   """A process ('prm'), outcome ('orm') or mixed ('oprm') reward model; the backbone
@@ -322,8 +382,7 @@ def samples_stage(policy_stage: str, model: TransformerConfig, config: RerankCon
   return run
 
 
-def score_samples(rows: Sequence[Mapping[str, Any]], evaluator: ProcessRewardModel
-                  ) -> list[dict[str, Any]]:
+def score_samples(rows: Sequence[Mapping[str, Any]], evaluator) -> list[dict[str, Any]]:
   """Each sample's step probabilities and outcome probability under one evaluator."""
   prompts = [r["prompt"] for r in rows for _ in r["samples"]]
   texts = [s["text"] for r in rows for s in r["samples"]]
@@ -396,7 +455,7 @@ def strategies(config: RerankConfig, evaluators: Sequence[str] = EVALUATORS
   out = [("majority", None, None)]
   for evaluator in evaluators:
     hows = ("outcome",) if evaluator == "orm" else (*AGGREGATIONS, "outcome")
-    if evaluator == "oprm":
+    if evaluator in ("oprm", "iprm"):
       hows = (config.aggregation, "outcome")
     for how in hows:
       out += [(f"weighted/{evaluator}/{how}", evaluator, how),
@@ -554,8 +613,8 @@ def rerank_stage(config: RerankConfig, model: TransformerConfig,
   policy's steps, and every score on gold against corrupted first steps."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     mesh = mesh_fn()
-    evaluators = {e: ProcessRewardModel.load(results[e]["workdir"], config=model, mesh=mesh,
-                                             rules=rules, batch_size=128) for e in EVALUATORS}
+    evaluators = {e: load_process_model(results[e]["workdir"], config=model, mesh=mesh,
+                                        rules=rules, batch_size=128) for e in EVALUATORS}
     out = {}
 
     def cached(name: str, compute):
@@ -598,15 +657,17 @@ def rerank_stage(config: RerankConfig, model: TransformerConfig,
 
 
 def ppo_stage(model: TransformerConfig, ppo: PPOConfig, schedule: TrainingSchedule,
-              chat_template: str, prompts_key: str, process_reward: bool,
+              chat_template: str, prompts_key: str, process_evaluator: str | None,
               process_scale: float, format_penalty: float, mesh_fn, rules, seed: int):
   """PPO of the small SFT policy: the final-answer reward (0.25 for a hard question's
-  "Unavailable"), the format penalty and, with `process_reward`, the PRM's."""
+  "Unavailable"), the format penalty and, with a `process_evaluator` stage ('prm',
+  'iprm'), that evaluator's process reward."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     terms = {"answer": (math_answer_term(), 1.0), "format": (math_format_term(format_penalty),
                                                               1.0)}
-    if process_reward:
-      terms["process"] = (ProcessRewardTerm(results["prm"]["workdir"]), process_scale)
+    if process_evaluator:
+      terms["process"] = (ProcessRewardTerm(results[process_evaluator]["workdir"]),
+                          process_scale)
     summary = train_ppo(stage_dir, model, results["world"][prompts_key],
                         results["vocabulary"]["model"], results["sft"]["workdir"],
                         reward=CompositeReward(terms), ppo=ppo, optimizer=schedule.optimizer(),
@@ -656,7 +717,8 @@ def seed_pipeline(workdir: str, model: TransformerConfig, model_large: Transform
                   rerank: RerankConfig, ppo_schedule: TrainingSchedule, ppo: PPOConfig,
                   process_scale: float, format_penalty: float, vocab_size: int,
                   chat_template: str, eval_samples: int, mesh_fn, rules, seed: int,
-                  evaluator_backbone: str = "sft") -> dict[str, Any]:
+                  evaluator_backbone: str, implicit: TrainingSchedule, implicit_beta: float,
+                  implicit_gold: bool) -> dict[str, Any]:
   """Runs one seed's stages, world to rl_eval, in `workdir` and returns their results."""
   if evaluator_backbone not in BACKBONES:
     raise ValueError(f"evaluator_backbone must be one of {BACKBONES}, got "
@@ -690,7 +752,12 @@ def seed_pipeline(workdir: str, model: TransformerConfig, model_large: Transform
       *[Stage(kind, evaluator_stage(kind, model_evaluator, evaluator_backbone, evaluator,
                                     chat_template, mesh_fn, rules, seed),
               {**evaluator_settings, "schedule": config_record(evaluator)})
-        for kind in EVALUATORS],
+        for kind in EVALUATORS if kind != "iprm"],
+      Stage("iprm", implicit_evaluator_stage(model_evaluator, evaluator_backbone, implicit,
+                                             implicit_beta, implicit_gold, chat_template,
+                                             mesh_fn, rules, seed),
+            {**evaluator_settings, "schedule": config_record(implicit), "beta": implicit_beta,
+             "gold": implicit_gold}),
       Stage("samples_small", samples_stage("sft", model, rerank, chat_template, mesh_fn,
                                            rules, seed),
             {**settings, "rerank": config_record(rerank)}),
@@ -702,15 +769,16 @@ def seed_pipeline(workdir: str, model: TransformerConfig, model_large: Transform
                                    world.easy_levels, chat_template, mesh_fn, rules, seed),
             {**evaluator_settings, "rerank": config_record(rerank)}),
       Stage("ppo_outcome", ppo_stage(model, ppo, ppo_schedule, chat_template,
-                                     "rl_easy_prompts", False, process_scale, format_penalty,
+                                     "rl_easy_prompts", None, process_scale, format_penalty,
                                      mesh_fn, rules, seed),
             {**settings, "ppo": config_record(ppo), "schedule": config_record(ppo_schedule),
              "format_penalty": format_penalty}),
-      Stage("ppo_process", ppo_stage(model, ppo, ppo_schedule, chat_template, "rl_prompts",
-                                     True, process_scale, format_penalty, mesh_fn, rules, seed),
-            {**settings, "ppo": config_record(ppo), "schedule": config_record(ppo_schedule),
-             "process_scale": process_scale, "format_penalty": format_penalty}),
-      Stage("rl_eval", rl_eval_stage(model, chat_template, ("sft", "ppo_outcome", "ppo_process"),
+      *[Stage(name, ppo_stage(model, ppo, ppo_schedule, chat_template, "rl_prompts",
+                              evaluator, process_scale, format_penalty, mesh_fn, rules, seed),
+              {**settings, "ppo": config_record(ppo), "schedule": config_record(ppo_schedule),
+               "process_scale": process_scale, "format_penalty": format_penalty})
+        for name, evaluator in PROCESS_PPO.items()],
+      Stage("rl_eval", rl_eval_stage(model, chat_template, ("sft", "ppo_outcome", *PROCESS_PPO),
                                      rerank.max_new_tokens, eval_samples, mesh_fn, rules, seed),
             {**settings, "eval_samples": eval_samples}),
   ]
@@ -737,12 +805,19 @@ def easy_to_hard_world(workdir: str, model: TransformerConfig, model_large: Tran
                        vocab_size: int = 384, chat_template: str = "plain",
                        eval_samples: int = 4, seeds: Sequence[int] = (0,),
                        mesh: Mesh | None = None, rules: LogicalRules = DEFAULT_RULES,
-                       evaluator_backbone: str = "sft") -> dict[str, Any]:
+                       evaluator_backbone: str = "sft",
+                       implicit: TrainingSchedule = TrainingSchedule(
+                           steps=300, learning_rate=1e-4, warmup_steps=20, batch_size=32,
+                           seq_len=128),
+                       implicit_beta: float = 0.1, implicit_gold: bool = False
+                       ) -> dict[str, Any]:
   """Runs the experiment for each seed in WORKDIR/seed_<k>/ and writes WORKDIR/report.md.
 
   evaluator_backbone: the SFT stage the evaluators start from, 'sft' (the small policy,
   whose samples they are trained on and rerank) or 'sft_large' (the large policy: an
-  evaluator larger than the policy it judges)."""
+  evaluator larger than the policy it judges). implicit, implicit_beta: the implicit
+  PRM's DPO schedule (batch_size counts pairs) and beta; implicit_gold: its pairs also
+  put each label question's gold solution against the wrong samples."""
   from align_jax.methods.easy_to_hard.report import report_rows, write_world_report
   mesh_fn = (lambda: mesh) if mesh is not None else create_mesh
   return run_seeds(
@@ -750,7 +825,8 @@ def easy_to_hard_world(workdir: str, model: TransformerConfig, model_large: Tran
       lambda seed_dir, seed: seed_pipeline(
           seed_dir, model, model_large, world, sft, sft_large, evaluator, evaluator_data,
           rerank, ppo_schedule, ppo, process_scale, format_penalty, vocab_size, chat_template,
-          eval_samples, mesh_fn, rules, seed, evaluator_backbone),
+          eval_samples, mesh_fn, rules, seed, evaluator_backbone, implicit, implicit_beta,
+          implicit_gold),
       lambda per_seed, seconds: write_world_report(workdir, per_seed, rerank, world, seconds,
                                                    evaluator_backbone),
       report_rows, ["policy", "strategy", "N", "easy", "hard"])

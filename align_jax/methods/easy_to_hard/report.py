@@ -31,7 +31,8 @@ def report_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
   rows = []
   for policy, name in POLICIES.items():
     n = results["rerank"][policy]["sizes"][-1]
-    for strategy in ("majority", "weighted/prm/min", "best_of_n/prm/min", "weighted/orm/outcome"):
+    for strategy in ("majority", "weighted/prm/min", "best_of_n/prm/min", "weighted/orm/outcome",
+                     "weighted/iprm/min"):
       if strategy not in results["rerank"][policy]["groups"]["easy"]["accuracy"]:
         continue
       rows.append({"policy": name, "strategy": strategy, "N": n,
@@ -113,12 +114,19 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
   hard_levels, easy_levels = world.hard_levels, world.easy_levels
   agg = rerank.aggregation
   weighted, bon = f"weighted/prm/{agg}", f"best_of_n/prm/{agg}"
+  small = first["rerank"]["samples_small"]["groups"]["hard"]["accuracy"]
+  implicit = f"weighted/iprm/{agg}" in small  # runs before the implicit PRM have none
   goals = []
-  for n in [n for n in sizes if n >= 16]:
-    d = _difference(per_seed, lambda r: _accuracy(r, "samples_small", "hard", weighted, n),
-                    lambda r: _accuracy(r, "samples_small", "hard", "majority", n))
-    goals.append({"goal": f"levels {hard_levels}: weighted voting (PRM, {agg}) minus "
-                          f"majority, N={n}", "difference": _fmt(d), "verdict": _verdict(d)})
+  for evaluator, label in (("prm", "PRM"), ("iprm", "implicit PRM")):
+    if evaluator == "iprm" and not implicit:
+      continue
+    for n in [n for n in sizes if n >= 16]:
+      d = _difference(
+          per_seed, lambda r: _accuracy(r, "samples_small", "hard", f"weighted/{evaluator}/{agg}",
+                                        n),
+          lambda r: _accuracy(r, "samples_small", "hard", "majority", n))
+      goals.append({"goal": f"levels {hard_levels}: weighted voting ({label}, {agg}) minus "
+                            f"majority, N={n}", "difference": _fmt(d), "verdict": _verdict(d)})
   for strategy in ("weighted", "best_of_n"):
     n = sizes[-1]
     d = _difference(per_seed,
@@ -126,13 +134,17 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
                     lambda r: _accuracy(r, "samples_small", "hard", f"{strategy}/orm/outcome", n))
     goals.append({"goal": f"levels {hard_levels}: {strategy} PRM ({agg}) minus ORM, N={n}",
                   "difference": _fmt(d), "verdict": _verdict(d)})
-  for mode in ("greedy", "sampled"):
-    for baseline in ("sft", "ppo_outcome"):
-      d = _difference(per_seed, lambda r: _rl_accuracy(r, "ppo_process", mode, hard_levels),
-                      lambda r: _rl_accuracy(r, baseline, mode, hard_levels))
-      goals.append({"goal": f"levels {hard_levels}: PPO with the easy-trained PRM minus "
-                            f"{baseline} ({mode})", "difference": _fmt(d),
-                    "verdict": _verdict(d)})
+  trained = {row["policy"] for row in first["rl_eval"]["rows"]}
+  for policy, label in (("ppo_process", "PRM"), ("ppo_implicit", "implicit PRM")):
+    if policy not in trained:
+      continue
+    for mode in ("greedy", "sampled"):
+      for baseline in ("sft", "ppo_outcome"):
+        d = _difference(per_seed, lambda r: _rl_accuracy(r, policy, mode, hard_levels),
+                        lambda r: _rl_accuracy(r, baseline, mode, hard_levels))
+        goals.append({"goal": f"levels {hard_levels}: PPO with the easy-trained {label} minus "
+                              f"{baseline} ({mode})", "difference": _fmt(d),
+                      "verdict": _verdict(d)})
 
   # Reranking tables: mean ± std over seeds.
   tables = []
@@ -169,7 +181,10 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
       lines = []
       for policy, name in POLICIES.items():
         for strategy, label in (("majority", "majority"), (weighted, f"weighted PRM {agg}"),
-                                (bon, f"best-of-N PRM {agg}")):
+                                (bon, f"best-of-N PRM {agg}"),
+                                (f"weighted/iprm/{agg}", f"weighted implicit PRM {agg}")):
+          if strategy not in first["rerank"][policy]["groups"][group]["accuracy"]:
+            continue
           ys = np.array([[_accuracy(r, policy, group, strategy, n) for n in sizes]
                          for r in per_seed.values()])
           tokens = np.mean([r["rerank"][policy]["groups"][group]["tokens_per_sample"]
@@ -202,6 +217,7 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
         "PRM step labels positive": r["evaluator_data"]["positive_share"]["prm"],
         "PRM eval acc": r["prm"]["eval_accuracy"], "ORM eval acc": r["orm"]["eval_accuracy"],
         "OPRM eval acc": r["oprm"]["eval_accuracy"],
+        **({"implicit PRM eval pair acc": r["iprm"]["eval_accuracy"]} if "iprm" in r else {}),
         "small samples correct": r["rerank"]["samples_small"]["sample_accuracy"],
         "large samples correct": r["rerank"]["samples_large"]["sample_accuracy"],
         "seconds": round(sum(stage_seconds(fs.join(workdir, f"seed_{seed}"),
@@ -247,8 +263,12 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
       ("What ran", f"{len(per_seed)} seed(s); policies trained from scratch on gold solutions "
                    f"of levels {list(easy_levels)} only; the evaluators (PRM, ORM, OPRM) on the "
                    f"small policy's own samples of levels {list(easy_levels)}, labelled by the "
-                   f"exact checker, each on the {backbone} policy's backbone; reranking of N "
+                   f"exact checker, each on the {backbone} policy's backbone, and the "
+                   f"implicit PRM (that backbone's language model trained by DPO on pairs of "
+                   f"a label question's right and wrong samples, its step score the "
+                   f"log-ratio to the backbone summed up to the step); reranking of N "
                    f"samples per held-out question at T={rerank.temperature}, each "
                    f"N < {sizes[-1]} averaged over {rerank.subsets} random subsets. "
-                   f"Total wall time {seconds:.0f} s."),
+                   f"Stage time over all seeds {sum(r['seconds'] for r in setup):,} s "
+                   f"(this invocation {seconds:.0f} s: stages completed earlier are reused)."),
   ])

@@ -10,6 +10,7 @@ from align_jax import main as entry
 from align_jax.eval.math import process_steps
 from align_jax.methods.easy_to_hard import pipeline
 from align_jax.pipeline import read_completion
+from align_jax.training.runs import read_run_record
 from tests.notebooks import execute, outputs, runs_readme_command
 from tests.readme_commands import readme_command
 
@@ -29,6 +30,10 @@ SMALL = (
        "--gin.sft_large/TrainingSchedule.batch_size=8",
        "--gin.evaluator/TrainingSchedule.steps=3",
        "--gin.evaluator/TrainingSchedule.batch_size=8",
+       "--gin.implicit/TrainingSchedule.steps=3",
+       "--gin.implicit/TrainingSchedule.batch_size=4",
+       # The tiny policy solves nothing: the gold solutions make the implicit PRM's pairs.
+       "--gin.easy_to_hard_world.implicit_gold=True",
        "--gin.RerankConfig.num_samples=4", "--gin.RerankConfig.subsets=2",
        "--gin.RerankConfig.max_new_tokens=24", "--gin.ppo/TrainingSchedule.steps=2",
        "--gin.PPOConfig.rollout_batch_size=8", "--gin.PPOConfig.mini_batch_size=4",
@@ -60,22 +65,27 @@ def test_world_notebook_runs_every_stage_and_reports(tmp_path):
     sample = by_text[(record["prompt"], tuple(record["steps"]))]
     assert record["labels"] == [int(x) for x in sample["step_labels"]]
     assert all(a >= b for a, b in zip(record["labels"], record["labels"][1:]))  # no recovery
-  # Every evaluator is the large policy with a head.
+  # Every evaluator starts from the large policy (the implicit PRM is its language model,
+  # held to it as the reference).
   for kind in pipeline.EVALUATORS:
     settings = read_completion(str(seed_dir), kind)["settings"]
     assert settings["backbone"] == "sft_large" and settings["model"]["d_model"] == 48
     assert settings["upstream"]["sft_large"]["workdir"].endswith("sft_large")
+  implicit = completed("iprm")
+  assert implicit["pairs"]["train"] > 0
+  assert read_run_record(implicit["workdir"])["reference"].endswith("sft_large")
   rerank = completed("rerank")
   # The step-check diagnostics: every evaluator and both policies' likelihoods, on gold
   # against corrupted first steps of the held-out questions.
-  assert set(rerank["first_step_check"]) == {"prm", "orm", "oprm", "likelihood/sft",
+  assert set(rerank["first_step_check"]) == {"prm", "orm", "oprm", "iprm", "likelihood/sft",
                                              "likelihood/sft_large"}
   for check in rerank["first_step_check"].values():
     assert all(0.0 <= v <= 1.0 or np.isnan(v) for group in check.values()
                for v in group.values())
   # Every evaluator reranks the small policy's samples; the PRM alone the large one's.
   expected = {"samples_small": {"majority", "weighted/prm/min", "best_of_n/prm/product",
-                                "weighted/orm/outcome", "weighted/oprm/min", "pass@n"},
+                                "weighted/orm/outcome", "weighted/oprm/min",
+                                "weighted/iprm/min", "best_of_n/iprm/outcome", "pass@n"},
               "samples_large": {"majority", "weighted/prm/min", "best_of_n/prm/product",
                                 "pass@n"}}
   for policy in ("samples_small", "samples_large"):
@@ -88,10 +98,12 @@ def test_world_notebook_runs_every_stage_and_reports(tmp_path):
         assert all(v <= p + 1e-9 for v, p in zip(values, table["pass@n"])), name
   rl = completed("rl_eval")["rows"]
   assert [(r["policy"], r["mode"]) for r in rl] == [
-      (p, m) for p in ("sft", "ppo_outcome", "ppo_process") for m in ("greedy", "sampled")]
-  # The PRM's process reward reached PPO as a logged reward term.
-  metrics = [json.loads(line) for line in open(seed_dir / "ppo_process" / "metrics.jsonl")]
-  assert any("reward/process" in m for m in metrics)
+      (p, m) for p in ("sft", "ppo_outcome", "ppo_process", "ppo_implicit")
+      for m in ("greedy", "sampled")]
+  # Each PRM's process reward reached its PPO run as a logged reward term.
+  for stage in ("ppo_process", "ppo_implicit"):
+    metrics = [json.loads(line) for line in open(seed_dir / stage / "metrics.jsonl")]
+    assert any("reward/process" in m for m in metrics), stage
   assert not any("reward/process" in m for m in
                  (json.loads(line) for line in open(seed_dir / "ppo_outcome" / "metrics.jsonl")))
   report = (workdir / "report.md").read_text()
@@ -113,7 +125,7 @@ def test_world_notebook_runs_every_stage_and_reports(tmp_path):
              + [f"--gin.WORKDIR='{workdir}'", "--gin.SEEDS=(0,)"] + SMALL)
   entry.main(command)
   assert {p: p.stat().st_mtime_ns for p in seed_dir.glob("*/COMPLETED.json")} == completed
-  assert len(completed) == 12 + len(pipeline.EVALUATORS)
+  assert len(completed) == 11 + len(pipeline.EVALUATORS) + len(pipeline.PROCESS_PPO)
 
 
 def _rows():
