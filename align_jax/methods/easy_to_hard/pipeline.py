@@ -292,14 +292,17 @@ def outcome_pairs(records: Sequence[Mapping[str, Any]], gold: Mapping[str, str] 
   response of a prompt against every wrong one of the same prompt, in record order; the
   responses as an implicit reward model reads them (`process_steps`, joined). gold:
   prompt -> a right solution counted among that prompt's right responses (once)."""
+  def as_read(text: str) -> str:
+    return "".join(process_steps(text)) or text
+
   groups: dict[str, tuple[list[str], list[str]]] = {}
   for record in records:
-    text = "".join(process_steps(record["response"])) or record["response"]
-    groups.setdefault(record["prompt"], ([], []))[0 if record["label"] else 1].append(text)
+    groups.setdefault(record["prompt"], ([], []))[0 if record["label"] else 1].append(
+        as_read(record["response"]))
   for prompt, (rights, _) in groups.items():
     solution = (gold or {}).get(prompt)
-    if solution is not None and "".join(process_steps(solution)) not in rights:
-      rights.append("".join(process_steps(solution)))
+    if solution is not None and as_read(solution) not in rights:
+      rights.append(as_read(solution))
   return [{"prompt": prompt, "chosen": right, "rejected": wrong}
           for prompt, (rights, wrongs) in groups.items() for right in rights for wrong in wrongs]
 

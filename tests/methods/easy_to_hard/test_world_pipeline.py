@@ -336,3 +336,19 @@ def test_corrupted_first_steps_and_the_first_step_check_on_hand_cases():
 
   check = pipeline.first_step_check(rows, score, easy_levels=(1, 2, 3))
   assert check == {"easy": {"result": 1.0, "rest": 0.5}, "hard": {"result": 1.0, "rest": 0.5}}
+
+
+def test_outcome_pairs_put_each_right_answer_against_each_wrong_one_of_its_question():
+  right, wrong, other = "3+4=7\n\n# Answer\n\n7", "3+4=8\n\n# Answer\n\n8", "9-1=8"
+  records = [{"prompt": "q1", "response": right, "label": 1},
+             {"prompt": "q1", "response": wrong, "label": 0},
+             {"prompt": "q1", "response": other, "label": 0},
+             {"prompt": "q2", "response": wrong, "label": 0}]  # no right answer: no pair
+  assert pipeline.outcome_pairs(records) == [
+      {"prompt": "q1", "chosen": right, "rejected": wrong},
+      {"prompt": "q1", "chosen": right, "rejected": other}]
+  # A gold solution joins its question's right answers once (q1 has it already).
+  gold = "3+4=7\n\n# Answer\n\n7"
+  pairs = pipeline.outcome_pairs(records, {"q1": gold, "q2": gold})
+  assert [(p["prompt"], p["rejected"]) for p in pairs] == [("q1", wrong), ("q1", other),
+                                                           ("q2", wrong)]
