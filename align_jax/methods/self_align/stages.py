@@ -18,8 +18,9 @@ principles world has one (`align_jax.methods.self_align.world`), a real model an
                      first, apologetic openings biased away; `filter_answers` cleans
                      them; writes the engraving data (query -> answer, nothing else).
   verbose_answers    the engraved model answers every query under the verbose prompt,
-                     with the sampler's n-gram and frequency penalties; answers of at
-                     least `min_chars` characters are the verbose-cloning data.
+                     with the sampler's n-gram and frequency penalties (or, with
+                     `elaborate`, continues its own prompt-free answer under it); answers
+                     of at least `min_chars` characters are the verbose-cloning data.
 """
 
 from __future__ import annotations
@@ -117,7 +118,13 @@ class AnswerConfig:
 @dataclasses.dataclass(frozen=True)
 class VerboseConfig:
   """Verbose cloning's regeneration: T=0.3, top-p 0.7, frequency penalty and an n-gram
-  ban in the sampler; answers shorter than `min_chars` characters are dropped."""
+  ban in the sampler; answers shorter than `min_chars` characters are dropped.
+
+  elaborate: instead of answering afresh under the verbose prompt (the method's way), the
+    engraved model first answers each query with no prompt (greedy, `brief.jsonl`), and
+    the verbose prompt continues that answer: the verbose answer is the brief one with
+    what the model adds to it, so the prompt changes the length and not the content (for
+    a model whose answers the long verbose prompt changes; see the principles world)."""
   max_new_tokens: int = 256
   temperature: float = 0.3
   top_p: float = 0.7
@@ -126,6 +133,7 @@ class VerboseConfig:
   min_chars: int = 128
   stop_strings: tuple[str, ...] = ("\n\n",)
   chunk_size: int = 128
+  elaborate: bool = False
 
 
 def _first_line(completions: list[dict[str, Any]]) -> str:
@@ -316,27 +324,51 @@ def principle_answer_stage(config: AnswerConfig, prompts: PromptSet,
 
 def verbose_answer_stage(config: VerboseConfig, prompts: PromptSet, held_out: Sequence[str],
                          sampler_fn: SamplerFn, seed: int, form: AnswerFormat = AnswerFormat()):
-  """The engraved model answers every query under the verbose prompt; writes
-  `answers.jsonl` and `clone.jsonl` (answers of at least `min_chars` characters, cut at a
-  new user turn)."""
+  """The engraved model answers every query under the verbose prompt (with `elaborate`,
+  continues its prompt-free answer from `brief.jsonl` there); writes `answers.jsonl` and
+  `clone.jsonl` (answers of at least `min_chars` characters, cut at a new user turn)."""
   sampling = SamplingConfig(max_new_tokens=config.max_new_tokens,
                             temperature=config.temperature, top_p=config.top_p,
                             frequency_penalty=config.frequency_penalty,
                             no_repeat_ngram_size=config.no_repeat_ngram_size,
                             stop_strings=config.stop_strings)
 
+  def answer_of(row: Mapping[str, Any]) -> str:
+    text = row.get("brief", "") + row["completions"][0]["text"]
+    return text.split(form.user)[0].strip()
+
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     queries, _ = gather_queries(results, held_out)
+    sampler = sampler_fn(results)
+
+    def verbose_prompt(row: Mapping[str, Any]) -> str | list[int]:
+      prompt, brief = prompts.verbose(row["text"]), row.get("brief", "")
+      if not brief:
+        return prompt
+      if isinstance(prompt, str):
+        return prompt + prompts.turn_text(brief)
+      # Token ids (a chat template's assistant turn): the brief answer's tokens after
+      # them, as an SFT example's response follows its prompt.
+      return [*prompt, *(int(i) for i in sampler.vocab.encode(prompts.turn_text(brief)))]
+    if config.elaborate:
+      brief_path = fs.join(stage_dir, "brief.jsonl")
+      generate_to_jsonl(brief_path, queries, lambda rec: prompts.plain(rec["text"]), sampler,
+                        SamplingConfig(max_new_tokens=config.max_new_tokens, temperature=0.0,
+                                       stop_strings=config.stop_strings),
+                        seed=seed * 1000 + 401, chunk_size=config.chunk_size,
+                        desc="brief answers")
+      queries = [{**q, "brief": answer_of(row)}
+                 for q, row in zip(queries, read_jsonl(brief_path), strict=True)]
     path = fs.join(stage_dir, "samples.jsonl")
-    generate_to_jsonl(path, queries, lambda rec: prompts.verbose(rec["text"]),
-                      sampler_fn(results), sampling, seed=seed * 1000 + 400,
+    generate_to_jsonl(path, queries, verbose_prompt, sampler, sampling, seed=seed * 1000 + 400,
                       chunk_size=config.chunk_size, desc="verbose answers")
     rows, clone, short = [], [], 0
     for row in read_jsonl(path):
-      answer = row["completions"][0]["text"].split(form.user)[0].strip()
+      answer = answer_of(row)
       keep = len(answer) >= config.min_chars
       short += not keep
-      rows.append({"query": row["text"], "answer": answer, "kept": keep})
+      rows.append({"query": row["text"], "answer": answer, "kept": keep,
+                   **({"brief": row["brief"]} if config.elaborate else {})})
       if keep:
         clone.append({"prompt": prompts.turn_text(row["text"]),
                       "response": prompts.turn_text(answer)})
@@ -348,5 +380,6 @@ def verbose_answer_stage(config: VerboseConfig, prompts: PromptSet, held_out: Se
     if is_writer():
       write_jsonl(out["answers"], rows, overwrite=True)
       write_jsonl(out["clone"], clone, overwrite=True)
-    return {**out, "generated": len(rows), "too_short": short, "kept": len(clone)}
+    return {**out, "generated": len(rows), "too_short": short, "kept": len(clone),
+            "elaborated": config.elaborate}
   return run

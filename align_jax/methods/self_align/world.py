@@ -292,7 +292,7 @@ class SelfAlignStages:
   engrave: TrainingSchedule = TrainingSchedule(steps=300, learning_rate=1e-3, warmup_steps=20,
                                                batch_size=24, seq_len=128)
   verbose: sa.VerboseConfig = sa.VerboseConfig(max_new_tokens=96, min_chars=32,
-                                                frequency_penalty=1.0)
+                                                no_repeat_ngram_size=0, elaborate=True)
   verbose_clone: TrainingSchedule = TrainingSchedule(steps=300, learning_rate=1e-3,
                                                      warmup_steps=20, batch_size=24,
                                                      seq_len=128)

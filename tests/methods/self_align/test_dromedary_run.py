@@ -77,7 +77,7 @@ def test_dromedary_runs_every_stage_on_an_imported_model_with_user_files(tmp_pat
       "--gin.SelfInstructConfig.max_new_tokens=12", "--gin.RedTeamConfig.topic_rounds=1",
       "--gin.RedTeamConfig.topic_prompts=2", "--gin.RedTeamConfig.max_question_tokens=12",
       "--gin.AnswerConfig.max_new_tokens=24", "--gin.VerboseConfig.max_new_tokens=12",
-      "--gin.VerboseConfig.min_chars=1",
+      "--gin.VerboseConfig.min_chars=1", "--gin.VerboseConfig.elaborate=True",
       *[f"--gin.{s}/TrainingSchedule.{k}={v}" for s in ("engrave", "clone")
         for k, v in (("steps", 2), ("batch_size", 2), ("seq_len", 128), ("warmup_steps", 1))],
       "--gin.self_align_dromedary.sampler_batch_size=8"])
@@ -93,6 +93,12 @@ def test_dromedary_runs_every_stage_on_an_imported_model_with_user_files(tmp_pat
   assert len(engrave) == answers["filters"]["kept"] > 0
   for row in engrave:   # query -> answer only: no principles, exemplars or thoughts
     assert "Add with care" not in row["response"] and "internal thoughts" not in row["response"]
+  # Elaborated verbose answers: each continues the engraved model's brief answer, which
+  # the verbose prompt's token ids (a chat template's assistant turn) end with.
+  verbose = [json.loads(line) for line in open(workdir / "verbose_answers" / "answers.jsonl")]
+  assert verbose and all(row["answer"].startswith(row["brief"]) for row in verbose)
+  samples = [json.loads(line) for line in open(workdir / "verbose_answers" / "samples.jsonl")]
+  assert any(row["brief"] for row in samples)
   models = completed("evaluate")["models"]
   assert set(models) == {"base", "engraved", "verbose-cloned"}
   assert all(set(row) == {"truthfulqa_mc1", "hhh"} for row in models.values())

@@ -73,6 +73,14 @@ def _check_world_run(workdir):
   assert all(r["prompt"].startswith(" ") and r["response"].startswith(" ") for r in engrave)
   clone = [json.loads(line) for line in open(seed_dir / "verbose_answers" / "clone.jsonl")]
   assert clone and all(len(r["response"].strip()) >= 1 for r in clone)
+  # Verbose answers elaborate the engraved model's prompt-free greedy answer (world.gin).
+  briefs = [json.loads(line) for line in open(seed_dir / "verbose_answers" / "brief.jsonl")]
+  verbose = [json.loads(line) for line in open(seed_dir / "verbose_answers" / "answers.jsonl")]
+  assert len(verbose) == len(briefs) == answers["queries"]["queries"] > 0
+  for brief, row in zip(briefs, verbose):
+    assert row["query"] == brief["text"]
+    assert row["brief"] == brief["completions"][0]["text"].split(pw.USER)[0].strip()
+    assert row["answer"].startswith(row["brief"])
   final = json.load(open(seed_dir / "compliance" / "COMPLETED.json"))["result"]
   judged = [json.loads(line) for line in open(seed_dir / "compliance" / "samples.jsonl")]
   for name, _, _ in world.MODELS:
@@ -83,10 +91,12 @@ def _check_world_run(workdir):
 
 
 # The sampling files to kill the pipeline inside, and chunks that split each of them in
-# three (6 self-instruct prompts a round, 42 red-team questions, 52 queries to answer), so
-# that the kill lands after a complete chunk with work left.
+# three (6 self-instruct prompts a round, 42 red-team questions, 52 queries to answer, the
+# same 52 answered briefly and then verbosely), so that the kill lands after a complete
+# chunk with work left.
 KILL_POINTS = ("self_instruct/round_1.jsonl", "red_team/question_samples.jsonl",
-               "principle_answers/samples.jsonl", "verbose_answers/samples.jsonl")
+               "principle_answers/samples.jsonl", "verbose_answers/brief.jsonl",
+               "verbose_answers/samples.jsonl")
 CHUNKS = ["--gin.SelfInstructConfig.chunk_size=2", "--gin.RedTeamConfig.chunk_size=14",
           "--gin.AnswerConfig.chunk_size=18", "--gin.VerboseConfig.chunk_size=18"]
 
