@@ -41,7 +41,7 @@ from align_jax.rewards import ProcessRewardModel
 from align_jax.sampling import SamplingConfig
 from align_jax.training import DataConfig, train_lm, train_reward_model
 from align_jax.training.checkpoints import config_record
-from align_jax.training.runs import config_from_record, load_run, read_run_record
+from align_jax.training.runs import load_run, model_for
 
 PAPER_LAYOUT = "# Question\n\n{problem}\n\n# Solution\n\n"
 
@@ -159,17 +159,13 @@ def easy_to_hard_prm800k(workdir: str, model: TransformerConfig, base_model: str
                        init_from=base_model, mesh=mesh_fn(), rules=rules, seed=seed)
     return {"workdir": stage_dir, "final_loss": summary["final_metrics"].get("loss")}
 
-  def trained_config(run_dir: str) -> TransformerConfig:
-    """The fine-tuned model's own config (its shapes are the base model's)."""
-    return config_from_record(read_run_record(run_dir)["model_config"])
-
   def prm_stage(stage_dir, results):
     config = DataConfig(kind="process", train_files=(results["data"]["prm_train"],),
                         eval_files=((results["data"]["prm_eval"],)
                                     if results["data"]["counts"]["prm_eval"] else ()),
                         chat_template=chat_template, batch_size=prm.batch_size,
                         seq_len=prm.seq_len, seed=seed, pack=False, eval_batches=4)
-    summary = train_reward_model(stage_dir, trained_config(results["sft"]["workdir"]), config,
+    summary = train_reward_model(stage_dir, model_for(results["sft"]["workdir"], model), config,
                                  vocab, prm.optimizer(), prm.loop(),
                                  init_from=results["sft"]["workdir"], mesh=mesh_fn(),
                                  rules=rules, seed=seed)
