@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 
-from align_jax.training.losses import token_nll
+from align_jax.training.losses import head_chunk_rows, output_matrix, output_token_logprobs
 
 REFERENCE_KEY = "reference"
 
@@ -39,11 +39,18 @@ def response_logprobs(model, params: Any, batch: Mapping[str, jax.Array], prefix
                       ) -> jax.Array:
   """Each row's summed log-probability of its loss-weighted targets, float32 [batch].
 
-  The logits of a row exist at once ([batch, length, vocab]); micro-batching bounds them."""
-  logits = model.apply({"params": params}, batch[prefix + "input_tokens"],
-                       batch[prefix + "positions"], batch[prefix + "segment_ids"])
-  nll = token_nll(logits, batch[prefix + "target_tokens"])
-  return -(nll * batch[prefix + "loss_weights"].astype(jnp.float32)).sum(-1)
+  The output head runs a chunk of tokens at a time (`output_token_logprobs`), so the
+  [batch, length, vocab] logits never exist at once, forward or backward."""
+  hidden = model.apply({"params": params}, batch[prefix + "input_tokens"],
+                       batch[prefix + "positions"], batch[prefix + "segment_ids"],
+                       output="hidden")
+  rows, length, d = hidden.shape
+  w_out = output_matrix(model, params).astype(hidden.dtype)
+  logprobs = output_token_logprobs(hidden.reshape(-1, d), w_out,
+                                   batch[prefix + "target_tokens"].reshape(-1),
+                                   head_chunk_rows(w_out.shape[-1]))
+  weights = batch[prefix + "loss_weights"].astype(jnp.float32)
+  return (logprobs.reshape(rows, length) * weights).sum(-1)
 
 
 def dpo_loss_sums(model, params: Any, batch: Mapping[str, jax.Array], beta: float = 0.1):

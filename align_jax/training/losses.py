@@ -107,6 +107,27 @@ def _output_nll_bwd(chunk, residuals, cotangents):
 output_nll_sums.defvjp(_output_nll_fwd, _output_nll_bwd)
 
 
+def output_token_logprobs(hidden: jax.Array, w_out: jax.Array, targets: jax.Array,
+                          chunk: int = 512) -> jax.Array:
+  """log p(target) per row for logits = hidden @ w_out, float32 [N]; hidden [N, d],
+  w_out [d, V], targets [N].
+
+  `chunk` rows at a time, each chunk rematerialised (`jax.checkpoint`): forward and
+  backward hold one [chunk, V] block of logits, never the [N, V] whole. For losses that
+  need each row's own log-probability (DPO's per-response sums); `output_nll_sums` is the
+  faster path for a plain summed cross-entropy."""
+  n = hidden.shape[0]
+  hs, ts, _, _ = _head_chunks(hidden, targets, jnp.zeros(targets.shape, jnp.float32), chunk)
+
+  @jax.checkpoint
+  def one(h, t):
+    logits = jnp.dot(h, w_out, preferred_element_type=jnp.float32)
+    picked = jnp.take_along_axis(logits, t[:, None], axis=-1)[:, 0]
+    return picked - jax.nn.logsumexp(logits, axis=-1)
+
+  return jax.lax.map(lambda xs: one(*xs), (hs, ts)).reshape(-1)[:n]
+
+
 def output_matrix(model, params: Any) -> jax.Array:
   """The [d_model, vocab] matrix that maps final hidden states to logits."""
   if model.config.tie_embeddings:

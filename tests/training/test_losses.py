@@ -1,11 +1,12 @@
-"""The fused output head + cross-entropy against plain logits + log-softmax."""
+"""The fused output head + cross-entropy, and the chunked per-token log-probabilities,
+against plain logits + log-softmax."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from align_jax.training.losses import head_chunk_rows, output_nll_sums
+from align_jax.training.losses import head_chunk_rows, output_nll_sums, output_token_logprobs
 
 
 def _reference(hidden, w_out, targets, weights):
@@ -31,6 +32,32 @@ def test_fused_head_matches_reference_value_and_gradients(chunk):
   plain = jax.grad(lambda h, w: 3.0 * _reference(h, w, targets, weights),
                    argnums=(0, 1))(hidden, w_out)
   for a, b in zip(fused, plain):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [4, 7, 4096])
+def test_chunked_token_logprobs_match_log_softmax_per_row_with_gradients(chunk):
+  keys = jax.random.split(jax.random.key(1), 4)
+  n, d, vocab = 37, 16, 50
+  hidden = jax.random.normal(keys[0], (n, d))
+  w_out = jax.random.normal(keys[1], (d, vocab)) * 0.3
+  targets = jax.random.randint(keys[2], (n,), 0, vocab)
+  logits = np.asarray(hidden @ w_out, np.float64)
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  want = np.take_along_axis(logp, np.asarray(targets)[:, None], -1)[:, 0]
+  got = output_token_logprobs(hidden, w_out, targets, chunk)
+  assert got.shape == (n,) and got.dtype == jnp.float32
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  # A per-row cotangent (as DPO's pair margins give): the gradients of plain autodiff.
+  scale = jax.random.normal(keys[3], (n,))
+
+  def plain(h, w):
+    picked = jnp.take_along_axis(jax.nn.log_softmax(h @ w), targets[:, None], -1)[:, 0]
+    return jnp.sum(jnp.tanh(picked) * scale)
+
+  chunked = jax.grad(lambda h, w: jnp.sum(jnp.tanh(output_token_logprobs(h, w, targets, chunk))
+                                          * scale), argnums=(0, 1))(hidden, w_out)
+  for a, b in zip(chunked, jax.grad(plain, argnums=(0, 1))(hidden, w_out)):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
