@@ -45,7 +45,7 @@ def response_logprobs(model, params: Any, batch: Mapping[str, jax.Array], prefix
                        batch[prefix + "positions"], batch[prefix + "segment_ids"],
                        output="hidden")
   rows, length, d = hidden.shape
-  w_out = output_matrix(model, params).astype(hidden.dtype)
+  w_out = output_matrix(model, params)   # in its own dtype: its gradient sums in it
   logprobs = output_token_logprobs(hidden.reshape(-1, d), w_out,
                                    batch[prefix + "target_tokens"].reshape(-1),
                                    head_chunk_rows(w_out.shape[-1]))

@@ -113,15 +113,17 @@ def output_token_logprobs(hidden: jax.Array, w_out: jax.Array, targets: jax.Arra
   w_out [d, V], targets [N].
 
   `chunk` rows at a time, each chunk rematerialised (`jax.checkpoint`): forward and
-  backward hold one [chunk, V] block of logits, never the [N, V] whole. For losses that
-  need each row's own log-probability (DPO's per-response sums); `output_nll_sums` is the
-  faster path for a plain summed cross-entropy."""
+  backward hold the [chunk, V] arrays of one chunk at a time (logits, softmax, their
+  gradient), never [N, V]. w_out is cast to hidden's dtype inside a chunk, so its
+  gradient sums over chunks in w_out's own dtype (float32 parameters of a bfloat16
+  model). For losses that need each row's own log-probability (DPO's per-response sums);
+  `output_nll_sums` is the faster path for a plain summed cross-entropy."""
   n = hidden.shape[0]
   hs, ts, _, _ = _head_chunks(hidden, targets, jnp.zeros(targets.shape, jnp.float32), chunk)
 
   @jax.checkpoint
   def one(h, t):
-    logits = jnp.dot(h, w_out, preferred_element_type=jnp.float32)
+    logits = jnp.dot(h, w_out.astype(h.dtype), preferred_element_type=jnp.float32)
     picked = jnp.take_along_axis(logits, t[:, None], axis=-1)[:, 0]
     return picked - jax.nn.logsumexp(logits, axis=-1)
 

@@ -61,6 +61,21 @@ def test_chunked_token_logprobs_match_log_softmax_per_row_with_gradients(chunk):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_chunked_token_logprobs_of_a_bfloat16_model_keep_the_head_gradient_in_float32():
+  keys = jax.random.split(jax.random.key(2), 3)
+  n, d, vocab = 37, 16, 50
+  hidden = jax.random.normal(keys[0], (n, d)).astype(jnp.bfloat16)
+  w_out = jax.random.normal(keys[1], (d, vocab)) * 0.3   # float32 parameters
+  targets = jax.random.randint(keys[2], (n,), 0, vocab)
+  grads = {c: jax.grad(lambda w: output_token_logprobs(hidden, w, targets, c).sum())(w_out)
+           for c in (4, 4096)}
+  assert all(g.dtype == jnp.float32 for g in grads.values())
+  want = jax.grad(lambda w: jnp.take_along_axis(jax.nn.log_softmax(
+      hidden.astype(jnp.float32) @ w), targets[:, None], -1).sum())(w_out)
+  for g in grads.values():   # bfloat16 products, float32 sums
+    np.testing.assert_allclose(g, want, atol=0.05)
+
+
 def test_head_chunk_rows_by_backend_and_vocabulary():
   assert head_chunk_rows(32000, "cpu") == 512      # 16.4M float32 logits per chunk
   assert head_chunk_rows(32000, "gpu") == 4096

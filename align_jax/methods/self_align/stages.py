@@ -124,7 +124,8 @@ class VerboseConfig:
     engraved model first answers each query with no prompt (greedy, `brief.jsonl`), and
     the verbose prompt continues that answer: the verbose answer is the brief one with
     what the model adds to it, so the prompt changes the length and not the content (for
-    a model whose answers the long verbose prompt changes; see the principles world)."""
+    a model whose answers the long verbose prompt changes; see the principles world). A
+    query whose brief answer is empty or was cut at the token limit is answered afresh."""
   max_new_tokens: int = 256
   temperature: float = 0.3
   top_p: float = 0.7
@@ -134,6 +135,21 @@ class VerboseConfig:
   stop_strings: tuple[str, ...] = ("\n\n",)
   chunk_size: int = 128
   elaborate: bool = False
+
+
+def continued_text(vocab, context: str, completion: Mapping[str, Any]) -> str:
+  """A completion's text as it reads after `context`, the text the model continued. The
+  sampler decodes a continuation on its own, and a vocabulary that drops the leading space
+  of a text it decodes (SentencePiece's dummy prefix) drops the one between the context
+  and the continuation; decoded after the context's last token, it is back."""
+  tokens, text = [int(t) for t in completion["tokens"]], completion["text"]
+  if not context or not tokens:
+    return text
+  last = [int(i) for i in vocab.encode(context)][-1:]
+  head, both, alone = (vocab.decode(last), vocab.decode(last + tokens[:1]),
+                       vocab.decode(tokens[:1]))
+  in_context = both[len(head):] if both.startswith(head) else alone
+  return (in_context[:len(in_context) - len(alone)] if in_context.endswith(alone) else "") + text
 
 
 def _first_line(completions: list[dict[str, Any]]) -> str:
@@ -333,9 +349,8 @@ def verbose_answer_stage(config: VerboseConfig, prompts: PromptSet, held_out: Se
                             no_repeat_ngram_size=config.no_repeat_ngram_size,
                             stop_strings=config.stop_strings)
 
-  def answer_of(row: Mapping[str, Any]) -> str:
-    text = row.get("brief", "") + row["completions"][0]["text"]
-    return text.split(form.user)[0].strip()
+  def text_of(row: Mapping[str, Any]) -> str:
+    return row["completions"][0]["text"].split(form.user)[0].strip()
 
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     queries, _ = gather_queries(results, held_out)
@@ -350,6 +365,14 @@ def verbose_answer_stage(config: VerboseConfig, prompts: PromptSet, held_out: Se
       # Token ids (a chat template's assistant turn): the brief answer's tokens after
       # them, as an SFT example's response follows its prompt.
       return [*prompt, *(int(i) for i in sampler.vocab.encode(prompts.turn_text(brief)))]
+
+    def answer_of(row: Mapping[str, Any]) -> str:
+      brief = row.get("brief", "")
+      if not brief:
+        return text_of(row)
+      rest = continued_text(sampler.vocab, prompts.turn_text(brief), row["completions"][0])
+      return (brief + rest).split(form.user)[0].strip()
+
     if config.elaborate:
       brief_path = fs.join(stage_dir, "brief.jsonl")
       generate_to_jsonl(brief_path, queries, lambda rec: prompts.plain(rec["text"]), sampler,
@@ -357,11 +380,13 @@ def verbose_answer_stage(config: VerboseConfig, prompts: PromptSet, held_out: Se
                                        stop_strings=config.stop_strings),
                         seed=seed * 1000 + 401, chunk_size=config.chunk_size,
                         desc="brief answers")
-      queries = [{**q, "brief": answer_of(row)}
+      # A brief answer cut at the token limit is answered afresh, as is an empty one.
+      queries = [{**q, "brief": text_of(row) if row["completions"][0]["finished"] else ""}
                  for q, row in zip(queries, read_jsonl(brief_path), strict=True)]
     path = fs.join(stage_dir, "samples.jsonl")
     generate_to_jsonl(path, queries, verbose_prompt, sampler, sampling, seed=seed * 1000 + 400,
-                      chunk_size=config.chunk_size, desc="verbose answers")
+                      chunk_size=config.chunk_size, settings={"elaborate": config.elaborate},
+                      desc="verbose answers")
     rows, clone, short = [], [], 0
     for row in read_jsonl(path):
       answer = answer_of(row)

@@ -78,6 +78,8 @@ def test_dromedary_runs_every_stage_on_an_imported_model_with_user_files(tmp_pat
       "--gin.RedTeamConfig.topic_prompts=2", "--gin.RedTeamConfig.max_question_tokens=12",
       "--gin.AnswerConfig.max_new_tokens=24", "--gin.VerboseConfig.max_new_tokens=12",
       "--gin.VerboseConfig.min_chars=1", "--gin.VerboseConfig.elaborate=True",
+      # A space ends the verbose stage's texts: the tiny model's brief answers finish.
+      "--gin.VerboseConfig.stop_strings=(' ',)",
       *[f"--gin.{s}/TrainingSchedule.{k}={v}" for s in ("engrave", "clone")
         for k, v in (("steps", 2), ("batch_size", 2), ("seq_len", 128), ("warmup_steps", 1))],
       "--gin.self_align_dromedary.sampler_batch_size=8"])

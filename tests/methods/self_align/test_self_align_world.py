@@ -73,14 +73,18 @@ def _check_world_run(workdir):
   assert all(r["prompt"].startswith(" ") and r["response"].startswith(" ") for r in engrave)
   clone = [json.loads(line) for line in open(seed_dir / "verbose_answers" / "clone.jsonl")]
   assert clone and all(len(r["response"].strip()) >= 1 for r in clone)
-  # Verbose answers elaborate the engraved model's prompt-free greedy answer (world.gin).
+  # Verbose answers elaborate the engraved model's prompt-free greedy answer (world.gin),
+  # where it finished within the token limit.
   briefs = [json.loads(line) for line in open(seed_dir / "verbose_answers" / "brief.jsonl")]
   verbose = [json.loads(line) for line in open(seed_dir / "verbose_answers" / "answers.jsonl")]
   assert len(verbose) == len(briefs) == answers["queries"]["queries"] > 0
   for brief, row in zip(briefs, verbose):
     assert row["query"] == brief["text"]
-    assert row["brief"] == brief["completions"][0]["text"].split(pw.USER)[0].strip()
+    done = brief["completions"][0]["finished"]
+    assert row["brief"] == (brief["completions"][0]["text"].split(pw.USER)[0].strip()
+                            if done else "")
     assert row["answer"].startswith(row["brief"])
+  assert any(row["brief"] for row in verbose)
   final = json.load(open(seed_dir / "compliance" / "COMPLETED.json"))["result"]
   judged = [json.loads(line) for line in open(seed_dir / "compliance" / "samples.jsonl")]
   for name, _, _ in world.MODELS:
