@@ -173,6 +173,22 @@ def token_after(vocab: seqio.Vocabulary, prefix: str, text: str) -> int | None:
   return full[-1]
 
 
+def continued_text(vocab: seqio.Vocabulary, context: str, completion: Mapping[str, Any]
+                   ) -> str:
+  """A completion's text as it reads after `context`, the text the model continued. The
+  sampler decodes a continuation on its own, and a vocabulary that drops the leading space
+  of a text it decodes (SentencePiece's dummy prefix) drops the one between the context
+  and the continuation; decoded after the context's last token, it is back."""
+  tokens, text = [int(t) for t in completion["tokens"]], completion["text"]
+  if not context or not tokens:
+    return text
+  last = [int(i) for i in vocab.encode(context)][-1:]
+  head, both, alone = (vocab.decode(last), vocab.decode(last + tokens[:1]),
+                       vocab.decode(tokens[:1]))
+  in_context = both[len(head):] if both.startswith(head) else alone
+  return (in_context[:len(in_context) - len(alone)] if in_context.endswith(alone) else "") + text
+
+
 def check_vocab_size(model_vocab_size: int, vocab: seqio.Vocabulary,
                      vocabulary: str | None = None, *, published_by: str | None = None) -> None:
   """Checks a model's vocab_size against its vocabulary; every trainer and loader calls it.

@@ -35,7 +35,7 @@ from align_jax import fs
 from align_jax.data.instructions import (InstructionFilter, balance_types, clean_topic,
                                          filter_instructions, merge_topics)
 from align_jax.data.jsonl import read_jsonl, write_jsonl
-from align_jax.data.vocab import token_after
+from align_jax.data.vocab import continued_text, token_after
 from align_jax.methods.self_align.answers import AnswerFormat, clean_answer, exemplar_ngrams
 from align_jax.pipeline.generation import generate_to_jsonl
 from align_jax.pipeline.stages import is_writer
@@ -135,21 +135,6 @@ class VerboseConfig:
   stop_strings: tuple[str, ...] = ("\n\n",)
   chunk_size: int = 128
   elaborate: bool = False
-
-
-def continued_text(vocab, context: str, completion: Mapping[str, Any]) -> str:
-  """A completion's text as it reads after `context`, the text the model continued. The
-  sampler decodes a continuation on its own, and a vocabulary that drops the leading space
-  of a text it decodes (SentencePiece's dummy prefix) drops the one between the context
-  and the continuation; decoded after the context's last token, it is back."""
-  tokens, text = [int(t) for t in completion["tokens"]], completion["text"]
-  if not context or not tokens:
-    return text
-  last = [int(i) for i in vocab.encode(context)][-1:]
-  head, both, alone = (vocab.decode(last), vocab.decode(last + tokens[:1]),
-                       vocab.decode(tokens[:1]))
-  in_context = both[len(head):] if both.startswith(head) else alone
-  return (in_context[:len(in_context) - len(alone)] if in_context.endswith(alone) else "") + text
 
 
 def _first_line(completions: list[dict[str, Any]]) -> str:

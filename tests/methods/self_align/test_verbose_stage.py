@@ -10,7 +10,7 @@ import pytest
 
 from align_jax.data.jsonl import write_jsonl
 from align_jax.data.tasks import encode_prompt
-from align_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID, train_sentencepiece
+from align_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID, continued_text, train_sentencepiece
 from align_jax.methods.self_align import stages as sa
 from align_jax.models import Transformer, TransformerConfig, init_params
 from align_jax.sampling.engine import Sampler
@@ -34,11 +34,11 @@ def test_continued_text_gets_back_the_space_decoding_alone_drops(vocab):
   alone = vocab.decode(tokens)
   assert alone == "it is clear"   # what the sampler writes for the continuation
   completion = {"tokens": tokens, "text": alone}
-  assert sa.continued_text(vocab, context, completion) == " it is clear"
+  assert continued_text(vocab, context, completion) == " it is clear"
   joined = vocab.decode([int(i) for i in vocab.encode(context)] + tokens)
-  assert "the sky is blue ." + sa.continued_text(vocab, context, completion) == joined
-  assert sa.continued_text(vocab, context, {"tokens": [], "text": ""}) == ""
-  assert sa.continued_text(vocab, "", completion) == alone
+  assert "the sky is blue ." + continued_text(vocab, context, completion) == joined
+  assert continued_text(vocab, context, {"tokens": [], "text": ""}) == ""
+  assert continued_text(vocab, "", completion) == alone
 
 
 def _prompt_sets(vocab):
@@ -88,6 +88,6 @@ def test_elaborated_answers_continue_the_brief_answer_in_the_prompt(vocab, tmp_p
       assert prompt == prompts.verbose(query) + " " + row["brief"]
     else:
       assert prompt == [*prompts.verbose(query), *vocab.encode(row["brief"])]
-    rest = sa.continued_text(vocab, prompts.turn_text(row["brief"]), sample["completions"][0])
+    rest = continued_text(vocab, prompts.turn_text(row["brief"]), sample["completions"][0])
     assert row["answer"] == (row["brief"] + rest).strip()
   assert elaborated >= 2
