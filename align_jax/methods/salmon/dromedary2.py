@@ -54,7 +54,6 @@ from align_jax.pipeline.reports import markdown_table, write_report
 from align_jax.ppo import PPOConfig, train_ppo
 from align_jax.rewards.terms import detect_language
 from align_jax.sampling import SamplingConfig
-from align_jax.training import DataConfig, train_reward_model
 from align_jax.training.checkpoints import config_record
 from align_jax.training.runs import load_run, model_for
 
@@ -208,11 +207,8 @@ def salmon_dromedary2(workdir: str, model: TransformerConfig, base_model: str,
     data = fs.join(stage_dir, "pmp.jsonl")
     if is_writer():
       write_jsonl(data, records, overwrite=True)
-    summary = train_reward_model(stage_dir, model, DataConfig(
-        kind="preference", train_files=(data,), chat_template=chat_template,
-        batch_size=pmp.batch_size, seq_len=pmp.seq_len, seed=seed, truncate="drop"),
-        vocab_path, pmp.optimizer(), pmp.loop(), init_from=base_model, mesh=mesh_fn(),
-        rules=rules, seed=seed)
+    summary = st.train_preferences(stage_dir, model, pmp, [data], vocab_path, base_model,
+                                   chat_template, mesh_fn(), rules, seed)
     return {"workdir": stage_dir, "files": counts, "steps": summary["steps"]}
 
   def reward_model(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:

@@ -66,14 +66,20 @@ def judge(sampler, items: Sequence[Judgement], template: str = JUDGE_TEMPLATE,
   """Scores every item in both orders with `sampler.score`.
 
   Returns {"score": [n], "agree": [n] bool, "first_as_a": [n] (d1),
-  "first_as_b": [n] (d2)}.
+  "first_as_b": [n] (d2)}. An item whose two responses are the same text is not scored:
+  both its orders are one prompt, so d1 = d2, its score is 0 and its orders do not agree
+  (d1 and d2 are set to 0).
   """
-  shown, swapped = judge_prompts(items, template)
-  prompts = [p for pair in zip(shown, swapped) for p in pair]
-  ids = [[letter_token(sampler.vocab, p, letter) for p in prompts] for letter in letters]
-  a = sampler.score(prompts, [[i] for i in ids[0]])
-  b = sampler.score(prompts, [[i] for i in ids[1]])
-  margins = np.array([float(x[0]) - float(y[0]) for x, y in zip(a, b)]).reshape(len(items), 2)
+  distinct = [k for k, i in enumerate(items) if i.first != i.second]
+  margins = np.zeros((len(items), 2))
+  if distinct:
+    shown, swapped = judge_prompts([items[k] for k in distinct], template)
+    prompts = [p for pair in zip(shown, swapped) for p in pair]
+    ids = [[letter_token(sampler.vocab, p, letter) for p in prompts] for letter in letters]
+    a = sampler.score(prompts, [[i] for i in ids[0]])
+    b = sampler.score(prompts, [[i] for i in ids[1]])
+    margins[distinct] = np.array([float(x[0]) - float(y[0])
+                                  for x, y in zip(a, b)]).reshape(len(distinct), 2)
   d1, d2 = margins[:, 0], margins[:, 1]
   return {"score": (d1 - d2) / 2, "agree": d1 * d2 < 0, "first_as_a": d1, "first_as_b": d2}
 

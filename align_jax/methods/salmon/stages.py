@@ -117,23 +117,33 @@ def rm_input(template: str | None, principled: bool):
   return lb.reward_input(template) if principled else text_input(template)
 
 
-def train_salmon_reward(stage_dir: str, model: TransformerConfig, schedule: TrainingSchedule,
-                        data_files: Sequence[str], vocabulary: str, init_from: str,
-                        samples_file: str, template: str | None, principled: bool, mesh,
-                        rules, seed: int) -> dict[str, Any]:
+def train_preferences(stage_dir: str, model: TransformerConfig, schedule: TrainingSchedule,
+                      data_files: Sequence[str], vocabulary: str, init_from: str,
+                      template: str | None, mesh, rules, seed: int) -> dict[str, Any]:
   """A Bradley-Terry reward model on preference records (pairs too long for a row are
-  dropped, not cut: the principles are at the end), normalised on the policy's answers
-  (`samples_file`: {"prompt", "response", "principles"})."""
+  dropped, not cut: the principles are at the end): a reward model, or preference-model
+  pre-training for one."""
   data = DataConfig(kind="preference", train_files=tuple(data_files), chat_template=template,
                     batch_size=schedule.batch_size, seq_len=schedule.seq_len, seed=seed,
                     truncate="drop")
   summary = train_reward_model(stage_dir, model, data, vocabulary, schedule.optimizer(),
                                schedule.loop(), init_from=init_from, mesh=mesh, rules=rules,
                                seed=seed)
-  fit_reward_normalization(stage_dir, list(read_jsonl(samples_file)), mesh=mesh, rules=rules,
-                           input_builder=rm_input(template, principled))
   return {"workdir": stage_dir, "steps": summary["steps"],
           "final_loss": summary["final_metrics"].get("loss")}
+
+
+def train_salmon_reward(stage_dir: str, model: TransformerConfig, schedule: TrainingSchedule,
+                        data_files: Sequence[str], vocabulary: str, init_from: str,
+                        samples_file: str, template: str | None, principled: bool, mesh,
+                        rules, seed: int) -> dict[str, Any]:
+  """`train_preferences`, then the reward normalised on the policy's answers
+  (`samples_file`: {"prompt", "response", "principles"})."""
+  out = train_preferences(stage_dir, model, schedule, data_files, vocabulary, init_from,
+                          template, mesh, rules, seed)
+  fit_reward_normalization(stage_dir, list(read_jsonl(samples_file)), mesh=mesh, rules=rules,
+                           input_builder=rm_input(template, principled))
+  return out
 
 
 def rl_reward(reward_model: str, template: str | None, terms: SymbolicTerms) -> CompositeReward:

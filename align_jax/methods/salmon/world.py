@@ -26,10 +26,15 @@ in WORKDIR/seed_<k>/:
                   with the judge's dimension scores, and with the oracle's; the
                   principle-blind pairs (the judge-labelled pairs without principles);
                   held-out pairs under principle combinations (with negations) that no
-                  training pair has, labelled by the oracle
+                  training pair has, labelled by the oracle; the world's public
+                  preference data (`public_preferences`: fresh pairs of the judging
+                  documents' kind, each under the one principle that tells them apart)
+  pmp             preference-model pre-training on the public data from the judge_skill
+                  model (the paper's optional pre-training on public preference data)
   reward, reward_blind, reward_oracle
-                  Bradley-Terry reward models from the judge_skill model on those pairs,
-                  normalised on the policy's answers (with RL principles)
+                  Bradley-Terry reward models from the pmp model (the judge_skill model
+                  without it) on those pairs, normalised on the policy's answers (with RL
+                  principles)
   rm_eval         the three reward models' accuracy on the held-out pairs
   ppo_<run>       PPO of the policy for each RL-time principle setting
                   (`RLConfig.runs`: principles added to every prompt's sampled ones),
@@ -275,6 +280,59 @@ def judge_skill_stage(model: TransformerConfig, world: pw.PrinciplesConfig, docu
   return run
 
 
+def public_preferences(world: pw.PrinciplesConfig, count: int, labels: lb.LabelConfig
+                       ) -> list[dict[str, Any]]:
+  """The world's public preference data: `count` fresh pairs of answers of the corpus's
+  judging kind (drawn apart from the judging phase's and the checks' streams), each under
+  principles drawn as the labelling passes draw them (`labels`: k ~ Geometric, each
+  negated at random; the principle that tells the pair apart in place of one of them)
+  and labelled by the exact judges with the same rule, without noise (ties redrawn): a
+  preference record read with its principles after the response."""
+  the_world = pw.build_world(world)
+  rng = np.random.default_rng(world.seed + 80_000)
+  out = []
+  while len(out) < count:
+    principle, negated, request, a, b, _ = the_world.judging_case(rng)
+    oracle = [p.prefers(request, a, b) for p in pw.WORLD_PRINCIPLES]
+    chosen, signs = lb.draw(len(PRINCIPLES), rng, labels)
+    teller = NAMES.index(principle.name)
+    if teller not in chosen:
+      at = int(rng.integers(len(chosen)))
+      chosen[at], signs[at] = teller, negated
+    decided = lb.decide(oracle, chosen, signs)
+    if decided is None or st.tied(oracle, chosen, signs):
+      continue
+    texts = [PRINCIPLES[i].negative if g else PRINCIPLES[i].positive
+             for i, g in zip(chosen, signs)]
+    good, bad = (a, b) if decided[0] > 0 else (b, a)
+    out.append({"prompt": turn(request.text), "chosen": turn(good), "rejected": turn(bad),
+                "principles": texts, "suffix": lb.principles_text(texts),
+                "names": [NAMES[i] for i in chosen], "negated": signs,
+                "decider": NAMES[decided[1]]})
+  return out
+
+
+def pmp_stage(model: TransformerConfig, schedule: TrainingSchedule, mesh_fn, rules,
+              seed: int):
+  """Preference-model pre-training on the world's public preference data (the rm_data
+  stage's "public" records) from the judge model; the three reward models continue from
+  it (none when there are no such records or `schedule.steps` is 0)."""
+  def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
+    path = results["rm_data"]["files"].get("public")
+    if schedule.steps == 0 or path is None:
+      return {"workdir": None}
+    return st.train_preferences(stage_dir, model, schedule, [path],
+                                results["self_align"]["vocabulary"], judge_model(results),
+                                TEMPLATE, mesh_fn(), rules, seed)
+  return run
+
+
+def reward_backbone(results: Mapping[str, Any]) -> str:
+  """What the reward models start from: the pre-trained preference model when the pmp
+  stage ran, else the judge model."""
+  return results.get("pmp", {}).get("workdir") or judge_model(results)
+
+
 def prompts_stage(world: pw.PrinciplesConfig, preferences: PreferenceConfig, rl: RLConfig):
   """Preference prompts (train and held-out pairs) and RL prompts, apart from the
   held-out requests and from each other."""
@@ -450,9 +508,10 @@ def held_out_pairs(rows: Sequence[Mapping[str, Any]], seen: set, config: Prefere
   return out, rejected
 
 
-def rm_data_stage(config: PreferenceConfig, rl: RLConfig, seed: int):
-  """Reward-model data from the judge's and the oracle's scores (see the module
-  docstring)."""
+def rm_data_stage(config: PreferenceConfig, rl: RLConfig, world: pw.PrinciplesConfig,
+                  public: int, seed: int):
+  """Reward-model data from the judge's and the oracle's scores, and `public` records of
+  the world's public preference data (see the module docstring)."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     rows = list(read_jsonl(results["judge"]["judged"]))
     train = [r for r in rows if r["split"] == "train"]
@@ -466,7 +525,10 @@ def rm_data_stage(config: PreferenceConfig, rl: RLConfig, seed: int):
           train, dims, config, np.random.default_rng(seed + 50), skip_ties=name == "oracle")
       counts[f"{name}: labels equal to the oracle's"] = oracle_agreement(data[name], train)
     data["blind"] = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in data["judge"]]
-    seen = {combination(r["names"], r["negated"]) for n in ("judge", "oracle") for r in data[n]}
+    if public:
+      data["public"] = public_preferences(world, public, config.labels)
+    seen = {combination(r["names"], r["negated"]) for n in ("judge", "oracle", "public")
+            for r in data.get(n, ())}
     data["eval"], counts["held-out draws redrawn (combination seen)"] = held_out_pairs(
         evals, seen, config, np.random.default_rng(seed + 51))
     # Normalisation samples: the policy's answers with principles drawn as RL draws them.
@@ -495,7 +557,7 @@ def reward_stage(model: TransformerConfig, schedule: TrainingSchedule, data_key:
       return {"workdir": None, "skipped": f"no {data_key} records"}
     return st.train_salmon_reward(stage_dir, model, schedule, [files[data_key]],
                                   results["self_align"]["vocabulary"],
-                                  judge_model(results), files["samples"], TEMPLATE,
+                                  reward_backbone(results), files["samples"], TEMPLATE,
                                   principled, mesh_fn(), rules, seed)
   return run
 
@@ -653,6 +715,7 @@ def eval_stage(model: TransformerConfig, config: EvalConfig, rl: RLConfig, mesh_
 def seed_pipeline(workdir: str, policy_workdir: str, model: TransformerConfig,
                   world: pw.PrinciplesConfig, judge_documents: int, judge_ties: float,
                   judge_phase: TrainingSchedule, preferences: PreferenceConfig,
+                  pmp_documents: int, pmp: TrainingSchedule,
                   reward: TrainingSchedule, rl: RLConfig, ppo: PPOConfig,
                   ppo_schedule: TrainingSchedule, evaluation: EvalConfig, mesh_fn,
                   rules: LogicalRules, seed: int) -> dict[str, Any]:
@@ -673,9 +736,11 @@ def seed_pipeline(workdir: str, policy_workdir: str, model: TransformerConfig,
       Stage("judge", judge_stage(model, world, preferences.judge_checks, mesh_fn, rules),
             {**settings, "layout": pw.JUDGE_LAYOUT, "principles": config_record(PRINCIPLES),
              "checks": preferences.judge_checks}),
-      Stage("rm_data", rm_data_stage(preferences, rl, seed),
+      Stage("rm_data", rm_data_stage(preferences, rl, world, pmp_documents, seed),
             {"preferences": config_record(preferences), "rl": rl.sampling_record(),
-             "seed": seed}),
+             "public": pmp_documents, "seed": seed}),
+      Stage("pmp", pmp_stage(model, pmp, mesh_fn, rules, seed),
+            {**settings, "schedule": config_record(pmp)}),
   ]
   for _, stage, principled in REWARD_MODELS:
     data_key = {"reward": "judge", "reward_blind": "blind", "reward_oracle": "oracle"}[stage]
@@ -870,6 +935,8 @@ def salmon_world(workdir: str, model: TransformerConfig, policy_workdir: str,
                      steps=1200, learning_rate=5e-4, warmup_steps=20, batch_size=16,
                      seq_len=256),
                  preferences: PreferenceConfig = PreferenceConfig(),
+                 pmp_documents: int = 0,
+                 pmp: TrainingSchedule = TrainingSchedule(steps=0),
                  reward: TrainingSchedule = TrainingSchedule(
                      steps=300, learning_rate=1e-4, warmup_steps=20, batch_size=16,
                      seq_len=192),
@@ -889,7 +956,7 @@ def salmon_world(workdir: str, model: TransformerConfig, policy_workdir: str,
       workdir, seeds,
       lambda seed_dir, seed: seed_pipeline(
           seed_dir, fs.join(policy_workdir, f"seed_{seed}"), model, world, judge_documents,
-          judge_ties, judge_phase, preferences, reward, rl, ppo, ppo_schedule, evaluation,
-          mesh_fn, rules, seed),
+          judge_ties, judge_phase, preferences, pmp_documents, pmp, reward, rl, ppo,
+          ppo_schedule, evaluation, mesh_fn, rules, seed),
       lambda per_seed, seconds: write_world_report(workdir, per_seed, rl, seconds),
       report_rows, ["policy", *BEHAVIOURS])

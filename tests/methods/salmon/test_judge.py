@@ -50,12 +50,16 @@ def test_judge_margins_equal_transformers_logits_in_both_orders(twins):
                            "principle, the better response is (")
   assert "Principle: Be brief.\n\nUser: the red dog sat\n\n" in shown[0]
   assert "Response (A): the dog\n\nResponse (B): a big tree" in swapped[0]
-  d1 = [_reference_margin(reference, vocab, p) for p in shown]
-  d2 = [_reference_margin(reference, vocab, p) for p in swapped]
-  np.testing.assert_allclose(found["first_as_a"], d1, atol=2e-4)
-  np.testing.assert_allclose(found["first_as_b"], d2, atol=2e-4)
-  np.testing.assert_allclose(found["score"], (np.array(d1) - np.array(d2)) / 2, atol=2e-4)
-  np.testing.assert_array_equal(found["agree"], np.array(d1) * np.array(d2) < 0)
+  d1 = np.array([_reference_margin(reference, vocab, p) for p in shown])
+  d2 = np.array([_reference_margin(reference, vocab, p) for p in swapped])
+  np.testing.assert_allclose(found["first_as_a"][:2], d1[:2], atol=2e-4)
+  np.testing.assert_allclose(found["first_as_b"][:2], d2[:2], atol=2e-4)
+  np.testing.assert_allclose(found["score"], (d1 - d2) / 2, atol=2e-4)
+  np.testing.assert_array_equal(found["agree"], d1 * d2 < 0)
+  # Two equal responses are one prompt in both orders: not scored (margins 0), their
+  # score 0 and their orders disagreeing, as scoring them gives.
+  assert shown[2] == swapped[2] and d1[2] == d2[2] != 0
+  assert found["first_as_a"][2] == found["first_as_b"][2] == 0 and not found["agree"][2]
   # The letter is the token that follows "(" in running text, not the word "A".
   assert vocab.decode([jd.letter_token(vocab, shown[0], "A")]) == "A"
 

@@ -18,6 +18,8 @@ TINY = ["--gin.PreferenceConfig.train_per_kind=3", "--gin.PreferenceConfig.eval_
         "--gin.PreferenceConfig.max_new_tokens=16", "--gin.PreferenceConfig.passes=2",
         "--gin.PreferenceConfig.judge_checks=16", "--gin.salmon_world.judge_documents=40",
         "--gin.judge/TrainingSchedule.steps=2", "--gin.judge/TrainingSchedule.batch_size=4",
+        "--gin.salmon_world.pmp_documents=40", "--gin.pmp/TrainingSchedule.steps=2",
+        "--gin.pmp/TrainingSchedule.batch_size=4",
         "--gin.reward/TrainingSchedule.steps=2", "--gin.reward/TrainingSchedule.batch_size=4",
         "--gin.RLConfig.prompts_per_kind=1", "--gin.ppo/TrainingSchedule.steps=1",
         "--gin.PPOConfig.rollout_batch_size=8", "--gin.PPOConfig.mini_batch_size=4",
@@ -62,6 +64,12 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
   assert all("suffix" not in r for r in blind)
   assert all(r["suffix"] == lb.principles_text(r["principles"]) for r in labelled)
   assert done["rm_data"]["held-out combinations seen in training"] == 0
+  # Preference-model pre-training on the public records, which the reward models continue.
+  public = _lines(files["public"])
+  assert len(public) == done["rm_data"]["public records"] == 40
+  assert all(r["suffix"] == lb.principles_text(r["principles"]) for r in public)
+  reward = json.load(open(seed_dir / "reward_oracle" / "COMPLETED.json"))["settings"]["upstream"]
+  assert sw.reward_backbone(reward) == str(seed_dir / "pmp") == reward["pmp"]["workdir"]
   train_prompts = {r["prompt"] for r in labelled + _lines(files["oracle"])}
   assert held and not {r["prompt"] for r in held} & train_prompts
   # Each PPO run's prompts carry the sampled principles and the run's additions (the
@@ -212,3 +220,31 @@ def test_too_many_held_out_pairs_for_the_world_is_a_clear_error(tmp_path):
                            sw.RLConfig())
   with pytest.raises(ValueError, match="no 'fact' request left.*eval_per_kind \\(now 500\\)"):
     stage(str(tmp_path), {"self_align": {"requests": str(requests)}})
+
+
+def test_public_preferences_follow_the_exact_judges_under_drawn_principles():
+  config, labels = pw.PrinciplesConfig(seed=3), lb.LabelConfig()
+  records = sw.public_preferences(config, 300, labels)
+  assert records == sw.public_preferences(config, 300, labels)   # fixed per world seed
+  sizes = [len(r["names"]) for r in records]
+  assert min(sizes) == 1 and max(sizes) >= 4 and np.mean(sizes) > 2
+  assert {(n, g) for r in records for n, g in zip(r["names"], r["negated"])} == {
+      (n, g) for n in sw.NAMES for g in (False, True)}
+  for r in records:
+    principles = [pw.world_principle(n) for n in r["names"]]
+    assert r["principles"] == [p.negative if g else p.positive
+                               for p, g in zip(principles, r["negated"])]
+    assert r["suffix"] == lb.principles_text(r["principles"])
+    request = _parsed(config, r)
+    chosen, rejected = r["chosen"].strip(), r["rejected"].strip()
+    # By the labelling rule over the exact judges, the chosen answer wins, untied.
+    oracle = [p.prefers(request, chosen, rejected) for p in pw.WORLD_PRINCIPLES]
+    indices = [sw.NAMES.index(n) for n in r["names"]]
+    assert lb.decide(oracle, indices, r["negated"]) == (1, sw.NAMES.index(r["decider"]))
+    assert not st.tied(oracle, indices, r["negated"])
+
+
+def _parsed(config, record):
+  request = pw.build_world(config).parse(record["prompt"].strip())
+  assert request is not None, record["prompt"]
+  return request
