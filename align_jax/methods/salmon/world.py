@@ -28,7 +28,7 @@ in WORKDIR/seed_<k>/:
                   held-out pairs under principle combinations (with negations) that no
                   training pair has, labelled by the oracle; the world's public
                   preference data (`public_preferences`: fresh pairs of the judging
-                  documents' kind, each under the one principle that tells them apart)
+                  documents' kind under drawn principles, labelled by the exact judges)
   pmp             preference-model pre-training on the public data from the judge_skill
                   model (the paper's optional pre-training on public preference data)
   reward, reward_blind, reward_oracle
