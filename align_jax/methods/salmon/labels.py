@@ -78,6 +78,13 @@ class Drawn:
   decider: int
 
 
+def drawn_texts(principles: Sequence[Principle], chosen: Sequence[int],
+                negated: Sequence[bool]) -> list[str]:
+  """The drawn principles' definitions: the negative one where negated."""
+  return [principles[i].negative if neg else principles[i].positive
+          for i, neg in zip(chosen, negated)]
+
+
 def draw(num_principles: int, rng: np.random.Generator, config: LabelConfig
          ) -> tuple[list[int], list[bool]]:
   """k ~ Geometric(p) (k >= 1) distinct principles, capped, each negated with p `negate`."""
@@ -119,8 +126,7 @@ def label_pair(prompt: str, first: str, second: str, scores: Sequence[float],
     overridden, winner = "language", (-1 if other_language[0] else 1)
   elif disclaimer[0] != disclaimer[1] and rng.random() < config.disclaimer_loses:
     overridden, winner = "disclaimer", (-1 if disclaimer[0] else 1)
-  texts = [principles[i].negative if neg else principles[i].positive
-           for i, neg in zip(chosen, negated)]
+  texts = drawn_texts(principles, chosen, negated)
   good, bad = (first, second) if winner > 0 else (second, first)
   return {"prompt": prompt, "chosen": good, "rejected": bad, "principles": texts,
           "suffix": principles_text(texts), "names": [principles[i].name for i in chosen],

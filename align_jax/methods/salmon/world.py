@@ -302,8 +302,7 @@ def public_preferences(world: pw.PrinciplesConfig, count: int, labels: lb.LabelC
     decided = lb.decide(oracle, chosen, signs)
     if decided is None or st.tied(oracle, chosen, signs):
       continue
-    texts = [PRINCIPLES[i].negative if g else PRINCIPLES[i].positive
-             for i, g in zip(chosen, signs)]
+    texts = lb.drawn_texts(PRINCIPLES, chosen, signs)
     good, bad = (a, b) if decided[0] > 0 else (b, a)
     out.append({"prompt": turn(request.text), "chosen": turn(good), "rejected": turn(bad),
                 "principles": texts, "suffix": lb.principles_text(texts),
@@ -499,8 +498,7 @@ def held_out_pairs(rows: Sequence[Mapping[str, Any]], seen: set, config: Prefere
       decided = lb.decide(oracle, chosen, negated)
       if decided is None or st.tied(oracle, chosen, negated):
         continue
-      texts = [PRINCIPLES[i].negative if n else PRINCIPLES[i].positive
-               for i, n in zip(chosen, negated)]
+      texts = lb.drawn_texts(PRINCIPLES, chosen, negated)
       good, bad = row["answers"] if decided[0] > 0 else row["answers"][::-1]
       out.append({"prompt": turn(row["text"]), "chosen": good, "rejected": bad,
                   "principles": texts, "any_negated": any(negated),
