@@ -3,4 +3,5 @@
 from align_jax.pipeline.builders import (TrainingSchedule, trained_run, training_stage,
                                          vocabulary_stage)
 from align_jax.pipeline.stages import (COMPLETION_FILE, Pipeline, Stage, is_writer,
-                                       read_completion, run_seeds, stage_seconds)
+                                       read_completion, run_seeds, stage_seconds,
+                                       stage_time_rows)

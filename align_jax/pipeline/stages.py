@@ -73,6 +73,18 @@ def stage_seconds(workdir: str, names: Sequence[str]) -> dict[str, float]:
   return seconds
 
 
+def stage_time_rows(workdir: str, seeds: Sequence[int], names: Sequence[str]
+                    ) -> list[dict[str, Any]]:
+  """Per stage of `names` completed in a seed's pipeline (`workdir`/seed_<s>): its mean
+  seconds over `seeds` and the slowest seed's (a report's time table)."""
+  by_stage: dict[str, list[float]] = {}
+  for seed in seeds:
+    for name, seconds in stage_seconds(fs.join(workdir, f"seed_{seed}"), names).items():
+      by_stage.setdefault(name, []).append(seconds)
+  return [{"stage": name, "seconds (mean over seeds)": round(sum(v) / len(v), 1),
+           "slowest seed": round(max(v), 1)} for name, v in by_stage.items()]
+
+
 class Pipeline:
   """Named stages run in order in one WORKDIR (see the module docstring)."""
 

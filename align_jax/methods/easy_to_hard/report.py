@@ -11,7 +11,7 @@ import numpy as np
 from align_jax import fs
 from align_jax.data.jsonl import read_jsonl
 from align_jax.pipeline.reports import markdown_table, mean_std, plot_lines, write_report
-from align_jax.pipeline.stages import stage_seconds
+from align_jax.pipeline.stages import stage_seconds, stage_time_rows
 
 POLICIES = {"samples_small": "small", "samples_large": "large"}
 # The diagnostics' scores by the SFT stage whose language model gives them.
@@ -222,12 +222,7 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
         "large samples correct": r["rerank"]["samples_large"]["sample_accuracy"],
         "seconds": round(sum(stage_seconds(fs.join(workdir, f"seed_{seed}"),
                                            stage_names).values()))})
-  seconds_by_stage = {}
-  for seed in per_seed:
-    for stage, s in stage_seconds(fs.join(workdir, f"seed_{seed}"), list(first)).items():
-      seconds_by_stage.setdefault(stage, []).append(s)
-  time_rows = [{"stage": k, "seconds (mean over seeds)": float(np.mean(v))}
-               for k, v in seconds_by_stage.items()]
+  time_rows = stage_time_rows(workdir, list(per_seed), list(first))
   return write_report(fs.join(workdir, "report.md"),
                       "align_jax Easy-to-Hard: evaluators trained on easy problems, used on "
                       "hard ones", [
@@ -258,8 +253,8 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
           + markdown_table(check_rows, list(check_rows[0])))] if check_rows else []),
       ("Inference-compute curves (mean ± std over seeds)", "\n\n".join(curves)),
       ("Set-up per seed", markdown_table(setup, list(setup[0]))),
-      ("Where the time goes", markdown_table(time_rows, ["stage",
-                                                         "seconds (mean over seeds)"])),
+      ("Where the time goes", markdown_table(time_rows, ["stage", "seconds (mean over seeds)",
+                                                         "slowest seed"])),
       ("What ran", f"{len(per_seed)} seed(s); policies trained from scratch on gold solutions "
                    f"of levels {list(easy_levels)} only; the evaluators (PRM, ORM, OPRM) on the "
                    f"small policy's own samples of levels {list(easy_levels)}, labelled by the "

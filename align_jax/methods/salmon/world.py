@@ -43,8 +43,9 @@ in WORKDIR/seed_<k>/:
                   `ppo_oracle_<run>`: the settings of `RLConfig.oracle_runs` against
                   the oracle-label reward model
   eval            greedy answers of the policy and every PPO policy to the held-out
-                  requests: principled compliance per kind, self-praise, answers in
-                  full, length
+                  requests, and `EvalConfig.samples` sampled ones a request: principled
+                  compliance per kind, self-praise, answers in full, length (with and
+                  without a closing self-praise sentence)
   steering        whether the principle-following reward models follow each RL-time
                   addition on held-out pairs its exact judge tells apart (the answer
                   it prefers scored higher with it added, lower with it negated)
@@ -73,7 +74,7 @@ from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
 from align_jax.pipeline import Pipeline, Stage, TrainingSchedule, is_writer, run_seeds
 from align_jax.pipeline.reports import (markdown_table, mean_std, mean_std_present, plot_cdfs,
                                         plot_lines, write_report)
-from align_jax.pipeline.stages import read_completion, stage_seconds
+from align_jax.pipeline.stages import read_completion, stage_seconds, stage_time_rows
 from align_jax.ppo import PPOConfig, train_ppo
 from align_jax.rewards import RewardContext, RewardModelTerm
 from align_jax.rewards.reward_model import batch_from_records
@@ -87,8 +88,11 @@ from align_jax.worlds import principles as pw
 TEMPLATE = "lines"   # the chat template of the Self-Align world's policy
 PRINCIPLES = [lb.Principle(p.name, p.positive, p.negative) for p in pw.WORLD_PRINCIPLES]
 NAMES = [p.name for p in pw.WORLD_PRINCIPLES]
-# What the evaluation measures (characters: the mean answer length, concision's target).
-BEHAVIOURS = ("principled", "self-praise", "in full", "characters")
+# What the evaluation measures. "characters": the whole answer's length, as concision's
+# exact judge reads it; "characters, praise apart": the answer without a closing
+# self-praise sentence, so that a length change that is only that sentence going shows.
+BEHAVIOURS = ("principled", "self-praise", "in full", "characters",
+              "characters, praise apart")
 NEGATED = "-"   # an RL-time addition "-name": the principle's negative definition
 
 
@@ -152,8 +156,11 @@ class RLConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-  """Greedy answers to the held-out requests."""
+  """Answers to the held-out requests: greedy ones, and `samples` a request at
+  `temperature` (0: none), the policy's distribution as PPO samples it."""
   max_new_tokens: int = 96
+  samples: int = 0
+  temperature: float = 1.0
 
 
 def _request(record: Mapping[str, Any]) -> pw.Request:
@@ -674,39 +681,49 @@ def policies(rl: RLConfig) -> list[tuple[str, str]]:
 def behaviour_rates(requests: Sequence[pw.Request], answers: Sequence[str]
                     ) -> dict[str, Any]:
   """Principled compliance (mean over kinds, and per kind), self-praise and in-full rates,
-  mean characters."""
+  mean characters with and without a closing self-praise sentence."""
   compliance = pw.compliance(requests, answers)
   return {"principled": compliance["mean over kinds"], "per kind": compliance,
           "self-praise": float(np.mean([pw.praises_itself(a) for a in answers])),
           "in full": float(np.mean([pw.answers_in_full(r, a)
                                     for r, a in zip(requests, answers)])),
-          "characters": float(np.mean([len(a.strip()) for a in answers]))}
+          "characters": float(np.mean([len(a.strip()) for a in answers])),
+          "characters, praise apart": float(np.mean([len(pw.without_self_praise(a).strip())
+                                                     for a in answers]))}
 
 
 def eval_stage(model: TransformerConfig, config: EvalConfig, rl: RLConfig, mesh_fn, rules):
-  """Greedy answers of every policy to the held-out requests, measured."""
+  """Every policy's answers to the held-out requests, measured: greedy ("policies") and
+  sampled ("sampled", when `config.samples`; the same key for every policy)."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     import jax
     requests = [_request(r) for r in read_jsonl(results["self_align"]["requests"])]
-    out, samples = {}, []
+    prompts = [world_prompt(r.text) for r in requests]
+    modes = [("greedy", 1, 0.0)] + ([("sampled", config.samples, config.temperature)]
+                                    if config.samples else [])
+    out: dict[str, dict[str, Any]] = {"greedy": {}, "sampled": {}}
+    samples = []
     for name, stage in policies(rl):
       if stage != "self_align" and results[stage]["policy"] is None:
         continue   # its reward model had no data
-      policy = _loaded(results, "policy" if stage == "self_align" else stage, model,
-                       mesh_fn(), rules)
-      texts = [t[0] for t in policy.sampler(batch_size=128).generate(
-          [world_prompt(r.text) for r in requests],
-          SamplingConfig(max_new_tokens=config.max_new_tokens, temperature=0, stop_strings=STOP),
-          jax.random.key(0)).texts]
-      answers = [t.strip() for t in texts]
-      out[name] = behaviour_rates(requests, answers)
-      samples += [{"policy": name, "kind": r.kind, "request": r.text, "answer": a,
-                   "principled": pw.judge(r, a), "self-praise": pw.praises_itself(a)}
-                  for r, a in zip(requests, answers)]
+      sampler = _loaded(results, "policy" if stage == "self_align" else stage, model,
+                        mesh_fn(), rules).sampler(batch_size=128)
+      for mode, n, temperature in modes:
+        texts = sampler.generate(prompts, SamplingConfig(
+            max_new_tokens=config.max_new_tokens, temperature=temperature, num_samples=n,
+            stop_strings=STOP), jax.random.key(0)).texts
+        asked = [r for r in requests for _ in range(n)]
+        answers = [t.strip() for group in texts for t in group]
+        out[mode][name] = behaviour_rates(asked, answers)
+        samples += [{"policy": name, "mode": mode, "kind": r.kind, "request": r.text,
+                     "answer": a, "principled": pw.judge(r, a),
+                     "self-praise": pw.praises_itself(a)} for r, a in zip(asked, answers)]
     path = fs.join(stage_dir, "samples.jsonl")
     if is_writer():
       write_jsonl(path, samples, overwrite=True)
-    return {"policies": out, "samples": path, "requests": len(requests)}
+    return {"policies": out["greedy"], "sampled": out["sampled"], "samples": path,
+            "requests": len(requests), "sampled_per_request": config.samples,
+            "temperature": config.temperature}
   return run
 
 
@@ -777,24 +794,24 @@ def _standard_error(values: Sequence[float]) -> float:
   return float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
 
 
-def controllability(per_seed: Mapping[int, Mapping[str, Any]], rl: RLConfig
-                    ) -> list[dict[str, Any]]:
+def controllability(per_seed: Mapping[int, Mapping[str, Any]], rl: RLConfig,
+                    answers: str = "policies") -> list[dict[str, Any]]:
   """Each RL-time setting against the first with the same reward model (the
   principle-following one on the judge's labels; on the oracle's, for `oracle_runs`):
-  per behaviour the mean change over seeds ± its standard error, marked * when |mean| >
-  2 standard errors."""
+  per behaviour of the eval stage's `answers` ("policies": greedy; "sampled") the mean
+  change over seeds ± its standard error, marked * when |mean| > 2 standard errors."""
   rows = []
   for model, suffix, runs in (("judge labels", "", rl.runs),
                               ("oracle labels", ORACLE_SUFFIX,
                                [(n, a) for n, a in rl.runs if n in rl.oracle_runs])):
     names = [run_label(n, a) + suffix for n, a in runs]
-    if not all(n in r["eval"]["policies"] for n in names for r in per_seed.values()):
+    if not all(n in r["eval"].get(answers, {}) for n in names for r in per_seed.values()):
       continue   # a seed's judge labelled nothing: no principle-following runs
     for (setting, added), name in zip(runs[1:], names[1:]):
       row = {"reward model": model, "setting": run_label(setting, added)}
       for behaviour in BEHAVIOURS:
-        deltas = [r["eval"]["policies"][name][behaviour]
-                  - r["eval"]["policies"][names[0]][behaviour] for r in per_seed.values()]
+        deltas = [r["eval"][answers][name][behaviour]
+                  - r["eval"][answers][names[0]][behaviour] for r in per_seed.values()]
         se = _standard_error(deltas)
         mark = " *" if not math.isnan(se) and abs(np.mean(deltas)) > 2 * se else ""
         row[behaviour] = f"{np.mean(deltas):+.3f} ± {se:.3f}{mark}"
@@ -815,14 +832,15 @@ def _over(runs: Sequence[Mapping[str, Any]], get: Callable[[Mapping[str, Any]], 
 
 def _plots(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], rl: RLConfig
            ) -> tuple[str, str]:
-  """answer_lengths.png (each policy's held-out answers, pooled over seeds) and
+  """answer_lengths.png (each policy's greedy held-out answers, pooled over seeds) and
   ppo_reward.png (each PPO run's mean reward-model score per step, mean over seeds)."""
   lengths: dict[str, list[int]] = {name: [] for name, _ in policies(rl)}
   for r in per_seed.values():
     for sample in read_jsonl(r["eval"]["samples"]):
-      lengths[sample["policy"]].append(len(sample["answer"]))
+      if sample["mode"] == "greedy":
+        lengths[sample["policy"]].append(len(sample["answer"]))
   answers = plot_cdfs(fs.join(workdir, "answer_lengths.png"), list(lengths.items()),
-                      "Held-out answer lengths by policy", "characters")
+                      "Greedy held-out answer lengths by policy", "characters")
   lines = []
   for name, stage in policies(rl)[1:]:
     by_step: dict[int, list[float]] = {}
@@ -860,9 +878,12 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
                                         for k in ("all", "with a negated principle",
                                                   "no negated principle")}}
               for name, _, _ in REWARD_MODELS]
-  table = [{"policy": name, **{b: _over(runs, lambda r: r["eval"]["policies"][name][b])
-                               for b in BEHAVIOURS}}
-           for name, _ in policies(rl)]
+  def table(answers):
+    return [{"policy": name, **{b: _over(runs, lambda r: r["eval"][answers][name][b])
+                                for b in BEHAVIOURS}} for name, _ in policies(rl)]
+  sampled = all(r["eval"].get("sampled") for r in runs)
+  how = (f"{runs[0]['eval']['sampled_per_request']} answers a request at temperature "
+         f"{runs[0]['eval']['temperature']}" if sampled else "")
   kinds = [{"policy": name, **{k: _over(runs, lambda r: r["eval"]["policies"][name]["per kind"]
                                         .get(k, np.nan)) for k in pw.KINDS}}
            for name, _ in policies(rl)]
@@ -874,6 +895,7 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
              "stage seconds": round(sum(stage_seconds(fs.join(workdir, f"seed_{s}"),
                                                       list(r)).values()))}
             for s, r in per_seed.items()]
+  times = stage_time_rows(workdir, list(per_seed), [n for n in runs[0] if n != "self_align"])
   steering = [{"reward model": model, "principle": name,
                **{k: _over(runs, lambda r: r["steering"][model][name][k])
                   for k in ("pairs", "added", "added negated")}}
@@ -886,8 +908,13 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
        "model, same prompts), mean ± standard error over seeds; * marks a change beyond two "
        "standard errors. The principle-following reward model trained on the judge's "
        "labels, and the one trained on the exact judges' labels (the judge's quality "
-       "apart).\n\n" + markdown_table(controllability(per_seed, rl),
-                                      ["reward model", "setting", *BEHAVIOURS])),
+       "apart). "
+       + (f"Sampled answers ({how}, the policy's distribution as PPO trains it):\n\n"
+          + markdown_table(controllability(per_seed, rl, "sampled"),
+                           ["reward model", "setting", *BEHAVIOURS])
+          + "\n\nGreedy answers:" if sampled else "Greedy answers:") + "\n\n"
+       + markdown_table(controllability(per_seed, rl),
+                        ["reward model", "setting", *BEHAVIOURS])),
       ("Do the reward models follow the RL-time principles?",
        "Held-out pairs that an added principle's exact judge tells apart: the share whose "
        "reward-model scores prefer the answer that principle prefers, with it added to "
@@ -898,7 +925,10 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
       ("Policies on the held-out requests (mean ± std over seeds)",
        "Greedy answers to the Self-Align run's held-out requests: principled compliance "
        "(mean over kinds), the share ending in self-praise, the share answered in full, "
-       "mean characters.\n\n" + markdown_table(table, ["policy", *BEHAVIOURS])
+       "mean characters, and mean characters without a closing self-praise sentence.\n\n"
+       + markdown_table(table("policies"), ["policy", *BEHAVIOURS])
+       + (f"\n\nSampled answers ({how}):\n\n"
+          + markdown_table(table("sampled"), ["policy", *BEHAVIOURS]) if sampled else "")
        + "\n\nPrincipled compliance per kind:\n\n" + markdown_table(kinds, ["policy",
                                                                          *pw.KINDS])
        + f"\n\n![answer lengths]({fs.basename(answers_png)})\n\n"
@@ -918,6 +948,8 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
          "judges at all, apart from the policy's answers):\n\n"
        + markdown_table(documents, ["principle", "sign agrees", "orders agree"])),
       ("Data per seed", markdown_table(counts, list(counts[0]))),
+      ("Where the time goes", markdown_table(
+          times, ["stage", "seconds (mean over seeds)", "slowest seed"])),
       ("What ran", f"{len(per_seed)} seed(s); the SALMON stages took "
                    f"{sum(c['stage seconds'] for c in counts)} s in all (this report was "
                    f"written after {seconds:.0f} s of this invocation, the Self-Align run "

@@ -24,6 +24,7 @@ TINY = ["--gin.PreferenceConfig.train_per_kind=3", "--gin.PreferenceConfig.eval_
         "--gin.RLConfig.prompts_per_kind=1", "--gin.ppo/TrainingSchedule.steps=1",
         "--gin.PPOConfig.rollout_batch_size=8", "--gin.PPOConfig.mini_batch_size=4",
         "--gin.PPOConfig.max_new_tokens=8", "--gin.SalmonEvalConfig.max_new_tokens=8",
+        "--gin.SalmonEvalConfig.samples=2",
         # Two RL-time settings (one negated addition), one against the oracle-label model.
         "--gin.RLConfig.runs=(('default', ()), ('verbose', ('-concise',)))",
         "--gin.RLConfig.oracle_runs=('default',)"]
@@ -84,14 +85,19 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
   for d, a in zip(default, added):
     assert d["prompt"] == a["prompt"] and d["principles"] == a["principles"][:len(d["principles"])]
     assert modest not in d["principles"] and a["principles"][-1] == modest
-  # The evaluation's rates are its samples' shares.
+  # The evaluation's rates are its samples' shares: one greedy answer a request, two
+  # sampled ones; lengths with and without a closing self-praise sentence.
   samples = _lines(done["eval"]["samples"])
   assert "Self-Align policy" in done["eval"]["policies"]
-  for name in done["eval"]["policies"]:
-    rows = [s for s in samples if s["policy"] == name]
-    assert len(rows) == len(pw.KINDS) * 2
-    assert done["eval"]["policies"][name]["self-praise"] == pytest.approx(
-        np.mean([s["self-praise"] for s in rows]))
+  assert sorted(done["eval"]["sampled"]) == sorted(done["eval"]["policies"])
+  for mode, answers, n in (("greedy", "policies", 1), ("sampled", "sampled", 2)):
+    for name, rates in done["eval"][answers].items():
+      rows = [s for s in samples if s["policy"] == name and s["mode"] == mode]
+      assert len(rows) == len(pw.KINDS) * 2 * n
+      assert rates["self-praise"] == pytest.approx(np.mean([s["self-praise"] for s in rows]))
+      assert rates["characters"] == pytest.approx(np.mean([len(s["answer"]) for s in rows]))
+      assert rates["characters, praise apart"] == pytest.approx(np.mean(
+          [len(pw.without_self_praise(s["answer"]).strip()) for s in rows]))
   # The steering check scores the held-out pairs each added principle tells apart.
   held_rows = [r for r in judged if r["split"] == "eval"]
   for model, shares in done["steering"].items():
@@ -100,6 +106,8 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
       assert found["pairs"] == sum(r["oracle"][sw.NAMES.index(name)] != 0 for r in held_rows)
       assert all(np.isnan(found[k]) or 0 <= found[k] <= 1 for k in ("added", "added negated"))
   report = open(result["report"]).read()
+  assert "Sampled answers (2 answers a request at temperature 1.0" in report
+  assert "## Where the time goes" in report and "| ppo_verbose |" in report
   for heading in ("Controllability", "Policies on the held-out requests",
                   "Do the reward models follow the RL-time principles?",
                   "Reward-model accuracy", "Judge agreement", "Data per seed"):
@@ -169,8 +177,8 @@ def test_oracle_label_runs_are_measured_against_their_own_reference():
                                                           "ppo_oracle_concise"]
 
   def seed(delta):
-    policies = {n: {"principled": 0.5, "self-praise": 0.0, "in full": 0.0, "characters": 40.0}
-                for n, _ in sw.policies(rl)}
+    policies = {n: {"principled": 0.5, "self-praise": 0.0, "in full": 0.0, "characters": 40.0,
+                    "characters, praise apart": 40.0} for n, _ in sw.policies(rl)}
     policies["PPO, concise (+concise), oracle-label reward model"]["characters"] = 40 + delta
     return {"eval": {"policies": policies}}
   rows = sw.controllability({0: seed(-5), 1: seed(-6), 2: seed(-4)}, rl)
@@ -199,11 +207,17 @@ def test_a_negated_rl_time_principle_adds_its_negative_definition_in_place_of_a_
 def test_controllability_marks_changes_beyond_two_standard_errors():
   def seed(default, modest):
     policies = {n: {"principled": 0.5, "self-praise": 0.3, "in full": 0.1,
-                    "characters": 40.0} for n, _ in sw.policies(sw.RLConfig())}
+                    "characters": 40.0, "characters, praise apart": 40.0}
+                for n, _ in sw.policies(sw.RLConfig())}
     policies["PPO, default"]["self-praise"] = default
     policies["PPO, modest (+modest)"]["self-praise"] = modest
-    return {"eval": {"policies": policies}}
+    # The sampled answers' rates: the same change, twice as large.
+    sampled = {n: {**r, "self-praise": 0.3 + 2 * (r["self-praise"] - 0.3)}
+               for n, r in policies.items()}
+    return {"eval": {"policies": policies, "sampled": sampled}}
   per_seed = {0: seed(0.4, 0.1), 1: seed(0.5, 0.1), 2: seed(0.45, 0.15)}
+  assert sw.controllability(per_seed, sw.RLConfig(), "sampled")[0]["self-praise"].startswith(
+      "-0.667")
   rows = sw.controllability(per_seed, sw.RLConfig())
   assert len(rows) == 2   # + modest, + concise; the oracle-label model has one setting
   assert rows[0]["setting"] == "PPO, modest (+modest)"
@@ -248,3 +262,12 @@ def _parsed(config, record):
   request = pw.build_world(config).parse(record["prompt"].strip())
   assert request is not None, record["prompt"]
   return request
+
+
+def test_behaviour_rates_measure_length_with_and_without_the_closing_praise():
+  request = pw.build_world(pw.PrinciplesConfig()).request("fact", np.random.default_rng(0))
+  praise = pw.SELF_PRAISE[0]
+  rates = sw.behaviour_rates([request, request], [f"In 1200. {praise}", "Unknown."])
+  assert rates["self-praise"] == 0.5
+  assert rates["characters"] == (len(f"In 1200. {praise}") + len("Unknown.")) / 2
+  assert rates["characters, praise apart"] == (len("In 1200.") + len("Unknown.")) / 2
