@@ -477,6 +477,18 @@ def list_stream(examples: Sequence[Example], shard_info: seqio.ShardInfo,
   return stream()
 
 
+def without_autotune(ds):
+  """`ds` with tf.data's autotuning off. Autotuning runs a model thread beside the
+  pipeline that competes with XLA for the CPU, and deleting an iterator waits for it:
+  up to a minute after a long training run on a 2-core machine (the iterator's
+  destructor blocked in the thread's wrapper). These pipelines only read and shuffle
+  tokenized examples (batches are assembled in Python), so there is nothing to tune."""
+  import tensorflow as tf
+  options = tf.data.Options()
+  options.autotune.enabled = False
+  return ds.with_options(options)
+
+
 def _joined(streams: Sequence[Iterator[Batch]]) -> Iterator[Batch]:
   """Batches of several shards' streams, their rows one after the other; a stream that
   ended sooner than the others adds padding rows until all have ended."""
@@ -592,7 +604,7 @@ class BatchIterator:
             try_in_mem_cache=False,
             **kwargs,
         )
-        examples: Iterable[Example] = ds.as_numpy_iterator()
+        examples: Iterable[Example] = without_autotune(ds).as_numpy_iterator()
       else:
         examples = list_stream(source, shard, shuffle, seed, num_epochs)
       return pack_examples(examples, kind=kind, batch_size=self.rows // len(shards),

@@ -104,12 +104,15 @@ class EvaluatorDataConfig:
 class RerankConfig:
   """Reranking: `num_samples` (N max, a power of 2) per held-out question at
   `temperature`; each N <= num_samples is measured on `subsets` random subsets
-  (num_samples itself once); `aggregation` is the headline's step-score aggregation."""
+  (num_samples itself once); `aggregation` is the headline's step-score aggregation;
+  `likelihood_samples`: how many of each question's samples (the first ones) the
+  policies' likelihood diagnostic scores (None, or more than num_samples: all)."""
   num_samples: int = 64
   temperature: float = 0.7
   max_new_tokens: int = 96
   subsets: int = 16
   aggregation: str = "min"
+  likelihood_samples: int | None = None
 
   def __post_init__(self):
     n = self.num_samples
@@ -118,6 +121,9 @@ class RerankConfig:
     if self.aggregation not in AGGREGATIONS:
       raise ValueError(f"RerankConfig.aggregation must be one of {AGGREGATIONS}, got "
                        f"{self.aggregation!r}")
+    if self.likelihood_samples is not None and self.likelihood_samples < 1:
+      raise ValueError(f"RerankConfig.likelihood_samples must be >= 1 or None, got "
+                       f"{self.likelihood_samples}")
 
   @property
   def sizes(self) -> list[int]:
@@ -394,6 +400,12 @@ def score_samples(rows: Sequence[Mapping[str, Any]], evaluator) -> list[dict[str
            "outcome": round(float(1 / (1 + np.exp(-s.outcome))), 5)} for s in scored]
 
 
+def first_samples(rows: Sequence[Mapping[str, Any]], count: int | None
+                  ) -> list[Mapping[str, Any]]:
+  """The rows with each question's first `count` samples (all when None)."""
+  return [r if count is None else {**r, "samples": r["samples"][:count]} for r in rows]
+
+
 def likelihood_scores(rows: Sequence[Mapping[str, Any]], policy, chat_template: str
                       ) -> list[dict[str, Any]]:
   """Each sample's steps scored by a policy's own language model: the mean token
@@ -609,15 +621,16 @@ def first_step_check(rows: Sequence[Mapping[str, Any]], score, easy_levels: Sequ
 
 def rerank_stage(config: RerankConfig, model: TransformerConfig,
                  policies: Mapping[str, TransformerConfig], easy_levels: Sequence[int],
-                 chat_template: str, mesh_fn, rules, seed: int):
-  """Scores both policies' samples with the three evaluators (`model`: their
+                 chat_template: str, mesh_fn, rules, seed: int,
+                 names: Sequence[str] = EVALUATORS):
+  """Scores both policies' samples with the evaluators `names` (`model`: their
   architecture) and measures reranking. Beside them, as diagnostics of the step check:
   each policy's (`policies`: SFT stage -> its architecture) own likelihood of the small
   policy's steps, and every score on gold against corrupted first steps."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     mesh = mesh_fn()
     evaluators = {e: load_process_model(results[e]["workdir"], config=model, mesh=mesh,
-                                        rules=rules, batch_size=128) for e in EVALUATORS}
+                                        rules=rules, batch_size=128) for e in names}
     out = {}
 
     def cached(name: str, compute):
@@ -632,25 +645,26 @@ def rerank_stage(config: RerankConfig, model: TransformerConfig,
 
     # The large policy's samples are scored by the PRM only (its curves); the evaluators
     # are compared on the small policy, whose samples they were trained on.
-    for policy, names in (("samples_small", EVALUATORS), ("samples_large", ("prm",))):
+    for policy, scoring in (("samples_small", names), ("samples_large", ("prm",))):
       rows = list(read_jsonl(results[policy]["path"]))
       scored = cached(f"{policy}_scores.json",
-                      lambda: {e: score_samples(rows, evaluators[e]) for e in names})
+                      lambda: {e: score_samples(rows, evaluators[e]) for e in scoring})
       scores = {}
-      for _, evaluator, how in strategies(config, names):
+      for _, evaluator, how in strategies(config, scoring):
         if evaluator is not None:
           flat = solution_scores(scored[evaluator], evaluator, how)
           scores[f"{evaluator}/{how}"] = flat.reshape(len(rows), config.num_samples)
-      out[policy] = rerank_curves(rows, scores, config, easy_levels, seed, names)
+      out[policy] = rerank_curves(rows, scores, config, easy_levels, seed, scoring)
       out[policy]["sample_accuracy"] = float(np.mean(
           [s["correct"] for r in rows for s in r["samples"]]))
-    rows = list(read_jsonl(results["samples_small"]["path"]))
+    rows = first_samples(list(read_jsonl(results["samples_small"]["path"])),
+                         config.likelihood_samples)
     loaded = {stage: trained_run(results, stage, arch, mesh, rules)
               for stage, arch in policies.items()}
     cached("samples_small_likelihoods.json", lambda: {
         stage: likelihood_scores(rows, run, chat_template) for stage, run in loaded.items()})
     heldout = list(read_jsonl(results["world"]["eval_prompts"]))
-    checks = {e: (lambda pseudo, e=e: score_samples(pseudo, evaluators[e])) for e in EVALUATORS}
+    checks = {e: (lambda pseudo, e=e: score_samples(pseudo, evaluators[e])) for e in names}
     checks.update({f"likelihood/{stage}": (lambda pseudo, run=run: likelihood_scores(
         pseudo, run, chat_template)) for stage, run in loaded.items()})
     out["first_step_check"] = {name: first_step_check(heldout, score, easy_levels)
@@ -720,9 +734,10 @@ def seed_pipeline(workdir: str, model: TransformerConfig, model_large: Transform
                   rerank: RerankConfig, ppo_schedule: TrainingSchedule, ppo: PPOConfig,
                   process_scale: float, format_penalty: float, vocab_size: int,
                   chat_template: str, eval_samples: int, mesh_fn, rules, seed: int,
-                  evaluator_backbone: str, implicit: TrainingSchedule, implicit_beta: float,
-                  implicit_gold: bool) -> dict[str, Any]:
-  """Runs one seed's stages, world to rl_eval, in `workdir` and returns their results."""
+                  evaluator_backbone: str, implicit: TrainingSchedule | None,
+                  implicit_beta: float, implicit_gold: bool) -> dict[str, Any]:
+  """Runs one seed's stages, world to rl_eval, in `workdir` and returns their results;
+  without an `implicit` schedule, the implicit PRM and its PPO run are left out."""
   if evaluator_backbone not in BACKBONES:
     raise ValueError(f"evaluator_backbone must be one of {BACKBONES}, got "
                      f"{evaluator_backbone!r}")
@@ -732,6 +747,8 @@ def seed_pipeline(workdir: str, model: TransformerConfig, model_large: Transform
   evaluator_settings = {**(settings if evaluator_backbone == "sft" else large),
                         "backbone": evaluator_backbone}
   world = dataclasses.replace(world, seed=seed)
+  names = EVALUATORS if implicit is not None else tuple(e for e in EVALUATORS if e != "iprm")
+  process_ppo = {name: e for name, e in PROCESS_PPO.items() if e in names}
   stages = [
       Stage("world", world_stage(world, chat_template), {"world": config_record(world),
                                                          "chat_template": chat_template}),
@@ -755,12 +772,12 @@ def seed_pipeline(workdir: str, model: TransformerConfig, model_large: Transform
       *[Stage(kind, evaluator_stage(kind, model_evaluator, evaluator_backbone, evaluator,
                                     chat_template, mesh_fn, rules, seed),
               {**evaluator_settings, "schedule": config_record(evaluator)})
-        for kind in EVALUATORS if kind != "iprm"],
-      Stage("iprm", implicit_evaluator_stage(model_evaluator, evaluator_backbone, implicit,
-                                             implicit_beta, implicit_gold, chat_template,
-                                             mesh_fn, rules, seed),
-            {**evaluator_settings, "schedule": config_record(implicit), "beta": implicit_beta,
-             "gold": implicit_gold}),
+        for kind in names if kind != "iprm"],
+      *([Stage("iprm", implicit_evaluator_stage(model_evaluator, evaluator_backbone, implicit,
+                                                implicit_beta, implicit_gold, chat_template,
+                                                mesh_fn, rules, seed),
+               {**evaluator_settings, "schedule": config_record(implicit),
+                "beta": implicit_beta, "gold": implicit_gold})] if "iprm" in names else []),
       Stage("samples_small", samples_stage("sft", model, rerank, chat_template, mesh_fn,
                                            rules, seed),
             {**settings, "rerank": config_record(rerank)}),
@@ -769,7 +786,8 @@ def seed_pipeline(workdir: str, model: TransformerConfig, model_large: Transform
             {**large, "rerank": config_record(rerank)}),
       Stage("rerank", rerank_stage(rerank, model_evaluator, {"sft": model,
                                                              "sft_large": model_large},
-                                   world.easy_levels, chat_template, mesh_fn, rules, seed),
+                                   world.easy_levels, chat_template, mesh_fn, rules, seed,
+                                   names),
             {**evaluator_settings, "rerank": config_record(rerank)}),
       Stage("ppo_outcome", ppo_stage(model, ppo, ppo_schedule, chat_template,
                                      "rl_easy_prompts", None, process_scale, format_penalty,
@@ -780,8 +798,8 @@ def seed_pipeline(workdir: str, model: TransformerConfig, model_large: Transform
                               evaluator, process_scale, format_penalty, mesh_fn, rules, seed),
               {**settings, "ppo": config_record(ppo), "schedule": config_record(ppo_schedule),
                "process_scale": process_scale, "format_penalty": format_penalty})
-        for name, evaluator in PROCESS_PPO.items()],
-      Stage("rl_eval", rl_eval_stage(model, chat_template, ("sft", "ppo_outcome", *PROCESS_PPO),
+        for name, evaluator in process_ppo.items()],
+      Stage("rl_eval", rl_eval_stage(model, chat_template, ("sft", "ppo_outcome", *process_ppo),
                                      rerank.max_new_tokens, eval_samples, mesh_fn, rules, seed),
             {**settings, "eval_samples": eval_samples}),
   ]
@@ -809,7 +827,7 @@ def easy_to_hard_world(workdir: str, model: TransformerConfig, model_large: Tran
                        eval_samples: int = 4, seeds: Sequence[int] = (0,),
                        mesh: Mesh | None = None, rules: LogicalRules = DEFAULT_RULES,
                        evaluator_backbone: str = "sft",
-                       implicit: TrainingSchedule = TrainingSchedule(
+                       implicit: TrainingSchedule | None = TrainingSchedule(
                            steps=300, learning_rate=1e-4, warmup_steps=20, batch_size=32,
                            seq_len=128),
                        implicit_beta: float = 0.1, implicit_gold: bool = False
@@ -819,8 +837,9 @@ def easy_to_hard_world(workdir: str, model: TransformerConfig, model_large: Tran
   evaluator_backbone: the SFT stage the evaluators start from, 'sft' (the small policy,
   whose samples they are trained on and rerank) or 'sft_large' (the large policy: an
   evaluator larger than the policy it judges). implicit, implicit_beta: the implicit
-  PRM's DPO schedule (batch_size counts pairs) and beta; implicit_gold: its pairs also
-  put each label question's gold solution against the wrong samples."""
+  PRM's DPO schedule (batch_size counts pairs; None leaves the implicit PRM and its PPO
+  run out) and beta; implicit_gold: its pairs also put each label question's gold
+  solution against the wrong samples."""
   from align_jax.methods.easy_to_hard.report import report_rows, write_world_report
   mesh_fn = (lambda: mesh) if mesh is not None else create_mesh
   return run_seeds(

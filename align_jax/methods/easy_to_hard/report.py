@@ -72,11 +72,11 @@ def _separation_rows(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], re
                      easy_levels: Sequence[int]) -> list[dict[str, Any]]:
   """AUC of each evaluator's solution scores on the small policy's samples (mean ± std
   over seeds), from the rerank stage's cached scores."""
-  from align_jax.methods.easy_to_hard.pipeline import (separation, solution_scores,
-                                                        step_separation)
+  from align_jax.methods.easy_to_hard.pipeline import (first_samples, separation,
+                                                        solution_scores, step_separation)
   values: dict[str, dict[str, list[float]]] = {}
   for seed, results in per_seed.items():
-    rows = list(read_jsonl(results["samples_small"]["path"]))
+    every = list(read_jsonl(results["samples_small"]["path"]))
     scored = {}
     for name in ("samples_small_scores.json", "samples_small_likelihoods.json"):
       path = fs.join(workdir, f"seed_{seed}", "rerank", name)
@@ -84,6 +84,8 @@ def _separation_rows(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], re
         with fs.open(path) as f:
           scored.update({SCORE_NAMES.get(k, k): v for k, v in json.load(f).items()})
     for evaluator in scored:
+      # The likelihood diagnostic may score each question's first samples only.
+      rows = first_samples(every, len(scored[evaluator]) // len(every))
       how = "outcome" if evaluator == "orm" else rerank.aggregation
       flat = solution_scores(scored[evaluator], evaluator, how)
       found = separation(rows, flat.reshape(len(rows), -1), easy_levels)
@@ -258,10 +260,12 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
       ("What ran", f"{len(per_seed)} seed(s); policies trained from scratch on gold solutions "
                    f"of levels {list(easy_levels)} only; the evaluators (PRM, ORM, OPRM) on the "
                    f"small policy's own samples of levels {list(easy_levels)}, labelled by the "
-                   f"exact checker, each on the {backbone} policy's backbone, and the "
-                   f"implicit PRM (that backbone's language model trained by DPO on pairs of "
-                   f"a label question's right and wrong samples, its step score the "
-                   f"log-ratio to the backbone summed up to the step); reranking of N "
+                   f"exact checker, each on the {backbone} policy's backbone"
+                   + (", and the implicit PRM (that backbone's language model trained by DPO "
+                      "on pairs of a label question's right and wrong samples, its step score "
+                      "the log-ratio to the backbone summed up to the step)" if implicit
+                      else " (the implicit PRM left out)")
+                   + f"; reranking of N "
                    f"samples per held-out question at T={rerank.temperature}, each "
                    f"N < {sizes[-1]} averaged over {rerank.subsets} random subsets. "
                    f"Stage time over all seeds {sum(r['seconds'] for r in setup):,} s "

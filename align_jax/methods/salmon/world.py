@@ -459,6 +459,21 @@ def judge_agreement(scores: np.ndarray, agree: np.ndarray, oracle: np.ndarray
   return out
 
 
+def judge_leaning(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+  """Per principle, the judge's verdicts where its exact judge says nothing: over the
+  judged pairs (`judge_stage` rows) whose exact judge ties, whose two answers differ in
+  length and whose two orders agree (so the verdict reaches the labels), how many there
+  are and the share that prefers the longer answer (0.5: no leaning)."""
+  out = {}
+  for j, name in enumerate(NAMES):
+    longer = [(r["judge"][j] > 0) == (len(r["answers"][0]) > len(r["answers"][1]))
+              for r in rows if r["oracle"][j] == 0 and r["agree"][j]
+              and len(r["answers"][0]) != len(r["answers"][1]) and r["judge"][j] != 0]
+    out[name] = {"verdicts": len(longer),
+                 "for the longer": float(np.mean(longer)) if longer else float("nan")}
+  return out
+
+
 def combination(names: Sequence[str], negated: Sequence[bool]) -> tuple:
   """A principle combination as a set: (name, negated) pairs in name order."""
   return tuple(sorted(zip(names, (bool(n) for n in negated))))
@@ -830,6 +845,26 @@ def _over(runs: Sequence[Mapping[str, Any]], get: Callable[[Mapping[str, Any]], 
   return mean_std_present([value(r) for r in runs], missing="(not run)")
 
 
+def _concise_by_seed(per_seed: Mapping[int, Mapping[str, Any]], rl: RLConfig
+                     ) -> list[dict[str, str]]:
+  """Per seed: the judge-label reward model's steering share for an added 'concise' and
+  the '+ concise' PPO policy's change in characters (sampled answers) against the first
+  setting; no rows without such a run."""
+  runs = [(n, a) for n, a in rl.runs if tuple(a) == ("concise",)]
+  rows = []
+  for seed, r in per_seed.items():
+    try:
+      share = r["steering"]["judge labels"]["concise"]["added"]
+      sampled = r["eval"]["sampled"]
+      change = (sampled[run_label(*runs[0])]["characters"]
+                - sampled[run_label(*rl.runs[0])]["characters"])
+    except (IndexError, KeyError):
+      return []
+    rows.append({"seed": seed, "judge-label RM follows + concise": f"{share:.2f}",
+                 "+ concise: characters (sampled)": f"{change:+.1f}"})
+  return rows
+
+
 def _plots(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], rl: RLConfig
            ) -> tuple[str, str]:
   """answer_lengths.png (each policy's greedy held-out answers, pooled over seeds) and
@@ -901,6 +936,14 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
                   for k in ("pairs", "added", "added negated")}}
               for model in ("judge labels", "oracle labels")
               for name in added_principles(rl)]
+  leaning = {s: judge_leaning(list(read_jsonl(r["judge"]["judged"])))
+             for s, r in per_seed.items()}
+  leaning_rows = [{"principle": n,
+                   "verdicts": str(sum(lean[n]["verdicts"] for lean in leaning.values())),
+                   **{f"seed {s}": (f"{lean[n]['for the longer']:.2f}"
+                                    if lean[n]["verdicts"] else "(none)")
+                      for s, lean in leaning.items()}} for n in NAMES]
+  steered = _concise_by_seed(per_seed, rl) if sampled else []
   answers_png, reward_png = _plots(workdir, per_seed, rl)
   return write_report(fs.join(workdir, "report.md"), "align_jax SALMON on the principles world", [
       ("Controllability: changing only the RL-time principles",
@@ -947,6 +990,16 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
        + "\n\nThe same judge on fresh judging documents like the corpus's (whether it "
          "judges at all, apart from the policy's answers):\n\n"
        + markdown_table(documents, ["principle", "sign agrees", "orders agree"])),
+      ("The judge's leaning where its principle says nothing",
+       "Pairs of the policy's answers that a principle's exact judge does not tell apart, "
+       "whose answers differ in length and whose two orders agree (their verdicts reach "
+       "the labels): how many (all seeds), and per seed the share of verdicts for the "
+       "longer answer (0.5: no leaning).\n\n"
+       + markdown_table(leaning_rows, list(leaning_rows[0]))
+       + ("\n\nPer seed, how often the judge-label reward model prefers the concise "
+          "answer with + concise added (from the steering table) and what + concise did to "
+          "the PPO policy's length (sampled answers, against the default setting):\n\n"
+          + markdown_table(steered, list(steered[0])) if steered else "")),
       ("Data per seed", markdown_table(counts, list(counts[0]))),
       ("Where the time goes", markdown_table(
           times, ["stage", "seconds (mean over seeds)", "slowest seed"])),

@@ -2,6 +2,7 @@
 notebook, launch/colab/easy_to_hard.py, with the README's command), and its pieces."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -30,6 +31,8 @@ SMALL = (
        "--gin.sft_large/TrainingSchedule.batch_size=8",
        "--gin.evaluator/TrainingSchedule.steps=3",
        "--gin.evaluator/TrainingSchedule.batch_size=8",
+       # world.gin leaves the implicit PRM out; here it runs (and below, left out).
+       "--gin.easy_to_hard_world.implicit=@implicit/TrainingSchedule()",
        "--gin.implicit/TrainingSchedule.steps=3",
        "--gin.implicit/TrainingSchedule.batch_size=4",
        # The tiny policy solves nothing: the gold solutions make the implicit PRM's pairs.
@@ -126,6 +129,25 @@ def test_world_notebook_runs_every_stage_and_reports(tmp_path):
   entry.main(command)
   assert {p: p.stat().st_mtime_ns for p in seed_dir.glob("*/COMPLETED.json")} == completed
   assert len(completed) == 11 + len(pipeline.EVALUATORS) + len(pipeline.PROCESS_PPO)
+
+  # world.gin's default leaves the implicit PRM and its PPO run out; from the same
+  # evaluators (copied), the later stages run again without them.
+  lean = tmp_path / "lean"
+  for stage in ("world", "vocabulary", "sft", "sft_large", "label_samples", "evaluator_data",
+                "prm", "orm", "oprm"):
+    shutil.copytree(seed_dir / stage, lean / "seed_0" / stage)
+  without = [a for a in command if "implicit" not in a]
+  without[without.index(f"--gin.WORKDIR='{workdir}'")] = f"--gin.WORKDIR='{lean}'"
+  entry.main(without)
+  stages = {p.parent.name for p in (lean / "seed_0").glob("*/COMPLETED.json")}
+  assert stages == {p.parent.name for p in completed} - {"iprm", "ppo_implicit"}
+  rerank = read_completion(str(lean / "seed_0"), "rerank")["result"]
+  assert not any("iprm" in name for name in rerank["samples_small"]["groups"]["hard"]["accuracy"])
+  assert "iprm" not in rerank["first_step_check"]
+  rows = read_completion(str(lean / "seed_0"), "rl_eval")["result"]["rows"]
+  assert {r["policy"] for r in rows} == {"sft", "ppo_outcome", "ppo_process"}
+  report = (lean / "report.md").read_text()
+  assert "implicit PRM left out" in report and "weighted voting (implicit PRM" not in report
 
 
 def _rows():

@@ -110,7 +110,8 @@ def test_world_pipeline_runs_every_stage_and_reports(tmp_path):
   assert "## Where the time goes" in report and "| ppo_verbose |" in report
   for heading in ("Controllability", "Policies on the held-out requests",
                   "Do the reward models follow the RL-time principles?",
-                  "Reward-model accuracy", "Judge agreement", "Data per seed"):
+                  "Reward-model accuracy", "Judge agreement", "Data per seed",
+                  "The judge's leaning where its principle says nothing"):
     assert heading in report
   for image in ("answer_lengths.png", "ppo_reward.png"):
     assert f"]({image})" in report and (tmp_path / "salmon" / image).stat().st_size > 1000
@@ -225,6 +226,24 @@ def test_controllability_marks_changes_beyond_two_standard_errors():
   assert rows[0]["self-praise"].startswith("-0.333") and rows[0]["self-praise"].endswith("*")
   assert rows[0]["principled"] == "+0.000 ± 0.000"
   assert rows[0]["characters"] == "+0.000 ± 0.000"
+
+
+def test_judge_leaning_counts_agreeing_verdicts_on_ties_by_length():
+  concise, poetic = sw.NAMES.index("concise"), sw.NAMES.index("poetic")
+  def row(answers, poetic_score, agree=True, oracle=0):
+    judge, agrees, exact = [0.0] * len(sw.NAMES), [False] * len(sw.NAMES), [0] * len(sw.NAMES)
+    judge[poetic], agrees[poetic], exact[poetic] = poetic_score, agree, oracle
+    judge[concise], agrees[concise], exact[concise] = 1.0, True, 1   # told apart: not counted
+    return {"answers": answers, "judge": judge, "agree": agrees, "oracle": exact}
+  rows = [row(["long answer", "short"], 2.0),       # for the longer (the first)
+          row(["short", "long answer"], 0.5),       # for the shorter
+          row(["short", "long answer"], -1.0),      # for the longer (the second)
+          row(["same", "size"], 3.0),               # equal lengths: not counted
+          row(["long answer", "short"], 2.0, agree=False),   # orders disagree: no verdict
+          row(["long answer", "short"], -2.0, oracle=-1)]    # the exact judge decides
+  found = sw.judge_leaning(rows)
+  assert found["poetic"] == {"verdicts": 3, "for the longer": 2 / 3}
+  assert found["concise"]["verdicts"] == 0 and np.isnan(found["concise"]["for the longer"])
 
 
 def test_too_many_held_out_pairs_for_the_world_is_a_clear_error(tmp_path):
