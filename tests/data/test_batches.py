@@ -384,3 +384,18 @@ def test_tokenized_records_from_tasks_feed_the_iterator(vocab):
   for row, example in zip(range(3), examples):
     n = batch["prompt_lengths"][row]
     assert batch["prompt_tokens"][row][32 - n:].tolist() == example["prompt_tokens"].tolist()
+
+
+def test_task_pipelines_run_without_autotuning(vocab, monkeypatch):
+  # tf.data's autotune thread made deleting a long run's iterator wait for up to a minute.
+  from align_jax.data import pipeline
+  original, seen = pipeline.without_autotune, []
+  def recording(ds):
+    out = original(ds)
+    seen.append(out.options().autotune.enabled)
+    return out
+  monkeypatch.setattr(pipeline, "without_autotune", recording)
+  it = BatchIterator(_lm_task(vocab).name, kind="lm", batch_size=2, seq_len=8, num_epochs=1,
+                     shard_info=ONE_HOST)
+  first = next(it)
+  assert seen == [False] and all(v.shape[0] == 2 for v in first.values())
