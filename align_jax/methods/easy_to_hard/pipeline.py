@@ -747,6 +747,8 @@ def seed_pipeline(workdir: str, model: TransformerConfig, model_large: Transform
   evaluator_settings = {**(settings if evaluator_backbone == "sft" else large),
                         "backbone": evaluator_backbone}
   world = dataclasses.replace(world, seed=seed)
+  # The samples do not depend on the likelihood diagnostic's share of them.
+  sampling = {k: v for k, v in config_record(rerank).items() if k != "likelihood_samples"}
   names = EVALUATORS if implicit is not None else tuple(e for e in EVALUATORS if e != "iprm")
   process_ppo = {name: e for name, e in PROCESS_PPO.items() if e in names}
   stages = [
@@ -780,10 +782,10 @@ def seed_pipeline(workdir: str, model: TransformerConfig, model_large: Transform
                 "beta": implicit_beta, "gold": implicit_gold})] if "iprm" in names else []),
       Stage("samples_small", samples_stage("sft", model, rerank, chat_template, mesh_fn,
                                            rules, seed),
-            {**settings, "rerank": config_record(rerank)}),
+            {**settings, "rerank": sampling}),
       Stage("samples_large", samples_stage("sft_large", model_large, rerank, chat_template,
                                            mesh_fn, rules, seed),
-            {**large, "rerank": config_record(rerank)}),
+            {**large, "rerank": sampling}),
       Stage("rerank", rerank_stage(rerank, model_evaluator, {"sft": model,
                                                              "sft_large": model_large},
                                    world.easy_levels, chat_template, mesh_fn, rules, seed,

@@ -245,7 +245,10 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
        + markdown_table(separation_rows, list(separation_rows[0]))
        + "\n\nThe policies' likelihood rows score each step by the mean log-probability of "
        "its tokens under that policy's own language model (no training on labels): how "
-       "much of the step check the models already hold."),
+       "much of the step check the models already hold"
+       + (f"; they cover each question's first {rerank.likelihood_samples} samples"
+          if rerank.likelihood_samples and rerank.likelihood_samples < rerank.num_samples
+          else "") + "."),
       *([("Gold first steps against corrupted ones (held-out questions)",
           "For each held-out question with two or more operations: its gold solution "
           "against the same solution with a wrong first step, `result` one too high or the "

@@ -849,7 +849,7 @@ def _concise_by_seed(per_seed: Mapping[int, Mapping[str, Any]], rl: RLConfig
                      ) -> list[dict[str, str]]:
   """Per seed: the judge-label reward model's steering share for an added 'concise' and
   the '+ concise' PPO policy's change in characters (sampled answers) against the first
-  setting; no rows without such a run."""
+  setting; a seed without such a run has no row."""
   runs = [(n, a) for n, a in rl.runs if tuple(a) == ("concise",)]
   rows = []
   for seed, r in per_seed.items():
@@ -858,8 +858,8 @@ def _concise_by_seed(per_seed: Mapping[int, Mapping[str, Any]], rl: RLConfig
       sampled = r["eval"]["sampled"]
       change = (sampled[run_label(*runs[0])]["characters"]
                 - sampled[run_label(*rl.runs[0])]["characters"])
-    except (IndexError, KeyError):
-      return []
+    except (IndexError, KeyError):   # no such run, or no judge-label model this seed
+      continue
     rows.append({"seed": seed, "judge-label RM follows + concise": f"{share:.2f}",
                  "+ concise: characters (sampled)": f"{change:+.1f}"})
   return rows
@@ -936,8 +936,8 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
                   for k in ("pairs", "added", "added negated")}}
               for model in ("judge labels", "oracle labels")
               for name in added_principles(rl)]
-  leaning = {s: judge_leaning(list(read_jsonl(r["judge"]["judged"])))
-             for s, r in per_seed.items()}
+  leaning = {s: judge_leaning([row for row in read_jsonl(r["judge"]["judged"])
+                               if row["split"] == "train"]) for s, r in per_seed.items()}
   leaning_rows = [{"principle": n,
                    "verdicts": str(sum(lean[n]["verdicts"] for lean in leaning.values())),
                    **{f"seed {s}": (f"{lean[n]['for the longer']:.2f}"
@@ -991,10 +991,10 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
          "judges at all, apart from the policy's answers):\n\n"
        + markdown_table(documents, ["principle", "sign agrees", "orders agree"])),
       ("The judge's leaning where its principle says nothing",
-       "Pairs of the policy's answers that a principle's exact judge does not tell apart, "
-       "whose answers differ in length and whose two orders agree (their verdicts reach "
-       "the labels): how many (all seeds), and per seed the share of verdicts for the "
-       "longer answer (0.5: no leaning).\n\n"
+       "Training pairs of the policy's answers that a principle's exact judge does not "
+       "tell apart, whose answers differ in length and whose two orders agree (their "
+       "verdicts reach the labels): how many (all seeds), and per seed the share of "
+       "verdicts for the longer answer (0.5: no leaning).\n\n"
        + markdown_table(leaning_rows, list(leaning_rows[0]))
        + ("\n\nPer seed, how often the judge-label reward model prefers the concise "
           "answer with + concise added (from the steering table) and what + concise did to "

@@ -138,12 +138,17 @@ def test_world_notebook_runs_every_stage_and_reports(tmp_path):
     shutil.copytree(seed_dir / stage, lean / "seed_0" / stage)
   without = [a for a in command if "implicit" not in a]
   without[without.index(f"--gin.WORKDIR='{workdir}'")] = f"--gin.WORKDIR='{lean}'"
-  entry.main(without)
+  entry.main(without + ["--gin.RerankConfig.likelihood_samples=2"])
   stages = {p.parent.name for p in (lean / "seed_0").glob("*/COMPLETED.json")}
   assert stages == {p.parent.name for p in completed} - {"iprm", "ppo_implicit"}
   rerank = read_completion(str(lean / "seed_0"), "rerank")["result"]
   assert not any("iprm" in name for name in rerank["samples_small"]["groups"]["hard"]["accuracy"])
   assert "iprm" not in rerank["first_step_check"]
+  # The likelihood diagnostic scored each question's first 2 of its 4 samples.
+  likelihoods = json.loads((lean / "seed_0" / "rerank" / "samples_small_likelihoods.json")
+                           .read_text())
+  questions = len(list(open(lean / "seed_0" / "samples_small" / "samples.jsonl")))
+  assert {len(v) for v in likelihoods.values()} == {2 * questions}
   rows = read_completion(str(lean / "seed_0"), "rl_eval")["result"]["rows"]
   assert {r["policy"] for r in rows} == {"sft", "ppo_outcome", "ppo_process"}
   report = (lean / "report.md").read_text()
