@@ -32,17 +32,45 @@ from align_jax.training.loop import TrainState
 
 
 def response_logprobs(model: Transformer, params: Any, batch: Mapping[str, jax.Array],
-                      start: int, temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
+                      start: int, temperature: float = 1.0, chunk: int | None = None
+                      ) -> tuple[jax.Array, jax.Array]:
   """log p(response token) and the entropy of the distribution it was drawn from,
-  float32 [batch, response length], at the sampling temperature."""
+  float32 [batch, response length], at the sampling temperature.
+
+  The output head runs `chunk` response positions at a time (all rows of the batch
+  together, so a data-parallel batch stays split over devices), each chunk
+  rematerialised: forward and backward hold [batch, chunk, vocab] logits, never the
+  whole [batch, length, vocab]. None: `response_chunk(...)`'s size for the batch and
+  vocabulary; a response that fits one chunk is computed in one piece."""
   hidden = model.apply({"params": params}, batch["tokens"], batch["positions"],
-                       batch["segment_ids"], output="hidden")
-  logits = model.apply({"params": params}, hidden[:, start - 1:-1],
-                       method=Transformer.logits_from_hidden)
-  logprobs = jax.nn.log_softmax(logits / temperature, axis=-1)
-  picked = jnp.take_along_axis(logprobs, batch["tokens"][:, start:, None], axis=-1)[..., 0]
-  entropy = -jnp.sum(jnp.exp(logprobs) * logprobs, axis=-1)
-  return picked, entropy
+                       batch["segment_ids"], output="hidden")[:, start - 1:-1]
+  targets = batch["tokens"][:, start:]
+
+  def stats(h, t):
+    logits = model.apply({"params": params}, h, method=Transformer.logits_from_hidden)
+    logprobs = jax.nn.log_softmax(logits / temperature, axis=-1)
+    picked = jnp.take_along_axis(logprobs, t[..., None], axis=-1)[..., 0]
+    return picked, -jnp.sum(jnp.exp(logprobs) * logprobs, axis=-1)
+
+  rows, length = targets.shape
+  if chunk is None:
+    chunk = response_chunk(rows, model.config.vocab_size)
+  if chunk >= length:
+    return stats(hidden, targets)
+  pad = (-length) % chunk
+  hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+  targets = jnp.pad(targets, ((0, 0), (0, pad)))
+  split = lambda x: jnp.moveaxis(x.reshape((rows, -1, chunk) + x.shape[2:]), 1, 0)  # noqa
+  picked, entropy = jax.lax.map(lambda xs: jax.checkpoint(stats)(*xs),
+                                (split(hidden), split(targets)))
+  join = lambda x: jnp.moveaxis(x, 0, 1).reshape(rows, -1)[:, :length]  # noqa: E731
+  return join(picked), join(entropy)
+
+
+def response_chunk(rows: int, vocab_size: int, budget: int = 2 ** 27) -> int:
+  """Response positions per chunk of `response_logprobs`: [rows, chunk, vocab] float32
+  logits of about `budget` bytes (512 MiB), at least one position."""
+  return max(1, budget // 4 // (rows * vocab_size))
 
 
 def load_prompts(files: Sequence[str], vocab: seqio.Vocabulary, chat_template: str,

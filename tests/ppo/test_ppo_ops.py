@@ -5,9 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from align_jax.models import Transformer, TransformerConfig, init_params
 from align_jax.ppo.ops import (AdaptiveKLController, explained_variance, gae, kl_penalty,
                                masked_mean, masked_var, masked_whiten, missing_eos_penalty,
                                policy_loss_terms, token_rewards, value_loss_terms)
+from align_jax.ppo.rollouts import response_chunk, response_logprobs
 
 
 def _batch(seed=0, batch=4, length=7):
@@ -167,3 +169,39 @@ def test_missing_eos_penalty_hits_exactly_rows_without_eos():
   scores = jnp.array([1.0, 2.0, 3.0, 4.0])
   has_eos = jnp.array([True, False, True, False])
   np.testing.assert_array_equal(missing_eos_penalty(scores, has_eos, -6.0), [1.0, -6.0, 3.0, -6.0])
+
+
+def test_response_logprobs_in_chunks_equal_the_whole_and_a_hand_computation():
+  config = TransformerConfig(vocab_size=50, num_layers=1, d_model=16, num_heads=2,
+                             num_kv_heads=2, head_dim=8, mlp_dim=32, max_seq_len=16,
+                             pad_id=0, eos_id=1, bos_id=2)
+  model = Transformer(config)
+  params = init_params(model, jax.random.key(0))
+  rng = np.random.default_rng(0)
+  batch = {"tokens": jnp.asarray(rng.integers(3, 50, (3, 16)), jnp.int32),
+           "positions": jnp.broadcast_to(jnp.arange(16, dtype=jnp.int32), (3, 16)),
+           "segment_ids": jnp.ones((3, 16), jnp.int32)}
+  start, temperature = 6, 0.7   # 10 response positions
+
+  def total(p, chunk):
+    logprobs, entropy = response_logprobs(model, p, batch, start, temperature, chunk)
+    return (logprobs * 2.0 + entropy).sum(), (logprobs, entropy)
+
+  (_, (whole_lp, whole_ent)), whole_grad = jax.value_and_grad(total, has_aux=True)(params, 10)
+  # By hand from the model's logits.
+  logits = np.asarray(model.apply({"params": params}, batch["tokens"], batch["positions"],
+                                  batch["segment_ids"]), np.float64)[:, start - 1:-1]
+  logp = logits / temperature - np.log(np.exp(logits / temperature).sum(-1, keepdims=True))
+  targets = np.asarray(batch["tokens"])[:, start:]
+  np.testing.assert_allclose(whole_lp, np.take_along_axis(logp, targets[..., None], -1)[..., 0],
+                             atol=1e-5)
+  np.testing.assert_allclose(whole_ent, -(np.exp(logp) * logp).sum(-1), atol=1e-5)
+  for chunk in (1, 3, 4, 5):   # 4: the last chunk padded
+    (_, (lp, ent)), grad = jax.value_and_grad(total, has_aux=True)(params, chunk)
+    np.testing.assert_allclose(lp, whole_lp, atol=1e-6)
+    np.testing.assert_allclose(ent, whole_ent, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(whole_grad)):
+      np.testing.assert_allclose(a, b, atol=1e-5)
+  # The default: [rows, chunk, vocab] float32 logits of at most 512 MiB, one position least.
+  assert response_chunk(3, 50) >= 10 and response_chunk(64, 32000) == 16
+  assert response_chunk(1024, 256_000) == 1
