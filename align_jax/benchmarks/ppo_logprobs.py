@@ -1,8 +1,8 @@
 """PPO's response log-probabilities and entropy: the chunked output head against logits
 held whole.
 
-`align_jax.ppo.response_logprobs` (the rollout scoring pass and the PPO loss) runs the
-output head a chunk of response positions at a time, rematerialised, so the
+`align_jax.ppo.rollouts.response_logprobs` (the rollout scoring pass and the PPO loss) runs
+the output head a chunk of the response at a time (every row in each), rematerialised, so the
 [batch, response length, vocab] logits never exist at once, forward or backward. The peer,
 in the same run, is the same function with one chunk (the logits held whole, as PPO ran
 before and as most RLHF trainers compute them), with the same weights and batch. Reported:
@@ -26,7 +26,8 @@ import numpy as np
 
 from align_jax.benchmarks.common import machine
 from align_jax.models import Transformer, TransformerConfig, init_params
-from align_jax.ppo.rollouts import response_chunk, response_logprobs
+from align_jax.ppo.rollouts import response_logprobs
+from align_jax.training.losses import head_chunk_rows
 
 
 def _measure(model, params, batch, start: int, chunk: int, repeats: int) -> dict:
@@ -42,7 +43,7 @@ def _measure(model, params, batch, start: int, chunk: int, repeats: int) -> dict
     begin = time.perf_counter()
     jax.block_until_ready(compiled(params))
     times.append(time.perf_counter() - begin)
-  return {"chunk": chunk, "temp_bytes": int(stats.temp_size_in_bytes) if stats else None,
+  return {"chunk_rows": chunk, "temp_bytes": int(stats.temp_size_in_bytes) if stats else None,
           "median_s": float(np.median(times)), "outputs": outputs, "grads": grads}
 
 
@@ -59,7 +60,7 @@ def main(argv=None) -> dict:
   parser.add_argument("--prompt", type=int, default=64)
   parser.add_argument("--response", type=int, default=256)
   parser.add_argument("--chunk", type=int, default=0,
-                      help="response positions a chunk (0: response_chunk's default)")
+                      help="rows a chunk (0: head_chunk_rows of the vocabulary)")
   parser.add_argument("--repeats", type=int, default=3)
   args = parser.parse_args(argv)
   length = args.prompt + args.response
@@ -75,9 +76,10 @@ def main(argv=None) -> dict:
            "positions": jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32),
                                          (args.batch, length)),
            "segment_ids": jnp.ones((args.batch, length), jnp.int32)}
-  chunk = args.chunk or response_chunk(args.batch, args.vocab)
+  chunk = args.chunk or head_chunk_rows(args.vocab)
   chunked = _measure(model, params, batch, args.prompt, chunk, args.repeats)
-  whole = _measure(model, params, batch, args.prompt, args.response, args.repeats)
+  whole = _measure(model, params, batch, args.prompt, args.batch * args.response,
+                   args.repeats)
   output_diff = _max_diff(chunked.pop("outputs"), whole.pop("outputs"))
   grad_diff = _max_diff(chunked.pop("grads"), whole.pop("grads"))
   report = {

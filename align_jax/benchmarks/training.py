@@ -227,10 +227,8 @@ def step_breakdown(model, params, optimizer, opt_state, batch) -> dict[str, floa
                              config.dtype)
 
   def head(w_out, h):
-    return output_nll_sums(h.reshape(-1, config.d_model), w_out.astype(h.dtype),
-                           batch["target_tokens"].reshape(-1),
-                           batch["loss_weights"].reshape(-1),
-                           head_chunk_rows(config.vocab_size))[0]
+    return output_nll_sums(h, w_out.astype(h.dtype), batch["target_tokens"],
+                           batch["loss_weights"], head_chunk_rows(config.vocab_size))[0]
 
   def update(p, o):
     grads = jax.tree.map(jnp.ones_like, p)

@@ -29,6 +29,7 @@ from align_jax.ppo.config import PPOConfig
 from align_jax.rewards import CompositeReward, RewardBatch
 from align_jax.sampling import Sampler, SamplingConfig
 from align_jax.training.loop import TrainState
+from align_jax.training.losses import head_chunk_rows, head_chunks, head_unchunk
 
 
 def response_logprobs(model: Transformer, params: Any, batch: Mapping[str, jax.Array],
@@ -37,11 +38,12 @@ def response_logprobs(model: Transformer, params: Any, batch: Mapping[str, jax.A
   """log p(response token) and the entropy of the distribution it was drawn from,
   float32 [batch, response length], at the sampling temperature.
 
-  The output head runs `chunk` response positions at a time (all rows of the batch
-  together, so a data-parallel batch stays split over devices), each chunk
-  rematerialised: forward and backward hold [batch, chunk, vocab] logits, never the
-  whole [batch, length, vocab]. None: `response_chunk(...)`'s size for the batch and
-  vocabulary; a response that fits one chunk is computed in one piece."""
+  The output head runs about `chunk` rows (None: `head_chunk_rows` of the vocabulary)
+  at a time, in chunks along the response with every row of the batch in each
+  (`training.losses.head_chunks`, so a batch split over devices stays split), each
+  rematerialised: forward and backward hold [batch, chunk / batch, vocab] logits, never
+  the whole [batch, length, vocab]. A response that fits one chunk is computed in one
+  piece."""
   hidden = model.apply({"params": params}, batch["tokens"], batch["positions"],
                        batch["segment_ids"], output="hidden")[:, start - 1:-1]
   targets = batch["tokens"][:, start:]
@@ -53,24 +55,12 @@ def response_logprobs(model: Transformer, params: Any, batch: Mapping[str, jax.A
     return picked, -jnp.sum(jnp.exp(logprobs) * logprobs, axis=-1)
 
   rows, length = targets.shape
-  if chunk is None:
-    chunk = response_chunk(rows, model.config.vocab_size)
-  if chunk >= length:
+  chunk = chunk or head_chunk_rows(model.config.vocab_size)
+  if chunk // rows >= length:
     return stats(hidden, targets)
-  pad = (-length) % chunk
-  hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
-  targets = jnp.pad(targets, ((0, 0), (0, pad)))
-  split = lambda x: jnp.moveaxis(x.reshape((rows, -1, chunk) + x.shape[2:]), 1, 0)  # noqa
-  picked, entropy = jax.lax.map(lambda xs: jax.checkpoint(stats)(*xs),
-                                (split(hidden), split(targets)))
-  join = lambda x: jnp.moveaxis(x, 0, 1).reshape(rows, -1)[:, :length]  # noqa: E731
-  return join(picked), join(entropy)
-
-
-def response_chunk(rows: int, vocab_size: int, budget: int = 2 ** 27) -> int:
-  """Response positions per chunk of `response_logprobs`: [rows, chunk, vocab] float32
-  logits of about `budget` bytes (512 MiB), at least one position."""
-  return max(1, budget // 4 // (rows * vocab_size))
+  hs, ts, _, _ = head_chunks(hidden, targets, chunk=chunk)
+  picked, entropy = jax.lax.map(lambda xs: jax.checkpoint(stats)(*xs), (hs, ts))
+  return head_unchunk(picked, length), head_unchunk(entropy, length)
 
 
 def load_prompts(files: Sequence[str], vocab: seqio.Vocabulary, chat_template: str,

@@ -44,13 +44,11 @@ def response_logprobs(model, params: Any, batch: Mapping[str, jax.Array], prefix
   hidden = model.apply({"params": params}, batch[prefix + "input_tokens"],
                        batch[prefix + "positions"], batch[prefix + "segment_ids"],
                        output="hidden")
-  rows, length, d = hidden.shape
   w_out = output_matrix(model, params)   # in its own dtype: its gradient sums in it
-  logprobs = output_token_logprobs(hidden.reshape(-1, d), w_out,
-                                   batch[prefix + "target_tokens"].reshape(-1),
+  logprobs = output_token_logprobs(hidden, w_out, batch[prefix + "target_tokens"],
                                    head_chunk_rows(w_out.shape[-1]))
   weights = batch[prefix + "loss_weights"].astype(jnp.float32)
-  return (logprobs.reshape(rows, length) * weights).sum(-1)
+  return (logprobs * weights).sum(-1)
 
 
 def dpo_loss_sums(model, params: Any, batch: Mapping[str, jax.Array], beta: float = 0.1):

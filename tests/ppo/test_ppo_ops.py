@@ -9,7 +9,7 @@ from align_jax.models import Transformer, TransformerConfig, init_params
 from align_jax.ppo.ops import (AdaptiveKLController, explained_variance, gae, kl_penalty,
                                masked_mean, masked_var, masked_whiten, missing_eos_penalty,
                                policy_loss_terms, token_rewards, value_loss_terms)
-from align_jax.ppo.rollouts import response_chunk, response_logprobs
+from align_jax.ppo.rollouts import response_logprobs
 
 
 def _batch(seed=0, batch=4, length=7):
@@ -187,7 +187,7 @@ def test_response_logprobs_in_chunks_equal_the_whole_and_a_hand_computation():
     logprobs, entropy = response_logprobs(model, p, batch, start, temperature, chunk)
     return (logprobs * 2.0 + entropy).sum(), (logprobs, entropy)
 
-  (_, (whole_lp, whole_ent)), whole_grad = jax.value_and_grad(total, has_aux=True)(params, 10)
+  (_, (whole_lp, whole_ent)), whole_grad = jax.value_and_grad(total, has_aux=True)(params, 30)
   # By hand from the model's logits.
   logits = np.asarray(model.apply({"params": params}, batch["tokens"], batch["positions"],
                                   batch["segment_ids"]), np.float64)[:, start - 1:-1]
@@ -196,12 +196,9 @@ def test_response_logprobs_in_chunks_equal_the_whole_and_a_hand_computation():
   np.testing.assert_allclose(whole_lp, np.take_along_axis(logp, targets[..., None], -1)[..., 0],
                              atol=1e-5)
   np.testing.assert_allclose(whole_ent, -(np.exp(logp) * logp).sum(-1), atol=1e-5)
-  for chunk in (1, 3, 4, 5):   # 4: the last chunk padded
+  for chunk in (3, 9, 12, 15):   # rows a chunk: 1, 3, 4 (the last one padded), 5 positions
     (_, (lp, ent)), grad = jax.value_and_grad(total, has_aux=True)(params, chunk)
     np.testing.assert_allclose(lp, whole_lp, atol=1e-6)
     np.testing.assert_allclose(ent, whole_ent, atol=1e-6)
     for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(whole_grad)):
       np.testing.assert_allclose(a, b, atol=1e-5)
-  # The default: [rows, chunk, vocab] float32 logits of at most 512 MiB, one position least.
-  assert response_chunk(3, 50) >= 10 and response_chunk(64, 32000) == 16
-  assert response_chunk(1024, 256_000) == 1

@@ -1,6 +1,12 @@
 """The fused output head + cross-entropy, and the chunked per-token log-probabilities,
 against plain logits + log-softmax."""
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,3 +87,96 @@ def test_head_chunk_rows_by_backend_and_vocabulary():
   assert head_chunk_rows(32000, "gpu") == 4096
   assert head_chunk_rows(256000, "gpu") == 512
   assert head_chunk_rows(10 ** 7, "cpu") == 128    # never below 128 rows
+
+
+@pytest.mark.parametrize("chunk", [3, 8, 20, 4096])
+def test_a_batch_in_chunks_along_its_length_equals_each_row_alone(chunk):
+  # [B, L, d]: chunks of chunk // B positions with every row in each (3: one position).
+  keys = jax.random.split(jax.random.key(3), 4)
+  rows, length, d, vocab = 3, 13, 16, 50
+  hidden = jax.random.normal(keys[0], (rows, length, d))
+  w_out = jax.random.normal(keys[1], (d, vocab)) * 0.3
+  targets = jax.random.randint(keys[2], (rows, length), 0, vocab)
+  weights = (jax.random.uniform(keys[3], (rows, length)) > 0.3).astype(jnp.float32)
+  got = output_token_logprobs(hidden, w_out, targets, chunk)
+  assert got.shape == (rows, length)
+  for r in range(rows):
+    np.testing.assert_allclose(got[r], output_token_logprobs(hidden[r], w_out, targets[r], 4096),
+                               atol=1e-6)
+  nll, correct = output_nll_sums(hidden, w_out, targets, weights, chunk)
+  flat = output_nll_sums(hidden.reshape(-1, d), w_out, targets.reshape(-1),
+                         weights.reshape(-1), 4096)
+  np.testing.assert_allclose(nll, flat[0], rtol=1e-5)
+  assert float(correct) == float(flat[1])
+  grads = jax.grad(lambda h, w: output_nll_sums(h, w, targets, weights, chunk)[0],
+                   argnums=(0, 1))(hidden, w_out)
+  want = jax.grad(lambda h, w: _reference(h.reshape(-1, d), w, targets.reshape(-1),
+                                          weights.reshape(-1)), argnums=(0, 1))(hidden, w_out)
+  for a, b in zip(grads, want):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+_DATA_PARALLEL = textwrap.dedent("""
+    import json, re
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from align_jax.models import Transformer, TransformerConfig, init_params, param_shardings
+    from align_jax.parallel import DEFAULT_RULES, create_mesh, sharding_context
+    from align_jax.ppo.rollouts import response_logprobs
+    from align_jax.training.dpo import response_logprobs as dpo_logprobs
+    from align_jax.training.losses import lm_loss_sums
+
+    config = TransformerConfig(vocab_size=32768, num_layers=1, d_model=32, num_heads=4,
+                               num_kv_heads=2, head_dim=8, mlp_dim=64, max_seq_len=256,
+                               tie_embeddings=False)
+    model = Transformer(config)
+    rows, length = 8, 256   # 2,048 rows: four chunks of the head's 512 on CPU
+    tokens = np.random.default_rng(0).integers(3, 32768, (rows, length + 1)).astype(np.int32)
+    batch = {"input_tokens": tokens[:, :-1], "target_tokens": tokens[:, 1:],
+             "tokens": tokens[:, :-1],
+             "positions": np.broadcast_to(np.arange(length), (rows, length)).astype(np.int32),
+             "segment_ids": np.ones((rows, length), np.int32),
+             "loss_weights": np.ones((rows, length), np.float32)}
+    losses = {
+        "lm": lambda p, b: lm_loss_sums(model, p, b)[0],
+        "dpo": lambda p, b: dpo_logprobs(model, p, b, "").sum(),
+        "ppo": lambda p, b: sum(x.sum() for x in response_logprobs(model, p, b, 64)),
+    }
+
+    def compiled(mesh, loss):
+      params = init_params(model, jax.random.key(0), mesh, DEFAULT_RULES)
+      with sharding_context(mesh, DEFAULT_RULES):
+        b = {k: jax.device_put(v, NamedSharding(mesh, P(("data", "fsdp"))))
+             for k, v in batch.items()}
+        step = jax.jit(jax.grad(loss), in_shardings=(
+            param_shardings(model, mesh, DEFAULT_RULES), {k: v.sharding for k, v in b.items()}))
+        return step.lower(params, b).compile()
+
+    def flops(c):
+      cost = c.cost_analysis()
+      return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+    out = {}
+    for name, loss in losses.items():
+      one = compiled(create_mesh((1, 1, 1), devices=jax.devices()[:1]), loss)
+      four = compiled(create_mesh((4, 1, 1)), loss)
+      gathered = [g for g in re.findall(r"all-gather[^\\n]*", four.as_text())
+                  if re.search(r"f32\\[[^\\]]*,32\\]", g)]
+      out[name] = {"ratio": flops(four) / flops(one), "hidden_gathers": len(gathered)}
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def test_the_chunked_heads_stay_data_parallel_on_a_four_device_mesh():
+  # The losses of a batch split over 4 devices: each device computes its own rows' head
+  # (a quarter of the one-device FLOPs), and no hidden states are gathered. Chunks of
+  # flattened rows cost every device the whole batch's head (0.9x) behind an all-gather.
+  env = dict(os.environ, JAX_NUM_CPU_DEVICES="4", JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", _DATA_PARALLEL], env=env, capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(proc.stdout.split("RESULT ", 1)[1])
+  for name, got in result.items():
+    assert got["ratio"] < 0.3, (name, got)
+    assert got["hidden_gathers"] == 0, (name, got)
