@@ -29,7 +29,7 @@ from align_jax.ppo.config import PPOConfig
 from align_jax.rewards import CompositeReward, RewardBatch
 from align_jax.sampling import Sampler, SamplingConfig
 from align_jax.training.loop import TrainState
-from align_jax.training.losses import head_chunk_rows, head_chunks, head_unchunk
+from align_jax.training.losses import chunked_head, head_chunk_rows, output_matrix
 
 
 def response_logprobs(model: Transformer, params: Any, batch: Mapping[str, jax.Array],
@@ -40,16 +40,15 @@ def response_logprobs(model: Transformer, params: Any, batch: Mapping[str, jax.A
 
   The output head runs about `chunk` rows (None: `head_chunk_rows` of the vocabulary)
   at a time, in chunks along the response with every row of the batch in each
-  (`training.losses.head_chunks`, so a batch split over devices stays split), each
-  rematerialised: forward and backward hold [batch, chunk / batch, vocab] logits, never
-  the whole [batch, length, vocab]. A response that fits one chunk is computed in one
-  piece."""
+  (`training.losses.chunked_head`, so a batch split over devices stays split), each
+  rematerialised: forward and backward hold [batch, chunk / batch, vocab] logits (one
+  position's when the batch has more rows than `chunk`), never the whole
+  [batch, length, vocab]. A response that fits one chunk is computed in one piece."""
   hidden = model.apply({"params": params}, batch["tokens"], batch["positions"],
                        batch["segment_ids"], output="hidden")[:, start - 1:-1]
   targets = batch["tokens"][:, start:]
 
-  def stats(h, t):
-    logits = model.apply({"params": params}, h, method=Transformer.logits_from_hidden)
+  def stats(logits, t):
     logprobs = jax.nn.log_softmax(logits / temperature, axis=-1)
     picked = jnp.take_along_axis(logprobs, t[..., None], axis=-1)[..., 0]
     return picked, -jnp.sum(jnp.exp(logprobs) * logprobs, axis=-1)
@@ -57,10 +56,9 @@ def response_logprobs(model: Transformer, params: Any, batch: Mapping[str, jax.A
   rows, length = targets.shape
   chunk = chunk or head_chunk_rows(model.config.vocab_size)
   if chunk // rows >= length:
-    return stats(hidden, targets)
-  hs, ts, _, _ = head_chunks(hidden, targets, chunk=chunk)
-  picked, entropy = jax.lax.map(lambda xs: jax.checkpoint(stats)(*xs), (hs, ts))
-  return head_unchunk(picked, length), head_unchunk(entropy, length)
+    return stats(model.apply({"params": params}, hidden,
+                             method=Transformer.logits_from_hidden), targets)
+  return chunked_head(hidden, output_matrix(model, params), targets, chunk, stats)
 
 
 def load_prompts(files: Sequence[str], vocab: seqio.Vocabulary, chat_template: str,

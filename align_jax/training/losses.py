@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from align_jax.models.lora import merge_params
+from align_jax.parallel.partitioning import (current_context, logical_to_spec,
+                                             with_logical_constraint)
 
 LossSums = Callable[[Any, Mapping[str, jax.Array]], tuple[jax.Array, jax.Array, dict]]
 
@@ -26,38 +28,49 @@ def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
   return jax.nn.logsumexp(logits, axis=-1) - picked
 
 
-def head_chunk_rows(vocab_size: int, backend: str | None = None) -> int:
-  """Rows per chunk of the fused output head: [rows, vocab] float32 logits of about
-  64 MiB on CPU (cache-friendly; 512 rows for a 32k vocabulary) and 512 MiB on
-  accelerators (fewer, larger matrix products), in multiples of 128 rows."""
-  budget = 2 ** 24 if (backend or jax.default_backend()) == "cpu" else 2 ** 27
-  return max(128, budget // vocab_size // 128 * 128)
+def batch_groups(rows: int) -> int:
+  """How many parts the batch axis of `rows` rows ("act_batch") is split into over the
+  devices of the current `sharding_context` (1 outside one)."""
+  ctx = current_context()
+  if ctx is None:
+    return 1
+  spec = logical_to_spec(("act_batch",), ctx.rules, ctx.mesh, (rows,))
+  axes = spec[0] if len(spec) else None
+  axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
+  return int(np.prod([ctx.mesh.shape[a] for a in axes], dtype=np.int64))
 
 
-def head_chunks(hidden, targets, weights, chunk):
-  n = hidden.shape[0]
-  chunk = min(chunk, -(-n // 8) * 8)  # a short input is one chunk
-  pad = (-n) % chunk
-  if pad:
-    hidden = jnp.pad(hidden, ((0, pad), (0, 0)))
-    targets, weights = jnp.pad(targets, (0, pad)), jnp.pad(weights, (0, pad))
-  shape = lambda x: x.reshape((-1, chunk) + x.shape[1:])  # noqa: E731
-  return shape(hidden), shape(targets), shape(weights), n
+def _group_weight(w_out, groups: int):
+  """w_out [d, V] as [groups, d, V], one copy per part of the batch and split like it:
+  each device then sums its part of the head's gradient over the chunks alone, and the
+  copies are summed once, after the chunks (a replicated w_out's gradient would be
+  all-reduced once a chunk)."""
+  return with_logical_constraint(jnp.broadcast_to(w_out, (groups,) + w_out.shape),
+                                 ("act_batch", None, None))
 
 
-def _head_chunk_stats(h, w_out, t, w):
-  """A chunk's [rows, V] logits, log-sum-exps and weighted -log p / argmax-hit sums;
-  h [rows, d], t / w [rows] (a [B, c] chunk flattened: XLA:CPU runs one [B * c, d]
-  product faster than a batched [B, c, d] one)."""
-  logits = jnp.dot(h, w_out, preferred_element_type=jnp.float32)
+def _grouped(x, groups: int):
+  """A chunk [B, c, ...] as [groups, B / groups * c, ...] (each part's rows together)."""
+  return x.reshape((groups, -1) + x.shape[2:])
+
+
+def _chunk_logits(h, wg):
+  """float32 logits [groups, rows, V] of a grouped chunk h [groups, rows, d]. One
+  device's part is one [rows, d] x [d, V] product (XLA:CPU runs a [B, c, d] one
+  slower)."""
+  if wg.shape[0] == 1:
+    return jnp.dot(h[0], wg[0].astype(h.dtype), preferred_element_type=jnp.float32)[None]
+  return jnp.einsum("grd,gdv->grv", h, wg.astype(h.dtype),
+                    preferred_element_type=jnp.float32)
+
+
+def _head_chunk_stats(h, wg, t, w):
+  """A grouped chunk's logits, log-sum-exps and weighted -log p / argmax-hit sums."""
+  logits = _chunk_logits(h, wg)
   lse = jax.nn.logsumexp(logits, axis=-1)
-  picked = jnp.take_along_axis(logits, t[:, None], axis=-1)[:, 0]
+  picked = jnp.take_along_axis(logits, t[..., None], axis=-1)[..., 0]
   correct = (jnp.argmax(logits, axis=-1) == t).astype(jnp.float32)
   return logits, lse, jnp.sum((lse - picked) * w), jnp.sum(correct * w)
-
-
-def _flat(h, t, w):
-  return h.reshape(-1, h.shape[-1]), t.reshape(-1), w.reshape(-1)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
@@ -71,13 +84,17 @@ def output_nll_sums(hidden: jax.Array, w_out: jax.Array, targets: jax.Array,
   gradient is formed chunk by chunk in the forward pass (the loss is the last operation,
   so it is known up to the incoming scale), which keeps the softmax traffic in cache.
   Chunks run along the length axis with every row of the batch in each (`head_chunks`),
-  so a batch split over devices stays split: each device computes its own rows' head.
+  so a batch split over devices stays split: each device computes its own rows' head,
+  and sums its part of w_out's gradient over the chunks before the devices' parts are
+  summed (`_group_weight`).
   """
   hs, ts, ws, _ = head_chunks(hidden, targets, weights, chunk)
+  groups = batch_groups(hs.shape[1])
+  wg = _group_weight(w_out, groups)
 
   def body(carry, xs):
-    h, t, w = _flat(*xs)
-    _, _, nll, correct = _head_chunk_stats(h, w_out, t, w)
+    h, t, w = (_grouped(x, groups) for x in xs)
+    _, _, nll, correct = _head_chunk_stats(h, wg, t, w)
     return (carry[0] + nll, carry[1] + correct), None
 
   zero = jnp.zeros((), jnp.float32)
@@ -87,25 +104,29 @@ def output_nll_sums(hidden: jax.Array, w_out: jax.Array, targets: jax.Array,
 
 def _output_nll_fwd(hidden, w_out, targets, weights, chunk):
   hs, ts, ws, length = head_chunks(hidden, targets, weights, chunk)
+  groups = batch_groups(hs.shape[1])
+  wg = _group_weight(w_out, groups)
+  split = lambda x: with_logical_constraint(x, ("act_batch", None, None))  # noqa: E731
 
   def body(carry, xs):
-    nll_sum, correct_sum, grad_w = carry
-    shape = xs[0].shape
-    h, t, w = _flat(*xs)
-    logits, lse, nll, correct = _head_chunk_stats(h, w_out, t, w)
-    d_logits = (jnp.exp(logits - lse[:, None])
-                - jax.nn.one_hot(t, logits.shape[-1], dtype=jnp.float32)) * w[:, None]
+    nll_sum, correct_sum, grad_wg = carry
+    h, t, w = (_grouped(x, groups) for x in xs)
+    logits, lse, nll, correct = _head_chunk_stats(h, wg, t, w)
+    d_logits = (jnp.exp(logits - lse[..., None])
+                - jax.nn.one_hot(t, logits.shape[-1], dtype=jnp.float32)) * w[..., None]
     d_logits = d_logits.astype(w_out.dtype)
-    grad_w = grad_w + jnp.dot(h.T, d_logits, preferred_element_type=jnp.float32)
-    grad_h = jnp.dot(d_logits, w_out.T, preferred_element_type=jnp.float32)
-    return ((nll_sum + nll, correct_sum + correct, grad_w),
-            grad_h.astype(hidden.dtype).reshape(shape))
+    grad_wg = split(grad_wg + jnp.einsum("grd,grv->gdv", h, d_logits,
+                                         preferred_element_type=jnp.float32))
+    grad_h = jnp.einsum("grv,gdv->grd", d_logits, wg.astype(d_logits.dtype),
+                        preferred_element_type=jnp.float32)
+    return ((nll_sum + nll, correct_sum + correct, grad_wg),
+            grad_h.astype(hidden.dtype).reshape(xs[0].shape))
 
   zero = jnp.zeros((), jnp.float32)
-  init = (zero, zero, jnp.zeros(w_out.shape, jnp.float32))
-  (nll, correct, grad_w), grad_h = jax.lax.scan(body, init, (hs, ts, ws))
+  init = (zero, zero, split(jnp.zeros((groups,) + w_out.shape, jnp.float32)))
+  (nll, correct, grad_wg), grad_h = jax.lax.scan(body, init, (hs, ts, ws))
   grad_h = head_unchunk(grad_h, length).reshape(hidden.shape)
-  return (nll, correct), (grad_h, grad_w.astype(w_out.dtype), targets, weights)
+  return (nll, correct), (grad_h, grad_wg.sum(0).astype(w_out.dtype), targets, weights)
 
 
 def _output_nll_bwd(chunk, residuals, cotangents):
@@ -129,15 +150,18 @@ def head_chunk_rows(vocab_size: int, backend: str | None = None) -> int:
 
 def head_chunks(hidden, targets, weights=None, chunk: int = 512):
   """hidden [B, L, d] and targets / weights [B, L] (or [N, d] and [N]: one row) as
-  chunks along the length axis, [n, B, c, d] and [n, B, c], with c = chunk // B
-  positions (at least one; a short row is one chunk), and L. Every chunk holds every
-  row of the batch, so the batch axis keeps its sharding. weights None: zeros."""
+  chunks along the length axis, [n, B, c, d] and [n, B, c], with about chunk // B
+  positions (at least one; a short row is one chunk; the n chunks evened out so that
+  the last one is padded by fewer than n positions), and L. Every chunk holds every row
+  of the batch, so the batch axis keeps its sharding (and a device's chunk has chunk / D
+  rows on D data-parallel devices). weights None: zeros."""
   if weights is None:
     weights = jnp.zeros(targets.shape, jnp.float32)
   if hidden.ndim == 2:
     hidden, targets, weights = hidden[None], targets[None], weights[None]
   rows, length = targets.shape
   c = min(max(1, chunk // rows), -(-length // 8) * 8)
+  c = -(-length // -(-length // c))   # as many chunks, evened out: less padding
   pad = (-length) % c
   if pad:
     hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
@@ -152,31 +176,44 @@ def head_unchunk(x, length):
   return x.reshape((x.shape[0], -1) + x.shape[3:])[:, :length]
 
 
-def output_token_logprobs(hidden: jax.Array, w_out: jax.Array, targets: jax.Array,
-                          chunk: int = 512) -> jax.Array:
-  """log p(target) per position for logits = hidden @ w_out, float32 with targets'
-  shape; hidden [B, L, d] (or [N, d]), w_out [d, V], targets [B, L] (or [N]).
+def chunked_head(hidden: jax.Array, w_out: jax.Array, targets: jax.Array, chunk: int,
+                 per_token: Callable[[jax.Array, jax.Array], tuple[jax.Array, ...]]
+                 ) -> tuple[jax.Array, ...]:
+  """`per_token(logits, targets)` over logits = hidden @ w_out, about `chunk` rows at a
+  time: hidden [B, L, d] (or [N, d]), w_out [d, V], targets [B, L] (or [N]);
+  per_token maps float32 logits [..., V] and targets [...] to arrays of targets' shape,
+  and the results come back with targets' shape.
 
-  About `chunk` rows at a time (`head_chunks`: along the length axis, the batch kept
-  whole, so it stays split over devices), each chunk rematerialised (`jax.checkpoint`):
-  forward and backward hold the [B, c, V] arrays of one chunk at a time (logits,
-  softmax, their gradient), never [B, L, V]. w_out is cast to hidden's dtype inside a
-  chunk, so its gradient sums over chunks in w_out's own dtype (float32 parameters of a
-  bfloat16 model). For losses that need each row's own log-probability (DPO's
-  per-response sums); `output_nll_sums` is the faster path for a plain summed
-  cross-entropy."""
+  Chunks run along the length axis with the whole batch in each (`head_chunks`, so a
+  batch split over devices stays split), each rematerialised (`jax.checkpoint`): forward
+  and backward hold one chunk's [B, c, V] arrays (logits, softmax, their gradient),
+  never [B, L, V]. w_out is cast to hidden's dtype inside a chunk, so its gradient sums
+  over chunks in w_out's own dtype (float32 parameters of a bfloat16 model), per device
+  until after the chunks (`_group_weight`)."""
   hs, ts, _, length = head_chunks(hidden, targets, chunk=chunk)
+  groups = batch_groups(hs.shape[1])
+  wg = _group_weight(w_out, groups)
 
   @jax.checkpoint
   def one(h, t):
-    # One [B * c, d] x [d, V] product (XLA:CPU runs a batched [B, c, d] one slower).
-    logits = jnp.dot(h.reshape(-1, h.shape[-1]), w_out.astype(h.dtype),
-                     preferred_element_type=jnp.float32)
-    picked = jnp.take_along_axis(logits, t.reshape(-1, 1), axis=-1)[:, 0]
-    return (picked - jax.nn.logsumexp(logits, axis=-1)).reshape(t.shape)
+    outs = per_token(_chunk_logits(_grouped(h, groups), wg), _grouped(t, groups))
+    return tuple(o.reshape(t.shape) for o in outs)
 
-  return head_unchunk(jax.lax.map(lambda xs: one(*xs), (hs, ts)), length).reshape(
-      targets.shape)
+  outs = jax.lax.map(lambda xs: one(*xs), (hs, ts))
+  return tuple(head_unchunk(o, length).reshape(targets.shape) for o in outs)
+
+
+def output_token_logprobs(hidden: jax.Array, w_out: jax.Array, targets: jax.Array,
+                          chunk: int = 512) -> jax.Array:
+  """log p(target) per position for logits = hidden @ w_out, float32 with targets'
+  shape, a chunk at a time (`chunked_head`). For losses that need each row's own
+  log-probability (DPO's per-response sums); `output_nll_sums` is the faster path for a
+  plain summed cross-entropy."""
+  def logprob(logits, t):
+    picked = jnp.take_along_axis(logits, t[..., None], axis=-1)[..., 0]
+    return (picked - jax.nn.logsumexp(logits, axis=-1),)
+
+  return chunked_head(hidden, w_out, targets, chunk, logprob)[0]
 
 
 def output_matrix(model, params: Any) -> jax.Array:

@@ -77,6 +77,18 @@ def _tree_equal(a, b):
   return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+def test_the_first_ratio_is_exactly_one_with_the_head_in_chunks(runs, tmp_path, monkeypatch):
+  # 16 rows a chunk: the scoring pass (8 rollouts) and the loss (mini-batches of 4) run
+  # the output head a few response positions at a time, rematerialised; the
+  # differentiated pass still equals the scoring pass to the bit.
+  from align_jax.ppo import rollouts
+  monkeypatch.setattr(rollouts, "head_chunk_rows", lambda vocab_size: 16)
+  _, metrics = run_ppo(str(tmp_path), _setup(runs, tmp_path))
+  assert metrics["policy/first_ratio_mean"] == 1.0
+  assert metrics["policy/first_abs_log_ratio"] == 0.0
+  assert metrics["objective/kl"] == 0.0
+
+
 def test_one_update_moves_policy_and_value_only(runs, tmp_path):
   setup = _setup(runs, tmp_path)
   reference, reward = _host(setup.reference_params), _host(setup.reward_params)
