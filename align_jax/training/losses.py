@@ -40,13 +40,18 @@ def batch_groups(rows: int) -> int:
   return int(np.prod([ctx.mesh.shape[a] for a in axes], dtype=np.int64))
 
 
+# A per-group head weight [groups, d, V]: groups split like the batch, the vocabulary
+# like the logits' (over "tensor" by default), so tensor parallelism keeps it split.
+_GROUP_WEIGHT_AXES = ("act_batch", "act_embed", "act_vocab")
+
+
 def _group_weight(w_out, groups: int):
   """w_out [d, V] as [groups, d, V], one copy per part of the batch and split like it:
   each device then sums its part of the head's gradient over the chunks alone, and the
   copies are summed once, after the chunks (a replicated w_out's gradient would be
   all-reduced once a chunk)."""
   return with_logical_constraint(jnp.broadcast_to(w_out, (groups,) + w_out.shape),
-                                 ("act_batch", None, None))
+                                 _GROUP_WEIGHT_AXES)
 
 
 def _grouped(x, groups: int):
@@ -106,7 +111,7 @@ def _output_nll_fwd(hidden, w_out, targets, weights, chunk):
   hs, ts, ws, length = head_chunks(hidden, targets, weights, chunk)
   groups = batch_groups(hs.shape[1])
   wg = _group_weight(w_out, groups)
-  split = lambda x: with_logical_constraint(x, ("act_batch", None, None))  # noqa: E731
+  split = lambda x: with_logical_constraint(x, _GROUP_WEIGHT_AXES)  # noqa: E731
 
   def body(carry, xs):
     nll_sum, correct_sum, grad_wg = carry
