@@ -37,6 +37,25 @@ def machine() -> dict[str, Any]:
           "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine()}
 
 
+def measure_value_and_grad(f: Callable[[Any], Any], params: Any, repeats: int,
+                           has_aux: bool = False) -> dict[str, Any]:
+  """`jax.value_and_grad(f)` jitted and compiled for `params`: XLA's compiled temporary
+  memory (`temp_bytes`, None where the backend does not say), the median of `repeats`
+  timed calls after one warm-up call, and the warm-up call's `value` (with `has_aux`, a
+  (value, aux) pair) and `grads`, for the caller to compare against a peer's."""
+  compiled = jax.jit(jax.value_and_grad(f, has_aux=has_aux)).lower(params).compile()
+  stats = compiled.memory_analysis()
+  value, grads = jax.block_until_ready(compiled(params))
+  seconds = [timed(lambda: compiled(params))[0] for _ in range(repeats)]
+  return {"temp_bytes": int(stats.temp_size_in_bytes) if stats is not None else None,
+          "median_s": statistics.median(seconds), "value": value, "grads": grads}
+
+
+def max_abs_diff(a: Any, b: Any) -> float:
+  """The largest absolute difference between the leaves of two pytrees of one structure."""
+  return max(float(abs(x - y).max()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
 def llama_twin(d_model: int, layers: int, vocab: int, mlp_dim: int, heads: int, kv_heads: int,
                max_len: int, seed: int = 0, dtype: str = "float32"):
   """A random transformers Llama and the same weights imported into align_jax.

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from align_jax.benchmarks.common import machine
+from align_jax.benchmarks.common import machine, max_abs_diff, measure_value_and_grad
 from align_jax.models import Transformer, TransformerConfig, init_params
 from align_jax.training.dpo import REFERENCE_KEY, dpo_loss_sums, split_reference
 from align_jax.training.losses import token_nll
@@ -62,19 +61,10 @@ def _batch(config: TransformerConfig, rows: int, length: int) -> dict[str, jax.A
 
 
 def _measure(loss, params, reference, batch, repeats: int) -> dict:
-  def f(p):
-    return loss({**p, REFERENCE_KEY: reference}, batch)
-  step = jax.jit(jax.value_and_grad(f))
-  compiled = step.lower(params).compile()
-  stats = compiled.memory_analysis()
-  value, grads = jax.block_until_ready(compiled(params))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(params))
-    times.append(time.perf_counter() - start)
-  return {"temp_bytes": int(stats.temp_size_in_bytes) if stats is not None else None,
-          "median_s": float(np.median(times)), "loss": float(value), "grads": grads}
+  out = measure_value_and_grad(lambda p: loss({**p, REFERENCE_KEY: reference}, batch), params,
+                               repeats)
+  loss_value = float(out.pop("value"))
+  return {**out, "loss": loss_value}
 
 
 def main(argv=None) -> dict:
@@ -99,8 +89,7 @@ def main(argv=None) -> dict:
                      args.repeats)
   whole = _measure(lambda p, b: materialised_dpo_loss(model, p, b), params, reference, batch,
                    args.repeats)
-  grad_diff = max(float(jnp.abs(a - b).max()) for a, b in
-                  zip(jax.tree.leaves(chunked.pop("grads")), jax.tree.leaves(whole.pop("grads"))))
+  grad_diff = max_abs_diff(chunked.pop("grads"), whole.pop("grads"))
   logits_bytes = 4 * args.batch * args.seq * args.vocab
   report = {
       "benchmark": "dpo", **machine(),

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from align_jax.benchmarks.common import machine
+from align_jax.benchmarks.common import machine, max_abs_diff, measure_value_and_grad
 from align_jax.models import Transformer, TransformerConfig, init_params
 from align_jax.ppo.rollouts import response_logprobs
 from align_jax.training.losses import head_chunk_rows
@@ -34,21 +33,9 @@ def _measure(model, params, batch, start: int, chunk: int, repeats: int) -> dict
   def f(p):
     logprobs, entropy = response_logprobs(model, p, batch, start, 0.7, chunk)
     return (logprobs + entropy).sum(), (logprobs, entropy)
-  step = jax.jit(jax.value_and_grad(f, has_aux=True))
-  compiled = step.lower(params).compile()
-  stats = compiled.memory_analysis()
-  (_, outputs), grads = jax.block_until_ready(compiled(params))
-  times = []
-  for _ in range(repeats):
-    begin = time.perf_counter()
-    jax.block_until_ready(compiled(params))
-    times.append(time.perf_counter() - begin)
-  return {"chunk_rows": chunk, "temp_bytes": int(stats.temp_size_in_bytes) if stats else None,
-          "median_s": float(np.median(times)), "outputs": outputs, "grads": grads}
-
-
-def _max_diff(a, b) -> float:
-  return max(float(jnp.abs(x - y).max()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  out = measure_value_and_grad(f, params, repeats, has_aux=True)
+  outputs = out.pop("value")[1]
+  return {"chunk_rows": chunk, **out, "outputs": outputs}
 
 
 def main(argv=None) -> dict:
@@ -80,8 +67,8 @@ def main(argv=None) -> dict:
   chunked = _measure(model, params, batch, args.prompt, chunk, args.repeats)
   whole = _measure(model, params, batch, args.prompt, args.batch * args.response,
                    args.repeats)
-  output_diff = _max_diff(chunked.pop("outputs"), whole.pop("outputs"))
-  grad_diff = _max_diff(chunked.pop("grads"), whole.pop("grads"))
+  output_diff = max_abs_diff(chunked.pop("outputs"), whole.pop("outputs"))
+  grad_diff = max_abs_diff(chunked.pop("grads"), whole.pop("grads"))
   report = {
       "benchmark": "ppo_logprobs", **machine(),
       "config": {"vocab": args.vocab, "d_model": args.d_model, "layers": args.layers,
