@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 import jax
 
+from align_jax.models import TransformerConfig
+
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
   """(seconds, output) of one call of `fn`, its arrays computed to the end."""
@@ -35,6 +37,16 @@ def machine() -> dict[str, Any]:
   """The JAX backend, device count, CPU count and processor a benchmark ran on."""
   return {"platform": jax.default_backend(), "devices": jax.device_count(),
           "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine()}
+
+
+def small_config(vocab: int, d_model: int, layers: int, max_seq_len: int,
+                 **options: Any) -> TransformerConfig:
+  """The benchmarks' model of a size: 4 heads of d_model / 4 (as many key-value heads),
+  an MLP of 3 x d_model, pad 0, EOS 1, BOS 2; `options` set other fields."""
+  return TransformerConfig(**{
+      "vocab_size": vocab, "num_layers": layers, "d_model": d_model, "num_heads": 4,
+      "num_kv_heads": 4, "head_dim": d_model // 4, "mlp_dim": 3 * d_model,
+      "max_seq_len": max_seq_len, "pad_id": 0, "eos_id": 1, "bos_id": 2, **options})
 
 
 def measure_value_and_grad(f: Callable[[Any], Any], params: Any, repeats: int,

@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from align_jax.benchmarks.common import machine, max_abs_diff, measure_value_and_grad
-from align_jax.models import Transformer, TransformerConfig, init_params
+from align_jax.benchmarks.common import (machine, max_abs_diff, measure_value_and_grad,
+                                         small_config)
+from align_jax.models import Transformer, init_params
 from align_jax.ppo.rollouts import response_logprobs
 from align_jax.training.losses import head_chunk_rows
 
@@ -51,11 +52,7 @@ def main(argv=None) -> dict:
   parser.add_argument("--repeats", type=int, default=3)
   args = parser.parse_args(argv)
   length = args.prompt + args.response
-  config = TransformerConfig(vocab_size=args.vocab, num_layers=args.layers,
-                             d_model=args.d_model, num_heads=4, num_kv_heads=4,
-                             head_dim=args.d_model // 4, mlp_dim=3 * args.d_model,
-                             max_seq_len=length, pad_id=0, eos_id=1, bos_id=2,
-                             tie_embeddings=False)
+  config = small_config(args.vocab, args.d_model, args.layers, length, tie_embeddings=False)
   model = Transformer(config)
   params = init_params(model, jax.random.key(0))
   rng = np.random.default_rng(0)

@@ -22,6 +22,12 @@ five features above, one pair per row (never packed). Kind 'prompt' gives
 `prompt_tokens` int32 [rows, seq_len], left-padded with 0, and
 `prompt_lengths` int32 [rows]; there is no shift.
 
+With `pad_to_multiple_of` (kinds other than 'prompt'), a batch is cut short after
+its longest row: its length axis becomes the smallest multiple of that number
+(at most seq_len) holding every row's tokens, so short rows are not padded to
+seq_len (the padding that is cut is nothing but zeros; on several hosts, the
+hosts agree on the longest). Each length compiles the training step once.
+
 A sequence fits a row when it has at most seq_len + 1 tokens (seq_len for
 prompts). Longer ones follow `truncate` (None: `DEFAULT_TRUNCATE[kind]`):
 
@@ -453,6 +459,33 @@ def _check_args(kind: str, batch_size: int, seq_len: int, truncate: str | None) 
   return truncate
 
 
+def batch_length(batch: Mapping[str, np.ndarray], multiple: int, seq_len: int) -> int:
+  """The length `trim_batch` cuts a batch to: the smallest multiple of `multiple`
+  (at most `seq_len`, at least `min(multiple, seq_len)`) that holds every row's tokens,
+  read from its segment ids (0: padding, which ends every row)."""
+  used = 0
+  for key, value in batch.items():
+    if key.endswith("segment_ids"):
+      columns = np.flatnonzero(np.asarray(value).any(axis=0))
+      used = max(used, int(columns[-1]) + 1 if len(columns) else 0)
+  return min(seq_len, max(1, -(-used // multiple)) * multiple)
+
+
+def trim_batch(batch: Batch, length: int, seq_len: int) -> Batch:
+  """`batch` with every [rows, seq_len] feature cut to its first `length` positions
+  (`batch_length`: those cut hold only padding)."""
+  return {k: v[:, :length] if v.ndim == 2 and v.shape[1] == seq_len else v
+          for k, v in batch.items()}
+
+
+def _agreed_length(length: int) -> int:
+  """The largest of the hosts' lengths (every host calls this for each batch)."""
+  if jax.process_count() == 1:
+    return length
+  from jax.experimental import multihost_utils
+  return int(np.max(multihost_utils.process_allgather(np.asarray(length, np.int32))))
+
+
 def list_stream(examples: Sequence[Example], shard_info: seqio.ShardInfo,
                  shuffle: bool, seed: int,
                  num_epochs: int | None) -> Iterator[Example]:
@@ -522,7 +555,10 @@ class BatchIterator:
   batch filled up with padding rows. A stream without any batch (empty
   data, or every sequence skipped) raises ValueError on the first `next`.
   Sequences longer than a row follow `truncate` (see the module docstring;
-  None: `DEFAULT_TRUNCATE[kind]`, kept in `self.truncate`).
+  None: `DEFAULT_TRUNCATE[kind]`, kept in `self.truncate`). With
+  `pad_to_multiple_of`, each batch is cut after its longest row (see the module
+  docstring): rows are then at most seq_len long rather than exactly, and on
+  several hosts every host must read its next batch together (as training does).
 
   `position` counts the batches yielded so far. A new iterator built with
   the same arguments and `start_position=N` regenerates and discards the
@@ -547,8 +583,15 @@ class BatchIterator:
       shuffle_buffer_size: int = 10_000,
       shard_info: seqio.ShardInfo | None = None,
       data_shards: int | None = None,
+      pad_to_multiple_of: int | None = None,
   ):
     truncate = _check_args(kind, batch_size, seq_len, truncate)
+    if pad_to_multiple_of is not None:
+      if kind == "prompt":
+        raise ValueError("pad_to_multiple_of cuts the right-hand padding of a batch; "
+                         "kind 'prompt' is padded on the left")
+      if pad_to_multiple_of < 1:
+        raise ValueError(f"pad_to_multiple_of must be >= 1, got {pad_to_multiple_of}")
     if shard_info is None:
       shard_info = seqio.ShardInfo(jax.process_index(), jax.process_count())
     if batch_size % shard_info.num_shards:
@@ -568,6 +611,7 @@ class BatchIterator:
     self.seq_len = seq_len
     self.truncate = truncate
     self.shard_info = shard_info
+    self.pad_to_multiple_of = pad_to_multiple_of
     self.stats: dict[str, int] = dict.fromkeys(STATS_KEYS, 0)
     self.position = 0
 
@@ -614,24 +658,31 @@ class BatchIterator:
       self._batches = shard_batches(shards[0])
     else:
       self._batches = _joined([shard_batches(s) for s in shards])
-    for _ in range(start_position):
-      if next(self, None) is None:
+    for _ in range(start_position):  # regenerated, not cut: no host needs to agree
+      if self._next_full() is None:
         break
 
   def __iter__(self) -> BatchIterator:
     return self
 
+  def _next_full(self) -> Batch | None:
+    """The next batch as built, seq_len long (None at the end of the data)."""
+    batch = next(self._batches, None)
+    if batch is not None:
+      self.position += 1
+    return batch
+
   def __next__(self) -> Batch:
-    try:
-      batch = next(self._batches)
-    except StopIteration:
+    batch = self._next_full()
+    if batch is None:
       if self.position == 0:
         raise ValueError(
             f"{self._description} produced no batches (stats: {self.stats}); "
-            "the data is empty, or every sequence was skipped."
-        ) from None
-      raise
-    self.position += 1
+            "the data is empty, or every sequence was skipped.")
+      raise StopIteration
+    if self.pad_to_multiple_of is not None:
+      length = _agreed_length(batch_length(batch, self.pad_to_multiple_of, self.seq_len))
+      batch = trim_batch(batch, length, self.seq_len)
     return batch
 
 

@@ -68,6 +68,13 @@ class DataConfig:
     host reading its share (`BatchIterator`): the batches, and so the run, are then the
     same on any number of hosts dividing it. None: one shard per host (the batches
     depend on the host count).
+  pad_to_multiple_of: cut each training batch after its longest row, to the smallest
+    multiple of this that holds it (at most seq_len; `BatchIterator`), rather than
+    padding every row to seq_len: unpacked rows of varied lengths (reward-model, DPO
+    and process data) then cost what they hold. The step compiles once per length
+    (at most seq_len / pad_to_multiple_of lengths); take a multiple of the mesh's
+    sequence split, if any. Eval batches stay seq_len long. None: every batch is
+    seq_len long.
   """
   kind: str = "lm"
   train_files: tuple[str, ...] = ()
@@ -82,10 +89,14 @@ class DataConfig:
   seed: int = 0
   eval_batches: int = 8
   data_shards: int | None = None
+  pad_to_multiple_of: int | None = None
 
   def __post_init__(self):
     if self.kind not in LOSSES:
       raise ValueError(f"DataConfig.kind must be one of {sorted(LOSSES)}, got {self.kind!r}")
+    if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
+      raise ValueError("DataConfig.pad_to_multiple_of must be None or >= 1, got "
+                       f"{self.pad_to_multiple_of}")
     if bool(self.train_files) == bool(self.task):  # checked before normalising the tuples
       raise ValueError("DataConfig needs exactly one of train_files (jsonl) or task (a "
                        "registered seqio task name)")
@@ -304,7 +315,7 @@ def _train(workdir: str, model: TransformerConfig, data: DataConfig, vocabulary:
   make_batches = functools.partial(
       BatchIterator, task, kind=data.kind, batch_size=data.batch_size, seq_len=data.seq_len,
       split=train_split, seed=data.seed, pack=data.pack, truncate=data.truncate,
-      data_shards=data.data_shards)
+      data_shards=data.data_shards, pad_to_multiple_of=data.pad_to_multiple_of)
   loss_sums = (functools.partial(dpo_loss_sums, model_module, beta=dpo_beta)
                if dpo_beta is not None else functools.partial(LOSSES[data.kind], model_module))
   eval_fn = (_eval_fn(loss_sums, task, data, eval_split, mesh, rules)

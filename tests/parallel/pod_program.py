@@ -9,7 +9,7 @@ and vocab/spm.model. Through `align_jax.main`, on the 8-device mesh of gin/mesh/
 SFT and a reward model from it, one PPO iteration from those, and the generate job. Then,
 in the program itself: the SFT model's sampler generating and scoring, one pipeline
 stage (its completion record), and this host's rows of the training data's first
-batches. Every run's WORKDIR is under OUT; each process writes OUT/process_K.json with
+batches (packed, and one document a row cut after the pod's longest row). Every run's WORKDIR is under OUT; each process writes OUT/process_K.json with
 what it saw (the job results and its own data rows), so the test compares a pod's
 processes with a 1-process run. "train": pretraining (4 steps, no restore), the pipeline
 stage and the data rows only. The data has 4 shards (`DataConfig.data_shards`), so any
@@ -60,7 +60,8 @@ def _rest(out: str, data: str, vocab: str, small: list[str]) -> None:
        "--gin.LoopConfig.checkpoint_every=3", *small)
   _run("gin/runs/reward.gin", f"{out}/reward", f"--gin.TRAIN_DATA='{data}/pairs.jsonl'",
        vocab, f"--gin.INIT_FROM='{pre}'", "--gin.STEPS=3", "--gin.DataConfig.batch_size=8",
-       "--gin.LoopConfig.checkpoint_every=3", *small)
+       "--gin.LoopConfig.checkpoint_every=3", "--gin.DataConfig.pad_to_multiple_of=16",
+       *small)
   _run("gin/runs/ppo.gin", f"{out}/ppo", f"--gin.PROMPTS='{data}/prompts.jsonl'", vocab,
        f"--gin.POLICY_INIT='{out}/sft'", f"--gin.REWARD_MODEL='{out}/reward'",
        "--gin.STEPS=1", "--gin.PPOConfig.rollout_batch_size=8",
@@ -114,6 +115,12 @@ def _observe(out: str, data: str, parts: str) -> None:
   batches = BatchIterator([{"tokens": np.array(vocabulary.encode(t))} for t in texts],
                           kind="lm", batch_size=8, seq_len=64, seed=0, data_shards=SHARDS)
   seen["rows"] = [next(batches)["input_tokens"].tolist() for _ in range(3)]
+  # One document a row, each batch cut after its longest row: the hosts' own longest rows
+  # differ, and they agree on the pod's longest (the 1-process run's length).
+  cut = BatchIterator([{"tokens": np.array(vocabulary.encode(t))} for t in texts],
+                      kind="lm", batch_size=8, seq_len=128, seed=1, pack=False,
+                      data_shards=SHARDS, pad_to_multiple_of=4)
+  seen["cut_rows"] = [next(cut)["input_tokens"].tolist() for _ in range(3)]
   with open(f"{out}/process_{jax.process_index()}.json", "w") as f:
     json.dump(seen, f)
 

@@ -88,6 +88,7 @@ def _assert_same_metrics(single: Path, pod: Path, runs: tuple[str, ...],
 def _assert_same_observations(single: Path, pod: Path, processes: int, parts: str) -> None:
   reference = json.load(open(single / "process_0.json"))
   assert reference["processes"] == 1 and reference["devices"] == 8
+  assert min(len(batch[0]) for batch in reference["cut_rows"]) < 128   # cut short of seq_len
   writes = []
   for k in range(processes):
     seen = json.load(open(pod / f"process_{k}.json"))
@@ -100,6 +101,9 @@ def _assert_same_observations(single: Path, pod: Path, processes: int, parts: st
     rows = len(seen["rows"][0])
     assert rows == 8 // processes
     assert seen["rows"] == [batch[k * rows:(k + 1) * rows] for batch in reference["rows"]]
+    # Batches cut after their longest row: every host cuts at the pod's longest row.
+    assert seen["cut_rows"] == [batch[k * rows:(k + 1) * rows]
+                                for batch in reference["cut_rows"]]
     assert seen["pipeline"]["result"] == {"processes": processes}
     writes += seen["pipeline"]["completion_writes"]
   assert writes == ["pipeline/only/COMPLETED.json"]   # process 0's, once
