@@ -39,6 +39,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from align_jax import fs
+from align_jax.data.pipeline import without_autotune
 
 TFDS_QA = {
     "natural_questions_open": "natural_questions_open:1.0.0",
@@ -187,7 +188,7 @@ def qa_records(task: str | seqio.Task, split: str = "validation", limit: int | N
     ds = ds.take(limit)
   decode = np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])
   records = []
-  for index, example in enumerate(ds.as_numpy_iterator()):
+  for index, example in enumerate(without_autotune(ds).as_numpy_iterator()):
     answers = list(dict.fromkeys(str(a) for a in decode(np.atleast_1d(example["answers"]))))
     answers = [a for a in answers if a.strip()]
     if all(a.strip().lower() == "<unk>" for a in answers):
