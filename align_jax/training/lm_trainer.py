@@ -72,9 +72,10 @@ class DataConfig:
     multiple of this that holds it (at most seq_len; `BatchIterator`), rather than
     padding every row to seq_len: unpacked rows of varied lengths (reward-model, DPO
     and process data) then cost what they hold. The step compiles once per length
-    (at most seq_len / pad_to_multiple_of lengths); take a multiple of the mesh's
-    sequence split, if any. Eval batches stay seq_len long. None: every batch is
-    seq_len long.
+    (at most seq_len / pad_to_multiple_of lengths), when a length first comes (size
+    memory for seq_len); take a multiple of the model's `attention_block`, or attention
+    over the cut length runs unblocked. Eval batches stay seq_len long. None: every
+    batch is seq_len long.
   """
   kind: str = "lm"
   train_files: tuple[str, ...] = ()
