@@ -7,7 +7,7 @@ their outputs (files, run directories) so later stages can find them.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from align_jax import fs
 from align_jax.data.jsonl import read_jsonl
@@ -15,12 +15,15 @@ from align_jax.data.vocab import train_sentencepiece
 from align_jax.models import TransformerConfig
 from align_jax.pipeline.stages import is_writer
 from align_jax.training import DataConfig, LoopConfig, OptimizerConfig, train_lm
+from align_jax.training.checkpoints import RECORD_IF_SET
 from align_jax.training.runs import LoadedRun, load_run
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainingSchedule:
-  """Steps and optimisation settings of one training stage."""
+  """Steps, optimisation and batch settings of one training stage. `pad_to_multiple_of`:
+  cut each training batch after its longest row (`DataConfig.pad_to_multiple_of`); left
+  out of the stage's settings record while None, so existing runs still resume."""
   steps: int = 1000
   learning_rate: float = 1e-3
   warmup_steps: int = 50
@@ -28,6 +31,15 @@ class TrainingSchedule:
   seq_len: int = 256
   weight_decay: float = 0.0
   checkpoint_every: int = 200
+  pad_to_multiple_of: int | None = dataclasses.field(default=None,
+                                                     metadata={RECORD_IF_SET: True})
+
+  def data(self, kind: str, train_files: Sequence[str], **options: Any) -> DataConfig:
+    """The stage's `DataConfig` for `train_files`: this schedule's batch size, row length
+    and cutting, and `options` (chat_template, seed, eval_files, truncate, ...)."""
+    return DataConfig(kind=kind, train_files=tuple(train_files), batch_size=self.batch_size,
+                      seq_len=self.seq_len, pad_to_multiple_of=self.pad_to_multiple_of,
+                      **options)
 
   def optimizer(self) -> OptimizerConfig:
     return OptimizerConfig(learning_rate=self.learning_rate, warmup_steps=self.warmup_steps,
@@ -55,9 +67,8 @@ def training_stage(model: TransformerConfig, schedule: TrainingSchedule, kind: s
                    seed: int, data_stage: str = "world"):
   """Trains on the file results[data_stage][data_key], from init_stage's run if given."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
-    data = DataConfig(kind=kind, train_files=(results[data_stage][data_key],),
-                      chat_template=chat_template, batch_size=schedule.batch_size,
-                      seq_len=schedule.seq_len, seed=seed)
+    data = schedule.data(kind, (results[data_stage][data_key],), chat_template=chat_template,
+                         seed=seed)
     init_from = results[init_stage]["workdir"] if init_stage else None
     summary = train_lm(stage_dir, model, data, results["vocabulary"]["model"],
                        schedule.optimizer(), schedule.loop(), init_from=init_from,

@@ -76,11 +76,21 @@ _IGNORED_CONFIG_KEYS = {"dtype", "scan_layers", "remat_policy", "max_seq_len", "
                         "attention_impl"}
 
 
+# Field metadata of a config field added after records of its config existed: the record
+# of the config leaves the field out while it has its default, so those records still match.
+RECORD_IF_SET = "align_jax_record_if_set"
+
+
 def config_record(config: Any) -> dict[str, Any]:
-  """A JSON-able record of a dataclass config."""
+  """A JSON-able record of a dataclass config. A field of the config whose metadata sets
+  `RECORD_IF_SET` is left out while it holds its default."""
   def plain(v):
-    if dataclasses.is_dataclass(v):
-      return {k: plain(x) for k, x in dataclasses.asdict(v).items()}
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+      record = dataclasses.asdict(v)
+      for f in dataclasses.fields(v):
+        if f.metadata.get(RECORD_IF_SET) and getattr(v, f.name) == f.default:
+          del record[f.name]
+      return {k: plain(x) for k, x in record.items()}
     if isinstance(v, tuple):
       return [plain(x) for x in v]
     return v

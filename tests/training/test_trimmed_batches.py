@@ -145,3 +145,25 @@ def test_a_reward_model_run_on_cut_batches_follows_the_padded_run(tmp_path):
                         if "loss" in r]
   assert len(losses[None]) == 8
   np.testing.assert_allclose(losses[16], losses[None], rtol=1e-3)
+
+
+def test_a_stage_schedule_records_cutting_only_when_set():
+  """Stages record their schedule and refuse to resume under other settings: a schedule
+  that does not cut has the record it had before the field existed."""
+  from align_jax.models import RopeScaling
+  from align_jax.pipeline.builders import TrainingSchedule
+  from align_jax.training import config_record
+  before = {"steps": 1000, "learning_rate": 1e-3, "warmup_steps": 50, "batch_size": 32,
+            "seq_len": 256, "weight_decay": 0.0, "checkpoint_every": 200}
+  assert config_record(TrainingSchedule()) == before
+  assert config_record(TrainingSchedule(pad_to_multiple_of=128)) == {
+      **before, "pad_to_multiple_of": 128}
+  data = TrainingSchedule(batch_size=8, seq_len=64, pad_to_multiple_of=16).data(
+      "process", ["a.jsonl"], seed=3, pack=False)
+  assert (data.kind, data.train_files, data.batch_size, data.seq_len, data.pad_to_multiple_of,
+          data.seed, data.pack) == ("process", ("a.jsonl",), 8, 64, 16, 3, False)
+  # Otherwise a config's record is what a JSON round trip of dataclasses.asdict gives.
+  import json
+  for config in (CONFIG, dataclasses.replace(CONFIG, rope_scaling=RopeScaling()),
+                 TrainingSchedule(pad_to_multiple_of=64)):
+    assert config_record(config) == json.loads(json.dumps(dataclasses.asdict(config)))

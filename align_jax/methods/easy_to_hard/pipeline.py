@@ -60,7 +60,7 @@ from align_jax.rewards import (AGGREGATIONS, CompositeReward, ProcessRewardTerm,
                                load_process_model, math_answer_term, math_format_term)
 from align_jax.sampling import SamplingConfig
 from align_jax.sampling.voting import best_of_n, majority_vote, weighted_majority_vote
-from align_jax.training import DataConfig, train_dpo, train_reward_model
+from align_jax.training import train_dpo, train_reward_model
 from align_jax.training.checkpoints import config_record
 from align_jax.worlds.leveled_math import (LeveledMathConfig, build_world, check_answer,
                                            check_steps, parse_question)
@@ -332,10 +332,9 @@ def implicit_evaluator_stage(model: TransformerConfig, backbone: str,
     if not counts["train"]:
       raise ValueError(f"{data['orm_train']}: no label question has both a right and a wrong "
                        "sample, so there is no pair to train the implicit PRM on")
-    config = DataConfig(kind="preference", train_files=(files["train"],),
-                        eval_files=(files["eval"],) if counts["eval"] else (),
-                        chat_template=chat_template, batch_size=schedule.batch_size,
-                        seq_len=schedule.seq_len, seed=seed, eval_batches=4, pack=False)
+    config = schedule.data("preference", (files["train"],),
+                           eval_files=(files["eval"],) if counts["eval"] else (),
+                           chat_template=chat_template, seed=seed, eval_batches=4, pack=False)
     summary = train_dpo(fs.join(stage_dir, "run"), model, config,
                         results["vocabulary"]["model"], schedule.optimizer(), schedule.loop(),
                         init_from=results[backbone]["workdir"], beta=beta, mesh=mesh_fn(),
@@ -354,10 +353,9 @@ def evaluator_stage(kind: str, model: TransformerConfig, backbone: str,
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
     data = results["evaluator_data"]
     kinds = {"prm": ("prm",), "orm": ("orm",), "oprm": ("prm", "orm")}[kind]
-    config = DataConfig(kind="process", train_files=tuple(data[f"{k}_train"] for k in kinds),
-                        eval_files=tuple(data[f"{k}_eval"] for k in kinds),
-                        chat_template=chat_template, batch_size=schedule.batch_size,
-                        seq_len=schedule.seq_len, seed=seed, eval_batches=4, pack=False)
+    config = schedule.data("process", [data[f"{k}_train"] for k in kinds],
+                           eval_files=tuple(data[f"{k}_eval"] for k in kinds),
+                           chat_template=chat_template, seed=seed, eval_batches=4, pack=False)
     summary = train_reward_model(stage_dir, model, config, results["vocabulary"]["model"],
                                  schedule.optimizer(), schedule.loop(),
                                  init_from=results[backbone]["workdir"], mesh=mesh_fn(),

@@ -39,7 +39,7 @@ from align_jax.pipeline.generation import generate_to_jsonl, prompt_renderer
 from align_jax.pipeline.reports import markdown_table, write_report
 from align_jax.rewards import ProcessRewardModel
 from align_jax.sampling import SamplingConfig
-from align_jax.training import DataConfig, train_lm, train_reward_model
+from align_jax.training import train_lm, train_reward_model
 from align_jax.training.checkpoints import config_record
 from align_jax.training.runs import load_run, model_for
 
@@ -152,19 +152,17 @@ def easy_to_hard_prm800k(workdir: str, model: TransformerConfig, base_model: str
               "model": config_record(model)}
 
   def sft_stage(stage_dir, results):
-    config = DataConfig(kind="sft", train_files=(results["data"]["sft"],),
-                        chat_template=chat_template, batch_size=sft.batch_size,
-                        seq_len=sft.seq_len, seed=seed, truncate="keep_response")
+    config = sft.data("sft", (results["data"]["sft"],), chat_template=chat_template,
+                      seed=seed, truncate="keep_response")
     summary = train_lm(stage_dir, model, config, vocab, sft.optimizer(), sft.loop(),
                        init_from=base_model, mesh=mesh_fn(), rules=rules, seed=seed)
     return {"workdir": stage_dir, "final_loss": summary["final_metrics"].get("loss")}
 
   def prm_stage(stage_dir, results):
-    config = DataConfig(kind="process", train_files=(results["data"]["prm_train"],),
-                        eval_files=((results["data"]["prm_eval"],)
-                                    if results["data"]["counts"]["prm_eval"] else ()),
-                        chat_template=chat_template, batch_size=prm.batch_size,
-                        seq_len=prm.seq_len, seed=seed, pack=False, eval_batches=4)
+    config = prm.data("process", (results["data"]["prm_train"],),
+                      eval_files=((results["data"]["prm_eval"],)
+                                  if results["data"]["counts"]["prm_eval"] else ()),
+                      chat_template=chat_template, seed=seed, pack=False, eval_batches=4)
     summary = train_reward_model(stage_dir, model_for(results["sft"]["workdir"], model), config,
                                  vocab, prm.optimizer(), prm.loop(),
                                  init_from=results["sft"]["workdir"], mesh=mesh_fn(),

@@ -42,7 +42,7 @@ from align_jax.sampling import Sampler, SamplingConfig
 from align_jax.training.checkpoints import config_record
 from align_jax.ppo import PPOConfig, train_ppo
 from align_jax.rewards import fit_reward_normalization
-from align_jax.training import DataConfig, read_metrics, train_reward_model
+from align_jax.training import read_metrics, train_reward_model
 from align_jax.worlds.arithmetic import ArithmeticConfig, build_world, judge
 
 
@@ -149,10 +149,9 @@ def reward_stage(model: TransformerConfig, schedule: TrainingSchedule, chat_temp
   """A reward model on the preference pairs (backbone from the SFT run), normalised on
   SFT-policy samples."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
-    data = DataConfig(kind="preference", train_files=(results["preferences"]["preferences_train"],),
-                      eval_files=(results["preferences"]["preferences_eval"],),
-                      chat_template=chat_template, batch_size=schedule.batch_size,
-                      seq_len=schedule.seq_len, seed=seed, eval_batches=4)
+    data = schedule.data("preference", (results["preferences"]["preferences_train"],),
+                         eval_files=(results["preferences"]["preferences_eval"],),
+                         chat_template=chat_template, seed=seed, eval_batches=4)
     mesh = mesh_fn()
     summary = train_reward_model(stage_dir, model, data, results["vocabulary"]["model"],
                                  schedule.optimizer(), schedule.loop(),

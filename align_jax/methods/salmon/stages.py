@@ -20,7 +20,7 @@ from align_jax.rewards import (CompositeReward, RewardModelTerm, fit_reward_norm
                                language_match_term, length_term)
 from align_jax.rewards.reward_model import text_input
 from align_jax.sampling import SamplingConfig
-from align_jax.training import DataConfig, train_reward_model
+from align_jax.training import train_reward_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,9 +123,8 @@ def train_preferences(stage_dir: str, model: TransformerConfig, schedule: Traini
   """A Bradley-Terry reward model on preference records (pairs too long for a row are
   dropped, not cut: the principles are at the end): a reward model, or preference-model
   pre-training for one."""
-  data = DataConfig(kind="preference", train_files=tuple(data_files), chat_template=template,
-                    batch_size=schedule.batch_size, seq_len=schedule.seq_len, seed=seed,
-                    truncate="drop")
+  data = schedule.data("preference", data_files, chat_template=template, seed=seed,
+                       truncate="drop")
   summary = train_reward_model(stage_dir, model, data, vocabulary, schedule.optimizer(),
                                schedule.loop(), init_from=init_from, mesh=mesh, rules=rules,
                                seed=seed)

@@ -79,7 +79,7 @@ from align_jax.ppo import PPOConfig, train_ppo
 from align_jax.rewards import RewardContext, RewardModelTerm
 from align_jax.rewards.reward_model import batch_from_records
 from align_jax.sampling import SamplingConfig
-from align_jax.training import DataConfig, train_lm
+from align_jax.training import train_lm
 from align_jax.training.checkpoints import config_record
 from align_jax.training.metrics import read_metrics
 from align_jax.training.runs import load_run
@@ -277,8 +277,7 @@ def judge_skill_stage(model: TransformerConfig, world: pw.PrinciplesConfig, docu
     if is_writer():
       examples = [the_world.judging_example(rng, ties) for _ in range(documents)]
       write_jsonl(path, [{"prompt": p, "response": v} for p, v in examples], overwrite=True)
-    data = DataConfig(kind="sft", chat_template="text", train_files=(path,),
-                      batch_size=schedule.batch_size, seq_len=schedule.seq_len, seed=seed)
+    data = schedule.data("sft", (path,), chat_template="text", seed=seed)
     summary = train_lm(stage_dir, model, data, results["self_align"]["vocabulary"],
                        schedule.optimizer(), schedule.loop(),
                        init_from=results["self_align"]["base"], mesh=mesh_fn(), rules=rules,

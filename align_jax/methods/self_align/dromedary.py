@@ -46,7 +46,7 @@ from align_jax.models import TransformerConfig
 from align_jax.parallel import DEFAULT_RULES, LogicalRules, create_mesh
 from align_jax.pipeline import Pipeline, Stage, TrainingSchedule
 from align_jax.pipeline.reports import markdown_table, plot_cdfs, write_report
-from align_jax.training import DataConfig, train_lm
+from align_jax.training import train_lm
 from align_jax.training.checkpoints import config_record
 from align_jax.training.runs import load_run
 
@@ -178,9 +178,8 @@ def self_align_dromedary(workdir: str, model: TransformerConfig, base_model: str
 
   def sft(schedule: TrainingSchedule, data_stage: str, key: str):
     def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
-      data = DataConfig(kind="sft", train_files=(results[data_stage][key],),
-                        chat_template=chat_template, batch_size=schedule.batch_size,
-                        seq_len=schedule.seq_len, seed=seed, truncate="keep_response")
+      data = schedule.data("sft", (results[data_stage][key],), chat_template=chat_template,
+                           seed=seed, truncate="keep_response")
       summary = train_lm(stage_dir, model, data, vocab_path, schedule.optimizer(),
                          schedule.loop(), init_from=base_model, mesh=mesh_fn(), rules=rules,
                          seed=seed)
