@@ -85,8 +85,11 @@ def test_a_cut_batch_has_the_padded_batchs_loss_and_gradients(kind):
 
   def value_and_grad(batch):
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
-    (total, (weight, aux)), grads = jax.value_and_grad(
-        lambda p: (lambda t, w, a: (t, (w, a)))(*loss(p, batch)), has_aux=True)(params)
+
+    def total_and_rest(p):
+      total, weight, aux = loss(p, batch)
+      return total, (weight, aux)
+    (total, (weight, aux)), grads = jax.value_and_grad(total_and_rest, has_aux=True)(params)
     return total, weight, aux, grads
 
   want, got = value_and_grad(full), value_and_grad(cut)
