@@ -50,7 +50,8 @@ Two checkers judge any solution exactly:
 Splits hold distinct problems (no problem text in two splits): `sft` (gold solutions,
 easy levels only), `label` (easy questions whose policy samples the checker labels
 for the evaluators), `rl` (questions of every level for RL) and `eval` (held out, every
-level). Easy means `easy_levels` (default 1-3); the other levels are hard.
+level); `LeveledMathWorld.test_records` draws more held-out questions on demand. Easy
+means `easy_levels` (default 1-3); the other levels are hard.
 """
 
 from __future__ import annotations
@@ -222,6 +223,24 @@ def _draw(config: LeveledMathConfig, level: int, rng: np.random.Generator) -> Pr
     return Problem(start, tuple(ops), level)
 
 
+def _draw_distinct(config: LeveledMathConfig, level: int, count: int,
+                   rng: np.random.Generator, seen: set[str], split: str) -> list[Problem]:
+  """`count` problems of `level` whose questions are not in `seen` (which gains them)."""
+  problems, attempts = [], 0
+  while len(problems) < count:
+    attempts += 1
+    if attempts > 50 * count + 1000:
+      raise ValueError(f"LeveledMathConfig: level {level} has too few distinct problems "
+                       f"for {count} more in split {split!r}; raise max_operand "
+                       "or lower the split sizes")
+    problem = _draw(config, level, rng)
+    if problem.question in seen:
+      continue
+    seen.add(problem.question)
+    problems.append(problem)
+  return problems
+
+
 SPLITS = ("sft", "label", "rl", "eval")
 
 
@@ -234,8 +253,24 @@ class LeveledMathWorld:
   def records(self, split: str) -> list[dict[str, Any]]:
     """Question records {"prompt", "answer", "level", "hard"}; the gold answer of a hard
     problem is kept for evaluation (RL prompt files replace it, see `rl_records`)."""
+    return self._records(self.splits[split])
+
+  def _records(self, problems: list[Problem]) -> list[dict[str, Any]]:
     return [{"prompt": p.question, "answer": str(p.answer), "level": p.level,
-             "hard": p.level not in self.config.easy_levels} for p in self.splits[split]]
+             "hard": p.level not in self.config.easy_levels} for p in problems]
+
+  def test_records(self, per_level: int) -> list[dict[str, Any]]:
+    """`per_level` more held-out questions of every level (records as `records`), for a
+    measure that needs more questions than the `eval` split holds (one greedy answer a
+    question is a coarse one). They are drawn from a stream of their own, so the splits
+    are the same with or without them, and none is a question of any split."""
+    if per_level < 1:
+      raise ValueError(f"test_records: per_level must be >= 1, got {per_level}")
+    rng = np.random.default_rng([self.config.seed, 1])
+    seen = {p.question for problems in self.splits.values() for p in problems}
+    problems = [p for level in range(1, self.config.num_levels + 1)
+                for p in _draw_distinct(self.config, level, per_level, rng, seen, "test")]
+    return self._records([problems[i] for i in rng.permutation(len(problems))])
 
   def sft_records(self) -> list[dict[str, Any]]:
     """Gold step-by-step solutions of the `sft` split (easy levels only)."""
@@ -263,19 +298,7 @@ def build_world(config: LeveledMathConfig = LeveledMathConfig()) -> LeveledMathW
     sizes = {"sft": config.num_sft if easy else 0, "label": config.num_label if easy else 0,
              "rl": config.num_rl, "eval": config.num_eval}
     for split in SPLITS:
-      drawn, attempts = 0, 0
-      while drawn < sizes[split]:
-        attempts += 1
-        if attempts > 50 * sizes[split] + 1000:
-          raise ValueError(f"LeveledMathConfig: level {level} has too few distinct problems "
-                           f"for {sizes[split]} more in split {split!r}; raise max_operand "
-                           "or lower the split sizes")
-        problem = _draw(config, level, rng)
-        if problem.question in seen:
-          continue
-        seen.add(problem.question)
-        splits[split].append(problem)
-        drawn += 1
+      splits[split] += _draw_distinct(config, level, sizes[split], rng, seen, split)
   for split in SPLITS:  # levels interleaved, so any prefix of a split has every level
     order = rng.permutation(len(splits[split]))
     splits[split] = [splits[split][i] for i in order]

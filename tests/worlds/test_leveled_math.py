@@ -1,5 +1,7 @@
 """The leveled math world: levels, splits and the exact checkers, on hand-worked cases."""
 
+import dataclasses
+
 import pytest
 
 from align_jax.worlds.leveled_math import (LeveledMathConfig, Problem, build_world, check_answer,
@@ -68,6 +70,29 @@ def test_levels_grow_in_steps_and_numbers_and_splits_are_disjoint():
   assert all(r["answer"] != "Unavailable" for r in world.rl_records() if not r["hard"])
   # Deterministic in the seed.
   assert build_world(config).splits == world.splits
+
+
+def test_test_records_are_apart_from_every_split_and_leave_the_splits_alone():
+  config = LeveledMathConfig(seed=3, num_sft=60, num_label=20, num_rl=10, num_eval=10)
+  world = build_world(config)
+  before = {name: list(problems) for name, problems in world.splits.items()}
+  test = world.test_records(30)
+  assert world.splits == before == build_world(config).splits
+  assert [sum(r["level"] == lv for r in test) for lv in range(1, 6)] == [30] * 5
+  in_splits = {p.question for ps in world.splits.values() for p in ps}
+  prompts = [r["prompt"] for r in test]
+  assert len(set(prompts)) == 150 and not in_splits & set(prompts)
+  # Records as `records` makes them: gold answers kept, hard levels marked; levels mixed.
+  for r in test:
+    problem = parse_question(r["prompt"], r["level"])
+    assert r["answer"] == str(problem.answer) and r["hard"] == (r["level"] >= 4)
+  assert {r["level"] for r in test[:20]} == {1, 2, 3, 4, 5}
+  assert world.test_records(30) == test
+  # Another seed's world draws other test questions.
+  other = build_world(dataclasses.replace(config, seed=4)).test_records(30)
+  assert {r["prompt"] for r in other} != set(prompts)
+  with pytest.raises(ValueError, match="per_level"):
+    world.test_records(0)
 
 
 def test_config_errors_name_the_field():

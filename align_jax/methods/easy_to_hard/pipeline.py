@@ -31,7 +31,10 @@ Stages per seed (in WORKDIR/seed_<k>/<stage>/, resumable, see `align_jax.pipelin
   ppo_process   PPO on easy and hard RL questions: the final-answer reward on easy ones,
                 0.25 on hard ones ("Unavailable"), plus the PRM's process reward
   ppo_implicit  the same with the implicit PRM's process reward
-  rl_eval       greedy and sampled accuracy per level of SFT and the PPO policies
+  ppo_oracle    (optional) PPO with the exact final-answer reward on every level's RL
+                questions: what RL could gain here with a perfect evaluator
+  rl_eval       greedy and sampled accuracy per level of SFT and the PPO policies, on the
+                eval split or on test questions of its own
 Then `report.md` in WORKDIR: per-level accuracy tables (mean ± std over seeds), the
 goals with their margins in standard errors, and the curves as PNG.
 """
@@ -71,6 +74,8 @@ AFTER_ERROR = ("negative", "drop")
 BACKBONES = ("sft", "sft_large")
 # The PPO stages with a process reward, and the evaluator whose reward each one reads.
 PROCESS_PPO = {"ppo_process": "prm", "ppo_implicit": "iprm"}
+# ppo_stage's prompts for the oracle run: every level's RL questions with their answers.
+ORACLE_PROMPTS = "rl_prompts_with_answers"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -673,18 +678,25 @@ def rerank_stage(config: RerankConfig, model: TransformerConfig,
 
 def ppo_stage(model: TransformerConfig, ppo: PPOConfig, schedule: TrainingSchedule,
               chat_template: str, prompts_key: str, process_evaluator: str | None,
-              process_scale: float, format_penalty: float, mesh_fn, rules, seed: int):
-  """PPO of the small SFT policy: the final-answer reward (0.25 for a hard question's
-  "Unavailable"), the format penalty and, with a `process_evaluator` stage ('prm',
-  'iprm'), that evaluator's process reward."""
+              process_scale: float, format_penalty: float, mesh_fn, rules, seed: int,
+              world: LeveledMathConfig | None = None):
+  """PPO of the small SFT policy on the world's `prompts_key` file: the final-answer reward
+  (0.25 for a hard question's "Unavailable"), the format penalty and, with a
+  `process_evaluator` stage ('prm', 'iprm'), that evaluator's process reward. With
+  `prompts_key` ORACLE_PROMPTS, the RL questions of every level with their answers
+  (written to prompts.jsonl from `world`): the exact reward on hard questions too."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
+    if prompts_key == ORACLE_PROMPTS:
+      prompts = _write(stage_dir, "prompts.jsonl", build_world(world).records("rl"))
+    else:
+      prompts = results["world"][prompts_key]
     terms = {"answer": (math_answer_term(), 1.0), "format": (math_format_term(format_penalty),
                                                               1.0)}
     if process_evaluator:
       terms["process"] = (ProcessRewardTerm(results[process_evaluator]["workdir"]),
                           process_scale)
-    summary = train_ppo(stage_dir, model, results["world"][prompts_key],
-                        results["vocabulary"]["model"], results["sft"]["workdir"],
+    summary = train_ppo(stage_dir, model, prompts, results["vocabulary"]["model"],
+                        results["sft"]["workdir"],
                         reward=CompositeReward(terms), ppo=ppo, optimizer=schedule.optimizer(),
                         loop=schedule.loop(), chat_template=chat_template, mesh=mesh_fn(),
                         rules=rules, seed=seed)
@@ -694,10 +706,20 @@ def ppo_stage(model: TransformerConfig, ppo: PPOConfig, schedule: TrainingSchedu
 
 
 def rl_eval_stage(model: TransformerConfig, chat_template: str, policies: Sequence[str],
-                  max_new_tokens: int, num_samples: int, mesh_fn, rules, seed: int):
-  """Greedy and sampled (T=1) accuracy per level of each policy on held-out questions."""
+                  max_new_tokens: int, num_samples: int, mesh_fn, rules, seed: int,
+                  world: LeveledMathConfig, questions: int | None = None):
+  """Greedy and sampled (T=1) accuracy per level of each policy on held-out questions:
+  the world's `eval` split, or with `questions`, that many test questions per level
+  (`LeveledMathWorld.test_records`, written to questions.jsonl), none of them a question
+  of any split."""
   def run(stage_dir: str, results: Mapping[str, Any]) -> dict[str, Any]:
-    records = list(read_jsonl(results["world"]["eval_prompts"]))
+    if questions is None:
+      records = list(read_jsonl(results["world"]["eval_prompts"]))
+    else:
+      records = build_world(world).test_records(questions)
+      _write(stage_dir, "questions.jsonl", records)
+    trained = {r["prompt"] for name in ("sft", "label_prompts", "rl_prompts")
+               for r in read_jsonl(results["world"][name])}
     mesh = mesh_fn()
     rows = []
     for stage in policies:
@@ -722,7 +744,8 @@ def rl_eval_stage(model: TransformerConfig, chat_template: str, policies: Sequen
                                                    if r["policy"] == stage and r["mode"] == mode
                                                    and r["level"] == level]))
         table.append(entry)
-    return {"rows": table}
+    return {"rows": table, "questions": len(records),
+            "overlap": sum(r["prompt"] in trained for r in records)}
   return run
 
 
@@ -733,9 +756,12 @@ def seed_pipeline(workdir: str, model: TransformerConfig, model_large: Transform
                   process_scale: float, format_penalty: float, vocab_size: int,
                   chat_template: str, eval_samples: int, mesh_fn, rules, seed: int,
                   evaluator_backbone: str, implicit: TrainingSchedule | None,
-                  implicit_beta: float, implicit_gold: bool) -> dict[str, Any]:
+                  implicit_beta: float, implicit_gold: bool,
+                  rl_eval_questions: int | None = None, oracle_rl: bool = False
+                  ) -> dict[str, Any]:
   """Runs one seed's stages, world to rl_eval, in `workdir` and returns their results;
-  without an `implicit` schedule, the implicit PRM and its PPO run are left out."""
+  without an `implicit` schedule, the implicit PRM and its PPO run are left out; with
+  `oracle_rl`, a `ppo_oracle` stage is added."""
   if evaluator_backbone not in BACKBONES:
     raise ValueError(f"evaluator_backbone must be one of {BACKBONES}, got "
                      f"{evaluator_backbone!r}")
@@ -749,6 +775,9 @@ def seed_pipeline(workdir: str, model: TransformerConfig, model_large: Transform
   sampling = {k: v for k, v in config_record(rerank).items() if k != "likelihood_samples"}
   names = EVALUATORS if implicit is not None else tuple(e for e in EVALUATORS if e != "iprm")
   process_ppo = {name: e for name, e in PROCESS_PPO.items() if e in names}
+  ppo_settings = {**settings, "ppo": config_record(ppo), "schedule": config_record(ppo_schedule),
+                  "format_penalty": format_penalty}
+  oracle = ("ppo_oracle",) if oracle_rl else ()
   stages = [
       Stage("world", world_stage(world, chat_template), {"world": config_record(world),
                                                          "chat_template": chat_template}),
@@ -791,17 +820,21 @@ def seed_pipeline(workdir: str, model: TransformerConfig, model_large: Transform
             {**evaluator_settings, "rerank": config_record(rerank)}),
       Stage("ppo_outcome", ppo_stage(model, ppo, ppo_schedule, chat_template,
                                      "rl_easy_prompts", None, process_scale, format_penalty,
-                                     mesh_fn, rules, seed),
-            {**settings, "ppo": config_record(ppo), "schedule": config_record(ppo_schedule),
-             "format_penalty": format_penalty}),
+                                     mesh_fn, rules, seed), ppo_settings),
       *[Stage(name, ppo_stage(model, ppo, ppo_schedule, chat_template, "rl_prompts",
                               evaluator, process_scale, format_penalty, mesh_fn, rules, seed),
-              {**settings, "ppo": config_record(ppo), "schedule": config_record(ppo_schedule),
-               "process_scale": process_scale, "format_penalty": format_penalty})
+              {**ppo_settings, "process_scale": process_scale})
         for name, evaluator in process_ppo.items()],
-      Stage("rl_eval", rl_eval_stage(model, chat_template, ("sft", "ppo_outcome", *process_ppo),
-                                     rerank.max_new_tokens, eval_samples, mesh_fn, rules, seed),
-            {**settings, "eval_samples": eval_samples}),
+      # An upper bound for any evaluator's reward: the exact answer reward on every level.
+      *[Stage(name, ppo_stage(model, ppo, ppo_schedule, chat_template, ORACLE_PROMPTS, None,
+                              process_scale, format_penalty, mesh_fn, rules, seed, world),
+              {**ppo_settings, "prompts": ORACLE_PROMPTS}) for name in oracle],
+      Stage("rl_eval", rl_eval_stage(model, chat_template,
+                                     ("sft", "ppo_outcome", *process_ppo, *oracle),
+                                     rerank.max_new_tokens, eval_samples, mesh_fn, rules, seed,
+                                     world, rl_eval_questions),
+            {**settings, "eval_samples": eval_samples,
+             **({} if rl_eval_questions is None else {"questions": rl_eval_questions})}),
   ]
   return Pipeline(workdir, stages).run()
 
@@ -830,7 +863,8 @@ def easy_to_hard_world(workdir: str, model: TransformerConfig, model_large: Tran
                        implicit: TrainingSchedule | None = TrainingSchedule(
                            steps=300, learning_rate=1e-4, warmup_steps=20, batch_size=32,
                            seq_len=128),
-                       implicit_beta: float = 0.1, implicit_gold: bool = False
+                       implicit_beta: float = 0.1, implicit_gold: bool = False,
+                       rl_eval_questions: int | None = None, oracle_rl: bool = False
                        ) -> dict[str, Any]:
   """Runs the experiment for each seed in WORKDIR/seed_<k>/ and writes WORKDIR/report.md.
 
@@ -839,7 +873,10 @@ def easy_to_hard_world(workdir: str, model: TransformerConfig, model_large: Tran
   evaluator larger than the policy it judges). implicit, implicit_beta: the implicit
   PRM's DPO schedule (batch_size counts pairs; None leaves the implicit PRM and its PPO
   run out) and beta; implicit_gold: its pairs also put each label question's gold
-  solution against the wrong samples."""
+  solution against the wrong samples. rl_eval_questions: the RL comparison's held-out
+  questions per level, drawn apart from every split (None: the `eval` split's). oracle_rl:
+  also PPO with the exact answer reward on every level's RL questions (`ppo_oracle`), the
+  most any evaluator's reward could give RL here."""
   from align_jax.methods.easy_to_hard.report import report_rows, write_world_report
   mesh_fn = (lambda: mesh) if mesh is not None else create_mesh
   return run_seeds(
@@ -848,7 +885,7 @@ def easy_to_hard_world(workdir: str, model: TransformerConfig, model_large: Tran
           seed_dir, model, model_large, world, sft, sft_large, evaluator, evaluator_data,
           rerank, ppo_schedule, ppo, process_scale, format_penalty, vocab_size, chat_template,
           eval_samples, mesh_fn, rules, seed, evaluator_backbone, implicit, implicit_beta,
-          implicit_gold),
+          implicit_gold, rl_eval_questions, oracle_rl),
       lambda per_seed, seconds: write_world_report(workdir, per_seed, rerank, world, seconds,
                                                    evaluator_backbone),
       report_rows, ["policy", "strategy", "N", "easy", "hard"])

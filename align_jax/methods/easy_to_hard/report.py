@@ -49,12 +49,18 @@ def _difference(per_seed: Mapping[int, Mapping[str, Any]], a, b) -> dict[str, fl
           "values": values.tolist()}
 
 
-def _verdict(d: Mapping[str, float]) -> str:
+def _margin(d: Mapping[str, float]) -> float:
+  """The mean in standard errors (nan with one seed)."""
   if not np.isfinite(d["se"]):
+    return float("nan")
+  return d["mean"] / d["se"] if d["se"] > 0 else float("inf") * np.sign(d["mean"])
+
+
+def _verdict(d: Mapping[str, float]) -> str:
+  margin = _margin(d)
+  if np.isnan(margin):
     return "one seed: no standard error"
-  margin = d["mean"] / d["se"] if d["se"] > 0 else float("inf") * np.sign(d["mean"])
-  status = "met" if margin > 2 else "not met"
-  return f"{margin:+.1f} SE: **{status}**"
+  return f"{margin:+.1f} SE: **{'met' if margin > 2 else 'not met'}**"
 
 
 def _fmt(d: Mapping[str, float]) -> str:
@@ -175,6 +181,19 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
                                             and r["mode"] == row0["mode"])[f"level {lv}"]
                                        for res in per_seed.values()])
     rl_rows.append(entry)
+  # Every PPO policy against SFT on the hard levels, with the exact-reward run's bound.
+  labels = {"ppo_outcome": "final-answer reward, easy questions",
+            "ppo_process": "easy-trained PRM's process reward",
+            "ppo_implicit": "easy-trained implicit PRM's process reward",
+            "ppo_oracle": "exact answer reward on every level (a bound for any evaluator)"}
+  rl_vs_sft = []
+  for policy in (p for p in labels if p in trained):
+    entry = {"PPO": f"{policy}: {labels[policy]}"}
+    for mode in ("greedy", "sampled"):
+      d = _difference(per_seed, lambda r: _rl_accuracy(r, policy, mode, hard_levels),
+                      lambda r: _rl_accuracy(r, "sft", mode, hard_levels))
+      entry[mode] = f"{_fmt(d)}: {_margin(d):+.1f} SE"
+    rl_vs_sft.append(entry)
 
   # Curves.
   curves = []
@@ -210,11 +229,17 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
                                               for r in per_seed.values()])
     check_rows.append(entry)
 
+  # Runs before the RL test questions evaluated on the `eval` split.
+  test = first["rl_eval"].get("questions")
+  rl_questions = ("the held-out questions" if test is None else
+                  f"{test // len(levels)} held-out test questions per level and seed, none in "
+                  "any split")
   setup = []
   for seed, r in per_seed.items():
     stage_names = list(r)
     setup.append({
         "seed": seed, "held-out questions in training": r["world"]["heldout_overlap"],
+        **({"RL test questions in training": r["rl_eval"]["overlap"]} if test else {}),
         "label samples correct": r["label_samples"]["sample_accuracy"],
         "PRM step labels positive": r["evaluator_data"]["positive_share"]["prm"],
         "PRM eval acc": r["prm"]["eval_accuracy"], "ORM eval acc": r["orm"]["eval_accuracy"],
@@ -231,8 +256,12 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
       ("Goals (small policy; differences are mean over seeds, SE = std / sqrt(seeds))",
        markdown_table(goals, ["goal", "difference", "verdict"])),
       *tables,
-      ("RL: accuracy per level (held-out questions; greedy and T=1 samples)",
-       markdown_table(rl_rows, ["policy", "mode"] + [f"level {lv}" for lv in levels])),
+      (f"RL: accuracy per level ({rl_questions}; greedy and T=1 samples)",
+       markdown_table(rl_rows, ["policy", "mode"] + [f"level {lv}" for lv in levels])
+       + f"\n\nEach PPO policy minus SFT on levels {hard_levels} (mean over the levels; "
+       "over seeds: mean, std, standard error and per seed; then the mean in standard "
+       "errors):\n\n"
+       + markdown_table(rl_vs_sft, ["PPO", "greedy", "sampled"])),
       ("How well the evaluators tell right from wrong (AUC on the small policy's samples)",
        "`within`: the mean over questions with both right and wrong samples of the chance "
        "that a right one scores above a wrong one (what reranking needs); `overall`: the "

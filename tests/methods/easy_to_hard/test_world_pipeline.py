@@ -40,7 +40,9 @@ SMALL = (
        "--gin.RerankConfig.num_samples=4", "--gin.RerankConfig.subsets=2",
        "--gin.RerankConfig.max_new_tokens=24", "--gin.ppo/TrainingSchedule.steps=2",
        "--gin.PPOConfig.rollout_batch_size=8", "--gin.PPOConfig.mini_batch_size=4",
-       "--gin.PPOConfig.max_new_tokens=24", "--gin.easy_to_hard_world.eval_samples=2"])
+       "--gin.PPOConfig.max_new_tokens=24", "--gin.easy_to_hard_world.eval_samples=2",
+       "--gin.easy_to_hard_world.rl_eval_questions=2",
+       "--gin.easy_to_hard_world.oracle_rl=True"])
 
 
 @pytest.mark.slow
@@ -99,10 +101,22 @@ def test_world_notebook_runs_every_stage_and_reports(tmp_path):
       assert policy == "samples_small" or not any("orm" in name for name in table)
       for name, values in table.items():  # nothing beats the oracle
         assert all(v <= p + 1e-9 for v, p in zip(values, table["pass@n"])), name
+  # The RL comparison's own held-out questions: 2 a level, none a question of any split.
+  assert completed("rl_eval")["questions"] == 10 and completed("rl_eval")["overlap"] == 0
+  tested = [json.loads(line) for line in open(seed_dir / "rl_eval" / "questions.jsonl")]
+  eval_prompts = {json.loads(line)["prompt"] for line in open(seed_dir / "world" /
+                                                              "eval_prompts.jsonl")}
+  assert len(tested) == 10 and not {r["prompt"] for r in tested} & eval_prompts
   rl = completed("rl_eval")["rows"]
   assert [(r["policy"], r["mode"]) for r in rl] == [
-      (p, m) for p in ("sft", "ppo_outcome", "ppo_process", "ppo_implicit")
+      (p, m) for p in ("sft", "ppo_outcome", "ppo_process", "ppo_implicit", "ppo_oracle")
       for m in ("greedy", "sampled")]
+  # The oracle run's prompts: every level's RL questions, hard ones with their answers.
+  oracle = [json.loads(line) for line in open(seed_dir / "ppo_oracle" / "prompts.jsonl")]
+  rl_prompts = [json.loads(line) for line in open(seed_dir / "world" / "rl_prompts.jsonl")]
+  assert [r["prompt"] for r in oracle] == [r["prompt"] for r in rl_prompts]
+  assert {r["level"] for r in oracle} == {1, 2, 3, 4, 5}
+  assert all(r["answer"] != "Unavailable" for r in oracle)
   # Each PRM's process reward reached its PPO run as a logged reward term.
   for stage in ("ppo_process", "ppo_implicit"):
     metrics = [json.loads(line) for line in open(seed_dir / stage / "metrics.jsonl")]
@@ -128,19 +142,19 @@ def test_world_notebook_runs_every_stage_and_reports(tmp_path):
              + [f"--gin.WORKDIR='{workdir}'", "--gin.SEEDS=(0,)"] + SMALL)
   entry.main(command)
   assert {p: p.stat().st_mtime_ns for p in seed_dir.glob("*/COMPLETED.json")} == completed
-  assert len(completed) == 11 + len(pipeline.EVALUATORS) + len(pipeline.PROCESS_PPO)
+  assert len(completed) == 12 + len(pipeline.EVALUATORS) + len(pipeline.PROCESS_PPO)
 
-  # world.gin's default leaves the implicit PRM and its PPO run out; from the same
-  # evaluators (copied), the later stages run again without them.
+  # world.gin's default leaves the implicit PRM, its PPO run and the oracle PPO run out;
+  # from the same evaluators (copied), the later stages run again without them.
   lean = tmp_path / "lean"
   for stage in ("world", "vocabulary", "sft", "sft_large", "label_samples", "evaluator_data",
                 "prm", "orm", "oprm"):
     shutil.copytree(seed_dir / stage, lean / "seed_0" / stage)
-  without = [a for a in command if "implicit" not in a]
+  without = [a for a in command if "implicit" not in a and "oracle" not in a]
   without[without.index(f"--gin.WORKDIR='{workdir}'")] = f"--gin.WORKDIR='{lean}'"
   entry.main(without + ["--gin.RerankConfig.likelihood_samples=2"])
   stages = {p.parent.name for p in (lean / "seed_0").glob("*/COMPLETED.json")}
-  assert stages == {p.parent.name for p in completed} - {"iprm", "ppo_implicit"}
+  assert stages == {p.parent.name for p in completed} - {"iprm", "ppo_implicit", "ppo_oracle"}
   rerank = read_completion(str(lean / "seed_0"), "rerank")["result"]
   assert not any("iprm" in name for name in rerank["samples_small"]["groups"]["hard"]["accuracy"])
   assert "iprm" not in rerank["first_step_check"]
@@ -153,6 +167,8 @@ def test_world_notebook_runs_every_stage_and_reports(tmp_path):
   assert {r["policy"] for r in rows} == {"sft", "ppo_outcome", "ppo_process"}
   report = (lean / "report.md").read_text()
   assert "implicit PRM left out" in report and "weighted voting (implicit PRM" not in report
+  assert "ppo_oracle" not in report
+  assert "ppo_oracle: exact answer reward on every level" in (workdir / "report.md").read_text()
 
 
 def _rows():
