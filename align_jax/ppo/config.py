@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from align_jax.training.checkpoints import RECORD_IF_SET
+
 
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
@@ -32,6 +34,12 @@ class PPOConfig:
     or 'policy' (the policy's weights and a fresh head).
   exact_ratio: recompute the forward pass in the backward pass (one more forward per
     update) so that the first mini-batch's ratio is exactly 1, not 1 +- 1e-8.
+  value_learning_rate: the value model's peak learning rate, with an AdamW and a
+    gradient clip of its own (OpenRLHF's critic learning rate); the same schedule
+    shape as the policy's. None: one optimizer for both at the policy's rate. A value
+    head that starts fresh (value_init='policy') learns nothing useful in a short run
+    at a policy's fine-tuning rate, and its advantages are then the whitened rewards
+    minus noise.
   """
   rollout_batch_size: int = 64
   mini_batch_size: int = 16
@@ -63,6 +71,8 @@ class PPOConfig:
   value_init: str = "reward_model"
   sampler_batch_size: int = 0          # 0: the whole rollout batch in one compiled call
   exact_ratio: bool = True             # remat the loss's forward: first ratio exactly 1
+  value_learning_rate: float | None = dataclasses.field(default=None,
+                                                       metadata={RECORD_IF_SET: True})
 
   def __post_init__(self):
     if self.rollout_batch_size % self.mini_batch_size:
@@ -76,6 +86,9 @@ class PPOConfig:
     if self.kl_clamp_min is not None and self.kl_estimator != "k1":
       raise ValueError("PPOConfig.kl_clamp_min applies to the 'k1' estimator only, got "
                        f"kl_estimator={self.kl_estimator!r}")
+    if self.value_learning_rate is not None and not self.value_learning_rate > 0:
+      raise ValueError(f"PPOConfig.value_learning_rate must be > 0 or None, got "
+                       f"{self.value_learning_rate}")
     if self.value_init not in ("reward_model", "policy"):
       raise ValueError("PPOConfig.value_init must be 'reward_model' or 'policy', got "
                        f"{self.value_init!r}")

@@ -54,7 +54,7 @@ from align_jax.sampling import Sampler
 from align_jax.training.checkpoints import Checkpointer, config_record
 from align_jax.training.loop import (LoopConfig, TrainState, init_train_state, state_shardings,
                                      train_loop)
-from align_jax.training.optimizer import OptimizerConfig, make_optimizer
+from align_jax.training.optimizer import OptimizerConfig, by_part, make_optimizer
 from align_jax.training.runs import RUNTIME_FIELDS
 from align_jax.training.runs import (absolute_path, check_model_vocabulary, finish_run,
                                      fresh_head, is_hf_dir, load_initial_params,
@@ -181,6 +181,12 @@ def setup_ppo(workdir: str, model: TransformerConfig, prompts: Sequence[str] | s
   opt_config = dataclasses.replace(
       optimizer, total_steps=loop.total_steps * updates // per_schedule_step)
   opt = make_optimizer(opt_config, steps_per_schedule_step=per_schedule_step)
+  if ppo.value_learning_rate is not None:
+    # Each model its own AdamW and gradient clip; the value model's at its own rate.
+    value_opt = make_optimizer(
+        dataclasses.replace(opt_config, learning_rate=ppo.value_learning_rate),
+        steps_per_schedule_step=per_schedule_step)
+    opt = by_part({"policy": opt, "value": value_opt})
   shardings = state_shardings(opt, trainable, trainable_shardings, mesh)
   # The initial state is a fresh copy (the jitted init writes new buffers), so updating
   # it never touches the reference or the reward model.

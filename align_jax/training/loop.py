@@ -147,10 +147,19 @@ def state_shardings(optimizer: optax.GradientTransformation, params: Any, params
                     mesh: Mesh) -> TrainState:
   """Shardings of a TrainState: optimizer moments follow their parameters."""
   replicated = NamedSharding(mesh, PartitionSpec())
-  abstract_opt = jax.eval_shape(optimizer.init, params)
-  opt = optax.tree_map_params(optimizer, lambda _, s: s, abstract_opt, params_shardings,
-                              transform_non_params=lambda _: replicated)
-  return TrainState(step=replicated, params=params_shardings, opt_state=opt, rng=replicated)
+
+  def opt_shardings(optimizer, params, params_shardings):
+    parts = getattr(optimizer, "parts", None)   # optimizer.by_part: a state per part
+    if parts is not None:
+      return {name: opt_shardings(t, params[name], params_shardings[name])
+              for name, t in parts.items()}
+    abstract_opt = jax.eval_shape(optimizer.init, params)
+    return optax.tree_map_params(optimizer, lambda _, s: s, abstract_opt, params_shardings,
+                                 transform_non_params=lambda _: replicated)
+
+  return TrainState(step=replicated, params=params_shardings,
+                    opt_state=opt_shardings(optimizer, params, params_shardings),
+                    rng=replicated)
 
 
 def batch_shardings(batch: Mapping[str, np.ndarray], mesh: Mesh, rules: LogicalRules):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Callable, Literal, Mapping, NamedTuple
 
 import jax
 import optax
@@ -68,3 +68,29 @@ def make_optimizer(config: OptimizerConfig,
   parts.append(optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps,
                            weight_decay=config.weight_decay, mask=decay_mask))
   return optax.chain(*parts)
+
+
+class PartsTransformation(NamedTuple):
+  """An optax GradientTransformation (init, update) that also names its `parts`."""
+  init: Callable[..., Any]
+  update: Callable[..., Any]
+  parts: Mapping[str, optax.GradientTransformation]
+
+
+def by_part(transforms: Mapping[str, optax.GradientTransformation]) -> PartsTransformation:
+  """One transformation per top-level part of a dict of parameters (e.g. {"policy": ...,
+  "value": ...}), each with its own state: separate learning rates, moments and clipping.
+  (optax.multi_transform masks the other parts, which our weight-decay mask cannot read.)"""
+  transforms = dict(transforms)
+
+  def init(params):
+    return {name: t.init(params[name]) for name, t in transforms.items()}
+
+  def update(updates, state, params=None):
+    out, new_state = {}, {}
+    for name, t in transforms.items():
+      out[name], new_state[name] = t.update(updates[name], state[name],
+                                            None if params is None else params[name])
+    return out, new_state
+
+  return PartsTransformation(init, update, transforms)

@@ -61,11 +61,11 @@ def runs(tmp_path_factory):
           "reward": str(root / "reward")}
 
 
-def _setup(runs, workdir, model=CONFIG, ppo=PPO, steps=1):
+def _setup(runs, workdir, model=CONFIG, ppo=PPO, steps=1, max_grad_norm=1.0):
   return setup_ppo(str(workdir), model, runs["prompts"], runs["vocab"], runs["sft"],
                    reward_model=runs["reward"], ppo=ppo,
                    optimizer=OptimizerConfig(learning_rate=1e-3, warmup_steps=0,
-                                             decay="constant"),
+                                             decay="constant", max_grad_norm=max_grad_norm),
                    loop=LoopConfig(total_steps=steps, checkpoint_every=steps, **QUIET))
 
 
@@ -117,8 +117,8 @@ def test_one_update_moves_policy_and_value_only(runs, tmp_path):
   assert any("reward/reward_model" in r for r in records)
 
 
-def _rollouts(runs, workdir, ppo=PPO):
-  setup = _setup(runs, workdir, ppo=ppo)
+def _rollouts(runs, workdir, ppo=PPO, **options):
+  setup = _setup(runs, workdir, ppo=ppo, **options)
   state = setup.init_state()
   source = setup.make_batches(0)
   source.observe(state)
@@ -142,6 +142,30 @@ def test_update_is_invariant_to_micro_batches(runs, tmp_path):
     for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(results[0][0])):
       np.testing.assert_allclose(x, y, atol=1e-6, rtol=0)
     np.testing.assert_allclose(metrics["loss"], results[0][1]["loss"], atol=1e-6, rtol=1e-6)
+
+
+def test_the_value_model_steps_at_its_own_learning_rate(runs, tmp_path):
+  """One update (one epoch, one mini-batch) from the same state and rollouts, with one
+  optimizer (both models at 1e-3) and with the value model's own (at 2e-2). Adam's first
+  step is the learning rate times g / (|g| + eps), so without clipping the policy moves
+  exactly as before and the value model 20 times as far."""
+  single = dataclasses.replace(PPO, num_epochs=1, mini_batch_size=PPO.rollout_batch_size)
+  moves = {}
+  for name, ppo in (("one", single),
+                    ("own", dataclasses.replace(single, value_learning_rate=2e-2))):
+    setup, state, batch = _rollouts(runs, tmp_path / name, ppo=ppo, max_grad_norm=None)
+    start = _host(state.params)
+    new_state, _ = jax.jit(setup.step_fn)(state, batch, setup.frozen)
+    moves[name] = jax.tree.map(lambda a, b: a - b, _host(new_state.params), start)
+  own, one = moves["own"], moves["one"]
+  for x, y in zip(jax.tree.leaves(own["policy"]), jax.tree.leaves(one["policy"])):
+    np.testing.assert_array_equal(x, y)
+  value_own, value_one = jax.tree.leaves(own["value"]), jax.tree.leaves(one["value"])
+  assert max(np.abs(x).max() for x in value_one) > 0
+  for x, y in zip(value_own, value_one):
+    np.testing.assert_allclose(x, 20 * y, rtol=0, atol=2e-5)
+  with pytest.raises(ValueError, match="value_learning_rate"):
+    dataclasses.replace(PPO, value_learning_rate=0.0)
 
 
 def test_rollouts_score_lands_on_eos_inside_the_mask(runs, tmp_path):
