@@ -825,7 +825,7 @@ def seed_pipeline(workdir: str, model: TransformerConfig, model_large: Transform
                               evaluator, process_scale, format_penalty, mesh_fn, rules, seed),
               {**ppo_settings, "process_scale": process_scale})
         for name, evaluator in process_ppo.items()],
-      # An upper bound for any evaluator's reward: the exact answer reward on every level.
+      # A reference for the evaluators' rewards: the exact answer reward on every level.
       *[Stage(name, ppo_stage(model, ppo, ppo_schedule, chat_template, ORACLE_PROMPTS, None,
                               process_scale, format_penalty, mesh_fn, rules, seed, world),
               {**ppo_settings, "prompts": ORACLE_PROMPTS}) for name in oracle],
@@ -875,8 +875,8 @@ def easy_to_hard_world(workdir: str, model: TransformerConfig, model_large: Tran
   run out) and beta; implicit_gold: its pairs also put each label question's gold
   solution against the wrong samples. rl_eval_questions: the RL comparison's held-out
   questions per level, drawn apart from every split (None: the `eval` split's). oracle_rl:
-  also PPO with the exact answer reward on every level's RL questions (`ppo_oracle`), the
-  most any evaluator's reward could give RL here."""
+  also PPO with the exact answer reward on every level's RL questions (`ppo_oracle`), what
+  a perfect outcome evaluator would give RL here."""
   from align_jax.methods.easy_to_hard.report import report_rows, write_world_report
   mesh_fn = (lambda: mesh) if mesh is not None else create_mesh
   return run_seeds(

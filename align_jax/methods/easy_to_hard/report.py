@@ -185,7 +185,7 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
   labels = {"ppo_outcome": "final-answer reward, easy questions",
             "ppo_process": "easy-trained PRM's process reward",
             "ppo_implicit": "easy-trained implicit PRM's process reward",
-            "ppo_oracle": "exact answer reward on every level (a bound for any evaluator)"}
+            "ppo_oracle": "exact answer reward on every level (a perfect outcome evaluator)"}
   rl_vs_sft = []
   for policy in (p for p in labels if p in trained):
     entry = {"PPO": f"{policy}: {labels[policy]}"}
