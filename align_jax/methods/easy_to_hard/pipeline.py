@@ -76,6 +76,8 @@ BACKBONES = ("sft", "sft_large")
 PROCESS_PPO = {"ppo_process": "prm", "ppo_implicit": "iprm"}
 # ppo_stage's prompts for the oracle run: every level's RL questions with their answers.
 ORACLE_PROMPTS = "rl_prompts_with_answers"
+# The world's files whose questions a policy or evaluator trains on (held-out ones: none).
+TRAINING_FILES = ("sft", "label_prompts", "rl_prompts")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,8 +164,7 @@ def world_stage(config: LeveledMathConfig, chat_template: str):
         "vocab_corpus": [{"text": t} for t in world.texts() + rendered],
     }
     paths = {name: _write(stage_dir, name + ".jsonl", records) for name, records in files.items()}
-    trained = {r["prompt"] for name in ("sft", "label_prompts", "rl_prompts")
-               for r in files[name]}
+    trained = {r["prompt"] for name in TRAINING_FILES for r in files[name]}
     return {**paths, "heldout_overlap": sum(r["prompt"] in trained
                                             for r in files["eval_prompts"]),
             "sizes": {name: len(records) for name, records in files.items()}}
@@ -718,8 +719,7 @@ def rl_eval_stage(model: TransformerConfig, chat_template: str, policies: Sequen
     else:
       records = build_world(world).test_records(questions)
       _write(stage_dir, "questions.jsonl", records)
-    trained = {r["prompt"] for name in ("sft", "label_prompts", "rl_prompts")
-               for r in read_jsonl(results["world"][name])}
+    trained = {r["prompt"] for name in TRAINING_FILES for r in read_jsonl(results["world"][name])}
     mesh = mesh_fn()
     rows = []
     for stage in policies:

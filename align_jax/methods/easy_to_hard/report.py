@@ -181,7 +181,7 @@ def write_world_report(workdir: str, per_seed: Mapping[int, Mapping[str, Any]], 
                                             and r["mode"] == row0["mode"])[f"level {lv}"]
                                        for res in per_seed.values()])
     rl_rows.append(entry)
-  # Every PPO policy against SFT on the hard levels, with the exact-reward run's bound.
+  # Every PPO policy against SFT on the hard levels (the exact-reward run as a reference).
   labels = {"ppo_outcome": "final-answer reward, easy questions",
             "ppo_process": "easy-trained PRM's process reward",
             "ppo_implicit": "easy-trained implicit PRM's process reward",
