@@ -24,9 +24,15 @@ class PPOConfig:
     the missing-EOS replacement and the clip (so both are on the scaled scale).
   missing_eos_penalty: replaces the sequence score of responses without EOS (None: keep).
   score_clip: clip sequence scores to [-score_clip, score_clip] (None: no clip).
-  whiten_rewards: divide the per-token rewards (score, dense terms and KL penalty) by
-    their standard deviation over the rollout batch's response tokens, keeping their
-    mean, before GAE.
+  whiten_rewards: before GAE, the per-token rewards (score, dense terms and KL penalty)
+    over the rollout batch's response tokens: True (trl's masked whitening)
+    (x - mean) / std + mean; 'scale' x / std. True turns every reward-free response
+    token's 0 into mean * (1 - 1 / std), a per-token reward that adds up with length
+    (its sign is the mean's when std > 1, the opposite when std < 1): PPO is pushed
+    towards shorter or longer responses whatever the reward prefers. AlpacaFarm's PPO (the
+    thesis' systems) whitens the whole right-padded [batch, max_new_tokens] reward
+    array, so that shift lands on every row alike and biases nothing; 'scale' is its
+    masked equivalent (the shift dropped). False: rewards as shaped.
   schedule_per_iteration: the learning-rate schedule advances once per PPO iteration
     (every update of an iteration uses one learning rate; the optimizer's warmup_steps
     and total_steps count iterations) instead of once per optimizer update.
@@ -65,7 +71,7 @@ class PPOConfig:
   reward_scale: float = 1.0
   missing_eos_penalty: float | None = None
   score_clip: float | None = None
-  whiten_rewards: bool = False
+  whiten_rewards: bool | str = False
   whiten_advantages: bool = True
   schedule_per_iteration: bool = False
   value_init: str = "reward_model"
@@ -81,6 +87,9 @@ class PPOConfig:
     if self.mini_batch_size % self.num_micro_batches:
       raise ValueError(f"PPOConfig.mini_batch_size={self.mini_batch_size} must be a multiple "
                        f"of num_micro_batches={self.num_micro_batches}")
+    if self.whiten_rewards not in (False, True, "scale"):
+      raise ValueError(f"PPOConfig.whiten_rewards must be False, True or 'scale', got "
+                       f"{self.whiten_rewards!r}")
     if self.kl_estimator not in ("k1", "k3"):
       raise ValueError(f"PPOConfig.kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
     if self.kl_clamp_min is not None and self.kl_estimator != "k1":

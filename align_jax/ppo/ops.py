@@ -48,6 +48,11 @@ def masked_whiten(x: Array, mask: Array, shift_mean: bool = True, eps: float = 1
   return jnp.where(mask > 0, whitened, 0.0)
 
 
+def masked_rescale(x: Array, mask: Array, eps: float = 1e-8) -> Array:
+  """x / std over the masked positions of the whole batch (no shift); 0 outside the mask."""
+  return jnp.where(mask > 0, x * jax.lax.rsqrt(masked_var(x, mask) + eps), 0.0)
+
+
 def kl_penalty(logprobs: Array, ref_logprobs: Array, estimator: str = "k1",
                clamp: float = 20.0, clamp_min: float | None = None) -> Array:
   """Per-token KL estimate of policy vs reference from sampled-token log-probabilities.

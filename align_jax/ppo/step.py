@@ -81,7 +81,9 @@ def make_ppo_step(policy: Transformer, value: TransformerWithHead, config: PPOCo
     old_logprobs = jnp.where(mask > 0, old_logprobs, 0.0)
     old_values = jnp.where(mask > 0, old_values, 0.0)
     rewards = rollouts["token_rewards"]
-    if config.whiten_rewards:
+    if config.whiten_rewards == "scale":
+      rewards = ops.masked_rescale(rewards, mask)
+    elif config.whiten_rewards:
       rewards = ops.masked_whiten(rewards, mask, shift_mean=False)
     advantages, returns = ops.gae(rewards, old_values, mask, config.gamma, config.lam)
     if config.whiten_advantages:

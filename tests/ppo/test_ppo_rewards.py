@@ -204,7 +204,39 @@ def test_reward_whitening_divides_by_the_std_over_the_mask_and_keeps_the_mean():
   np.testing.assert_allclose(valid.std(ddof=1), 1.0, rtol=1e-5)
 
 
-def test_ppo_step_runs_gae_on_whitened_rewards():
+def _rescale(rewards, mask):
+  """numpy: x / std over the masked entries (Bessel's std), 0 elsewhere."""
+  valid = rewards[mask > 0].astype(np.float64)
+  out = np.zeros(rewards.shape)
+  out[mask > 0] = valid / np.sqrt(valid.var(ddof=1) + 1e-8)
+  return out
+
+
+def test_keeping_the_mean_gives_reward_free_tokens_a_reward_that_adds_up_with_length():
+  # Two responses with the same score, -5, on their last token and nothing else: 2 and 6
+  # tokens. Whitening that keeps the mean gives each reward-free token
+  # mean * (1 - 1 / std) < 0, so the longer response's return (sum of its rewards) is
+  # lower; 'scale' keeps the zeros and the two returns equal.
+  mask = np.array([[1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]], np.float32)
+  rewards = np.zeros(mask.shape, np.float32)
+  rewards[0, 1] = rewards[1, 5] = -5.0
+  kept = np.asarray(ops.masked_whiten(jnp.asarray(rewards), jnp.asarray(mask), shift_mean=False))
+  scaled = np.asarray(ops.masked_rescale(jnp.asarray(rewards), jnp.asarray(mask)))
+  np.testing.assert_allclose(kept, _whiten_keep_mean(rewards, mask), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(scaled, _rescale(rewards, mask), rtol=1e-5, atol=1e-6)
+  valid = rewards[mask > 0]
+  shift = valid.mean() * (1 - 1 / valid.std(ddof=1))
+  np.testing.assert_allclose(kept[1, :5], shift, rtol=1e-5)
+  assert shift < -0.5
+  np.testing.assert_allclose(kept.sum(1)[1] - kept.sum(1)[0], 4 * shift, rtol=1e-5)
+  assert np.all(scaled[rewards == 0] == 0.0)
+  np.testing.assert_allclose(scaled.sum(1)[0], scaled.sum(1)[1], rtol=1e-6)
+  with pytest.raises(ValueError, match="whiten_rewards"):
+    PPOConfig(whiten_rewards="yes")
+
+
+@pytest.mark.parametrize("mode,reference", [(True, _whiten_keep_mean), ("scale", _rescale)])
+def test_ppo_step_runs_gae_on_whitened_rewards(mode, reference):
   config = TransformerConfig(vocab_size=32, num_layers=1, d_model=16, num_heads=2,
                              num_kv_heads=1, head_dim=8, mlp_dim=32, max_seq_len=16)
   policy, value = Transformer(config), TransformerWithHead(config)
@@ -222,7 +254,7 @@ def test_ppo_step_runs_gae_on_whitened_rewards():
   values_per_row = [values[row, :n] for row, n in enumerate(lengths)]
   optimizer = optax.sgd(0.0)
   ppo = PPOConfig(rollout_batch_size=4, mini_batch_size=4, num_epochs=1, max_prompt_len=start,
-                  max_new_tokens=6, gamma=gamma, lam=lam, whiten_rewards=True, exact_ratio=False)
+                  max_new_tokens=6, gamma=gamma, lam=lam, whiten_rewards=mode, exact_ratio=False)
   step = jax.jit(make_ppo_step(policy, value, ppo, optimizer, start))
   _, metrics = step(init_train_state(params, optimizer, 0), batch, None)
 
@@ -231,7 +263,7 @@ def test_ppo_step_runs_gae_on_whitened_rewards():
                                 values_per_row, gamma, lam)
     return np.mean([r for row in returns for r in row])
 
-  expected = returns_mean(_whiten_keep_mean(batch["token_rewards"], mask))
+  expected = returns_mean(reference(batch["token_rewards"], mask))
   np.testing.assert_allclose(float(metrics["value/returns_mean"]), expected, rtol=1e-5,
                              atol=1e-5)
   assert abs(returns_mean(batch["token_rewards"]) - expected) > 0.5  # whitening mattered
@@ -267,7 +299,7 @@ def test_alpaca_farm_preset_parses_with_its_settings():
                     ["WORKDIR = 'runs/ppo'", "PROMPTS = 'prompts.jsonl'", "STEPS = 10",
                      "VOCABULARY = 'vocab.model'", "POLICY_INIT = 'runs/sft'",
                      "REWARD_MODEL = 'runs/reward'"])
-    expected = {"whiten_rewards": True, "reward_scale": 10.0, "kl_estimator": "k1",
+    expected = {"whiten_rewards": "scale", "reward_scale": 10.0, "kl_estimator": "k1",
                 "kl_clamp_min": 0.0, "gamma": 1.0, "lam": 1.0, "value_loss_coef": 0.1,
                 "num_epochs": 2, "missing_eos_penalty": -8.0, "schedule_per_iteration": True}
     for name, value in expected.items():
