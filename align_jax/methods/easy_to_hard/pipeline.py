@@ -854,7 +854,7 @@ def easy_to_hard_world(workdir: str, model: TransformerConfig, model_large: Tran
                        ppo: PPOConfig = PPOConfig(
                            rollout_batch_size=64, mini_batch_size=16, num_epochs=2,
                            max_prompt_len=32, max_new_tokens=96, temperature=0.7,
-                           kl_coef=0.01, whiten_rewards=True, value_init="policy"),
+                           kl_coef=0.01, whiten_rewards="scale", value_init="policy"),
                        process_scale: float = 1.0, format_penalty: float = -1.0,
                        vocab_size: int = 384, chat_template: str = "plain",
                        eval_samples: int = 4, seeds: Sequence[int] = (0,),
