@@ -28,11 +28,12 @@ class PPOConfig:
     over the rollout batch's response tokens: True (trl's masked whitening)
     (x - mean) / std + mean; 'scale' x / std. True turns every reward-free response
     token's 0 into mean * (1 - 1 / std), a per-token reward that adds up with length
-    (its sign is the mean's when std > 1, the opposite when std < 1): PPO is pushed
-    towards shorter or longer responses whatever the reward prefers. AlpacaFarm's PPO (the
+    (its sign is the mean's when std > 1, the opposite when std < 1): a push towards
+    shorter or longer responses that the reward does not ask for. AlpacaFarm's PPO (the
     thesis' systems) whitens the whole right-padded [batch, max_new_tokens] reward
     array, so that shift lands on every row alike and biases nothing; 'scale' is its
-    masked equivalent (the shift dropped). False: rewards as shaped.
+    masked equivalent (the shift dropped; AlpacaFarm's std also counts the padding, so
+    the two scales differ). False: rewards as shaped.
   schedule_per_iteration: the learning-rate schedule advances once per PPO iteration
     (every update of an iteration uses one learning rate; the optimizer's warmup_steps
     and total_steps count iterations) instead of once per optimizer update.
